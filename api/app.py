@@ -1,0 +1,46 @@
+"""``create_app(settings)``: the aiohttp application, resources managed by cleanup_ctx."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from api.auth import KeyVerifier
+from api.context import API_KEYS, CLICKHOUSE, EVENTS, PRODUCER, SETTINGS, VERIFIER
+from api.errors import error_middleware
+from api.routes import admin, gateway, health, ingest
+from schemas.producer import EventProducer
+from sinks.clickhouse import ClickHouse
+from sinks.repositories.api_keys import ApiKeyRepository
+from sinks.repositories.events import EventRepository
+from tracehouse.settings import Settings
+
+
+def create_app(settings: Settings, clickhouse: ClickHouse | None = None) -> web.Application:
+    """The API. Pass ``clickhouse`` to share the worker's connection (embedded chdb)."""
+    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
+    app[SETTINGS] = settings
+
+    async def clickhouse_ctx(app: web.Application) -> AsyncIterator[None]:
+        owned = clickhouse is None
+        ch = ClickHouse.from_settings(settings) if owned else clickhouse
+        app[CLICKHOUSE] = ch
+        app[EVENTS] = EventRepository(ch)
+        app[API_KEYS] = ApiKeyRepository(ch)
+        app[VERIFIER] = KeyVerifier(app[API_KEYS], settings.admin_key, settings.key_cache_seconds)
+        yield
+        if owned:
+            await ch.close()
+
+    async def producer_ctx(app: web.Application) -> AsyncIterator[None]:
+        producer = EventProducer(settings.bootstrap_servers, client_id="tracehouse-api")
+        await producer.start()
+        app[PRODUCER] = producer
+        yield
+        await producer.stop()
+
+    app.cleanup_ctx.extend([clickhouse_ctx, producer_ctx])
+    for module in (health, ingest, gateway, admin):
+        module.add_routes(app)
+    return app

@@ -1,0 +1,25 @@
+"""The resources an API request can reach, as aiohttp ``AppKey``s."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from api.auth import KeyVerifier, authenticate, require_scope
+from schemas.producer import EventProducer
+from sinks.clickhouse import ClickHouse
+from sinks.repositories.api_keys import ApiKeyRepository
+from sinks.repositories.events import EventRepository
+from tracehouse.settings import Settings
+
+SETTINGS = web.AppKey("settings", Settings)
+CLICKHOUSE = web.AppKey("clickhouse", ClickHouse)
+PRODUCER = web.AppKey("producer", EventProducer)
+EVENTS = web.AppKey("events", EventRepository)
+API_KEYS = web.AppKey("api_keys", ApiKeyRepository)
+VERIFIER = web.AppKey("verifier", KeyVerifier)
+
+
+async def caller_org(request: web.Request, scope: str) -> str:
+    """Authenticate the request and return the caller's org (401/403 otherwise)."""
+    principal = await authenticate(request, request.app[VERIFIER])
+    return require_scope(principal, scope)

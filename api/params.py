@@ -1,0 +1,68 @@
+"""Query-parameter parsing shared by every surface: each failure names its parameter."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from api.errors import bad_param
+from schemas.timefmt import parse_ms
+
+
+def reject_unknown(query: Mapping[str, str], allowed: Iterable[str]) -> None:
+    allowed = set(allowed)
+    for name in query:
+        if name not in allowed:
+            raise bad_param(name, f"unknown parameter; allowed: {', '.join(sorted(allowed))}")
+
+
+def int_param(query: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    raw = query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise bad_param(name, f"expected an integer, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise bad_param(name, f"must be between {lo} and {hi}")
+    return value
+
+
+def time_param(query: Mapping[str, str], name: str) -> int | None:
+    raw = query.get(name)
+    if raw is None:
+        return None
+    try:
+        return parse_ms(raw)
+    except ValueError as exc:
+        raise bad_param(name, str(exc)) from None
+
+
+def str_param(query: Mapping[str, str], name: str, max_len: int = 256) -> str | None:
+    raw = query.get(name)
+    if raw is None:
+        return None
+    if not raw or len(raw) > max_len:
+        raise bad_param(name, f"must be 1 to {max_len} characters")
+    return raw
+
+
+def encode_cursor(key: Any) -> str:
+    """An opaque cursor for a keyset position."""
+    raw = json.dumps(["v1", key], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(raw: str, name: str = "cursor") -> Any:
+    """The keyset position inside a cursor from ``encode_cursor``; 400 when it is not one."""
+    try:
+        data = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+        if not (isinstance(data, list) and len(data) == 2 and data[0] == "v1"):
+            raise ValueError
+        return data[1]
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise bad_param(name, "not a cursor returned by this API") from None

@@ -1,0 +1,61 @@
+"""Avro single-object encoding (magic ``C3 01`` + 8-byte fingerprint + body) for every record.
+
+The fingerprint tells a reader which schema wrote a record, so the ``trace-events``
+topic can carry both ``TraceEventBatch`` records (what tracehouse's producers write)
+and single ``TraceEvent`` records (what any other Avro client may write).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from fastavro import schemaless_reader, schemaless_writer
+
+from schemas.registry import NAMES, Schema, schema
+
+MAGIC = b"\xc3\x01"
+HEADER_LEN = 10
+
+
+class DecodeError(ValueError):
+    """A record that is not single-object-encoded Avro of a known tracehouse schema."""
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A decoded record: the schema name and the datum (a dict)."""
+
+    schema: str
+    datum: dict[str, Any]
+
+
+def encode(name: str, datum: dict[str, Any]) -> bytes:
+    """Encode ``datum`` with schema ``tracehouse.<name>`` as a single-object record."""
+    s = schema(name)
+    buf = io.BytesIO()
+    buf.write(MAGIC)
+    buf.write(s.fingerprint)
+    schemaless_writer(buf, s.wire, datum)
+    return buf.getvalue()
+
+
+@cache
+def _by_fingerprint() -> dict[bytes, Schema]:
+    return {schema(n).fingerprint: schema(n) for n in NAMES}
+
+
+def decode(value: bytes) -> Decoded:
+    """Decode a single-object record; raise DecodeError naming what is wrong."""
+    if not value or len(value) < HEADER_LEN or value[:2] != MAGIC:
+        raise DecodeError("not an Avro single-object record (missing C3 01 header)")
+    s = _by_fingerprint().get(value[2:HEADER_LEN])
+    if s is None:
+        raise DecodeError(f"unknown schema fingerprint {value[2:HEADER_LEN].hex()}")
+    try:
+        datum = schemaless_reader(io.BytesIO(value[HEADER_LEN:]), s.wire, None)
+    except Exception as exc:  # fastavro raises many types on corrupt input
+        raise DecodeError(f"corrupt {s.name} body: {exc}") from None
+    return Decoded(s.name, datum)

@@ -1,0 +1,201 @@
+"""Validation at the edge: JSON objects in, Avro datums out, or an error naming the field.
+
+The rules come from the ``.avsc`` files: a field's Avro type decides what JSON it
+accepts, ``"tracehouse.json": true`` marks fields that hold any JSON value (stored
+as canonical JSON text), and a field without a default is required. A few fields
+have server-side defaults (event_id, occurred_at) and org_id always comes from
+the caller's key, never from the body.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from schemas.canonical import canonical_json
+from schemas.registry import record_fields
+from schemas.timefmt import MAX_MS, MIN_MS, parse_ms
+
+MAX_ID_LEN = 256
+ID_FIELDS = frozenset({"event_id", "trace_id", "parent_id", "id"})
+SERVER_FIELDS = frozenset({"org_id"})
+
+
+class ValidationError(ValueError):
+    """One invalid field: ``field`` is a dotted path such as ``metadata.k``."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+Check = Callable[[str, Any], Any]
+
+
+def _string(name: str, v: Any) -> str:
+    if not isinstance(v, str):
+        raise ValidationError(name, f"expected a string, got {_kind(v)}")
+    if name in ID_FIELDS and not (0 < len(v) <= MAX_ID_LEN):
+        raise ValidationError(name, f"must be 1 to {MAX_ID_LEN} characters")
+    return v
+
+
+def _long(name: str, v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ValidationError(name, f"expected an integer, got {_kind(v)}")
+    if not -(2**63) <= v < 2**63:
+        raise ValidationError(name, "integer out of range")
+    return v
+
+
+def _double(name: str, v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ValidationError(name, f"expected a finite number, got {_kind(v)}")
+    return float(v)
+
+
+def _timestamp(name: str, v: Any) -> int:
+    if isinstance(v, bool):
+        raise ValidationError(name, "expected an ISO 8601 timestamp, got boolean")
+    try:
+        ms = v if isinstance(v, int) else parse_ms(v)
+    except ValueError as exc:
+        raise ValidationError(name, str(exc)) from None
+    if not MIN_MS <= ms < MAX_MS:
+        raise ValidationError(name, "timestamp outside 2000-01-01 .. 2100-01-01")
+    return ms
+
+
+def _json_text(name: str, v: Any) -> str:
+    try:
+        return canonical_json(v)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(name, f"not representable as JSON: {exc}") from None
+
+
+def _string_map(name: str, v: Any) -> dict[str, str]:
+    if not isinstance(v, dict):
+        raise ValidationError(name, f"expected an object of strings, got {_kind(v)}")
+    for k, item in v.items():
+        if not isinstance(item, str):
+            raise ValidationError(f"{name}.{k}", f"expected a string value, got {_kind(item)}")
+    return v
+
+
+def _double_map(name: str, v: Any) -> dict[str, float]:
+    if not isinstance(v, dict):
+        raise ValidationError(name, f"expected an object of numbers, got {_kind(v)}")
+    return {k: _double(f"{name}.{k}", item) for k, item in v.items()}
+
+
+def _string_array(name: str, v: Any) -> list[str]:
+    if not isinstance(v, list):
+        raise ValidationError(name, f"expected an array of strings, got {_kind(v)}")
+    for i, item in enumerate(v):
+        if not isinstance(item, str):
+            raise ValidationError(f"{name}[{i}]", f"expected a string, got {_kind(item)}")
+    return v
+
+
+def _kind(v: Any) -> str:
+    if v is None:
+        return "null"
+    return {bool: "boolean", int: "integer", float: "number", str: "string",
+            list: "array", dict: "object"}.get(type(v), type(v).__name__)
+
+
+def _check_for(field: dict[str, Any]) -> tuple[Check, bool]:
+    """The check of one Avro field and whether null is allowed."""
+    t = field["type"]
+    nullable = isinstance(t, list) and "null" in t
+    if nullable:
+        t = next(x for x in t if x != "null")
+    if field.get("tracehouse.json"):
+        return _json_text, nullable
+    if isinstance(t, dict):
+        if t.get("logicalType") == "timestamp-millis":
+            return _timestamp, nullable
+        if t["type"] == "map":
+            return (_double_map if t["values"] == "double" else _string_map), nullable
+        if t["type"] == "array":
+            return _string_array, nullable
+    return {"string": _string, "long": _long, "double": _double}[t], nullable
+
+
+@dataclass(frozen=True)
+class RecordSpec:
+    """How to validate one record type at the edge."""
+
+    name: str
+    checks: dict[str, tuple[Check, bool]]
+    defaults: dict[str, Any]
+    required: frozenset[str]
+
+    def validate(self, obj: Any, *, org_id: str, now: int) -> dict[str, Any]:
+        """Validate one JSON object into an Avro datum; raise ValidationError."""
+        if not isinstance(obj, dict):
+            raise ValidationError("(event)", f"expected an object, got {_kind(obj)}")
+        datum: dict[str, Any] = {}
+        for key, value in obj.items():
+            spec = self.checks.get(key)
+            if spec is None:
+                raise ValidationError(key, "unknown field")
+            check, nullable = spec
+            if value is None:
+                if not nullable:
+                    raise ValidationError(key, "must not be null")
+                datum[key] = None
+            else:
+                datum[key] = check(key, value)
+        for key in self.required:
+            if key not in datum:
+                raise ValidationError(key, "is required")
+        for key, default in self.defaults.items():
+            if key not in datum:
+                datum[key] = default() if callable(default) else default
+        datum["org_id"] = org_id
+        if "occurred_at" not in obj:
+            datum["occurred_at"] = now
+        return datum
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())
+
+
+@cache
+def spec(name: str) -> RecordSpec:
+    """The edge spec of ``TraceEvent`` or ``AuditEvent``."""
+    checks: dict[str, tuple[Check, bool]] = {}
+    defaults: dict[str, Any] = {}
+    required: set[str] = set()
+    server_defaults = {"event_id": _new_id, "id": _new_id, "occurred_at": None}
+    for f in record_fields(name):
+        fname = f["name"]
+        if fname in SERVER_FIELDS:
+            continue
+        checks[fname] = _check_for(f)
+        if fname in server_defaults:
+            if server_defaults[fname] is not None:
+                defaults[fname] = server_defaults[fname]
+        elif "default" in f:
+            d = f["default"]
+            defaults[fname] = (lambda d=d: type(d)()) if isinstance(d, (dict, list)) else d
+        else:
+            required.add(fname)
+    return RecordSpec(name, checks, defaults, frozenset(required))
+
+
+def validate_trace_event(obj: Any, *, org_id: str, now: int) -> dict[str, Any]:
+    """A JSON trace event as a ``TraceEvent`` datum; raise ValidationError."""
+    return spec("TraceEvent").validate(obj, org_id=org_id, now=now)
+
+
+def validate_audit_event(obj: Any, *, org_id: str, now: int) -> dict[str, Any]:
+    """A JSON audit event as an ``AuditEvent`` datum; raise ValidationError."""
+    return spec("AuditEvent").validate(obj, org_id=org_id, now=now)

@@ -1,0 +1,49 @@
+"""Timestamps: ISO 8601 at the edge, integer epoch milliseconds (UTC) everywhere inside."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: Accepted range for event timestamps: 2000-01-01 .. 2100-01-01.
+MIN_MS = 946_684_800_000
+MAX_MS = 4_102_444_800_000
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def parse_ms(value: str) -> int:
+    """Parse ISO 8601 (``Z`` or an offset; naive means UTC) into epoch millis; ValueError if not."""
+    if not isinstance(value, str) or len(value) < 10:
+        raise ValueError("expected an ISO 8601 timestamp such as 2026-11-23T10:00:00.123Z")
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"not an ISO 8601 timestamp: {value!r}") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    delta = dt - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
+def format_ms(ms: int) -> str:
+    """Epoch millis as ``YYYY-MM-DDTHH:MM:SS.mmmZ``."""
+    secs, millis = divmod(ms, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{millis:03d}Z"
+
+
+def datetime_ms(dt: datetime) -> int:
+    """A datetime (naive means UTC, as clickhouse-connect returns them) as epoch millis."""
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    delta = dt - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
+def ms_datetime(ms: int) -> datetime:
+    """Epoch millis as an aware UTC datetime (for query parameters)."""
+    secs, millis = divmod(ms, 1000)
+    return datetime.fromtimestamp(secs, UTC).replace(microsecond=millis * 1000)

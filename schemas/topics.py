@@ -1,0 +1,9 @@
+"""Kafka topic names: one place, used by producers, agents and the broker hygiene."""
+
+TRACE_EVENTS = "trace-events"
+AUDIT_EVENTS = "audit-events"
+SEALED_EVENTS = "sealed-events"
+INVALID_EVENTS = "invalid-events"
+
+#: Topics tracehouse creates before its worker starts (partition count from Settings).
+SOURCE_TOPICS = (TRACE_EVENTS, AUDIT_EVENTS, INVALID_EVENTS)

@@ -1,0 +1,1 @@
+"""ClickHouse access: connection, migrations, repositories and the sink writer."""

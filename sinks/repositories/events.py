@@ -1,0 +1,97 @@
+"""The ``events`` table: keyset pages and whole traces, rendered in the event JSON shape."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from schemas.registry import record_fields
+from schemas.timefmt import datetime_ms, format_ms, ms_datetime
+from sinks.clickhouse import ClickHouse
+
+#: Columns that hold canonical JSON text and are parsed back on the way out.
+JSON_COLUMNS = frozenset(f["name"] for f in record_fields("TraceEvent") if f.get("tracehouse.json"))
+EVENT_COLUMNS = tuple(f["name"] for f in record_fields("TraceEvent"))
+TIME_COLUMNS = ("occurred_at", "end_time")
+
+
+def render_event(row: dict[str, Any]) -> dict[str, Any]:
+    """A stored row as the event JSON a producer sent (timestamps ISO 8601, JSON fields parsed)."""
+    out = dict(row)
+    for key in TIME_COLUMNS:
+        if out.get(key) is not None:
+            out[key] = format_ms(datetime_ms(out[key]))
+    for key in JSON_COLUMNS:
+        if out.get(key) is not None:
+            out[key] = json.loads(out[key])
+    return out
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """Filters of the event list; None means not filtered."""
+
+    event_class: str | None = None
+    event_type: str | None = None
+    since_ms: int | None = None
+    until_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class EventPage:
+    events: list[dict[str, Any]]
+    next_key: tuple[int, str] | None  # (occurred_at ms, event_id) of the last row when more follow
+
+
+class EventRepository:
+    """Reads of the ``events`` table, always scoped to one org."""
+
+    def __init__(self, ch: ClickHouse) -> None:
+        self.ch = ch
+        self.table = f"{ch.database}.events"
+
+    async def page(self, org_id: str, flt: EventFilter, limit: int,
+                   after: tuple[int, str] | None = None) -> EventPage:
+        """Up to ``limit`` events ordered by (occurred_at, event_id), strictly after ``after``."""
+        where = ["org_id = {org:String}"]
+        params: dict[str, Any] = {"org": org_id, "lim": limit + 1}
+        if flt.event_class is not None:
+            where.append("class = {cls:String}")
+            params["cls"] = flt.event_class
+        if flt.event_type is not None:
+            where.append("type = {typ:String}")
+            params["typ"] = flt.event_type
+        if flt.since_ms is not None:
+            where.append("occurred_at >= {since:DateTime64(3, 'UTC')}")
+            params["since"] = ms_datetime(flt.since_ms)
+        if flt.until_ms is not None:
+            where.append("occurred_at <= {until:DateTime64(3, 'UTC')}")
+            params["until"] = ms_datetime(flt.until_ms)
+        if after is not None:
+            where.append("occurred_at >= {a_ts:DateTime64(3, 'UTC')}")
+            where.append("(occurred_at, event_id) > ({a_ts:DateTime64(3, 'UTC')}, {a_id:String})")
+            params["a_ts"] = ms_datetime(after[0])
+            params["a_id"] = after[1]
+        sql = (f"SELECT {', '.join(EVENT_COLUMNS)} FROM {self.table} WHERE {' AND '.join(where)} "
+               "ORDER BY occurred_at, event_id LIMIT {lim:UInt32}")
+        rows = (await self.ch.query(sql, params)).dicts()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        next_key = None
+        if more:
+            last = rows[-1]
+            next_key = (datetime_ms(last["occurred_at"]), last["event_id"])
+        return EventPage([render_event(r) for r in rows], next_key)
+
+    async def trace(self, org_id: str, trace_id: str) -> list[dict[str, Any]]:
+        """Every event of one trace in order; empty when the org has no such trace."""
+        sql = (f"SELECT {', '.join(EVENT_COLUMNS)} FROM {self.table} "
+               "WHERE org_id = {org:String} AND trace_id = {tid:String} ORDER BY occurred_at, event_id")
+        rows = await self.ch.query(sql, {"org": org_id, "tid": trace_id})
+        return [render_event(r) for r in rows.dicts()]
+
+    async def count(self, org_id: str) -> int:
+        rows = await self.ch.query(f"SELECT count() FROM {self.table} WHERE org_id = {{org:String}}",
+                                   {"org": org_id})
+        return int(rows.rows[0][0])

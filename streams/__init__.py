@@ -1,0 +1,1 @@
+"""The Faust app: topics, agents and the embedded-broker hygiene."""

@@ -1,0 +1,40 @@
+"""Create tracehouse's topics before the worker starts, with the partition counts it needs."""
+
+from __future__ import annotations
+
+import logging
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from schemas.topics import SOURCE_TOPICS
+
+log = logging.getLogger(__name__)
+
+
+async def ensure_topics(bootstrap: str, partitions: int, topics: tuple[str, ...] = SOURCE_TOPICS) -> None:
+    """Create missing topics; raise if an existing one has another partition count.
+
+    Faust stalls on PartitionsMismatch when a source topic was auto-created with one
+    partition, so the count is checked, not assumed.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="tracehouse-admin")
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in topics if t not in existing]
+        if missing:
+            await admin.create_topics(
+                [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in missing]
+            )
+            log.info("created topics %s with %d partitions", missing, partitions)
+        present = [t for t in topics if t in existing]
+        described = await admin.describe_topics(present) if present else []
+        for topic in described:
+            count = len(topic["partitions"])
+            if count != partitions:
+                raise RuntimeError(
+                    f"topic {topic['topic']} has {count} partitions, tracehouse needs {partitions} "
+                    "(TRACEHOUSE_TOPIC_PARTITIONS); recreate it or change the setting"
+                )
+    finally:
+        await admin.close()

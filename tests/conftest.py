@@ -1,0 +1,33 @@
+"""Shared fixtures: a real noida-db broker and a real tracehouse service per test session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from streams.embedded.broker import EmbeddedBroker, free_port
+from tests.support.service import Service
+
+
+def start_stack(data_dir: Path, **env: str) -> tuple[EmbeddedBroker, Service]:
+    """A broker on a free port inside ``data_dir`` and a started service using it."""
+    broker = EmbeddedBroker(data_dir / "broker", "127.0.0.1", free_port())
+    broker.start()
+    service = Service(data_dir, broker.port, **env)
+    try:
+        service.start()
+    except Exception:
+        broker.stop()
+        raise
+    return broker, service
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """One tracehouse (broker + chdb + worker + API) shared by the e2e tests of a session."""
+    broker, service = start_stack(tmp_path_factory.mktemp("stack"))
+    yield service
+    service.stop()
+    broker.stop()

@@ -1,0 +1,32 @@
+"""In-process ClickHouse for integration tests: embedded chdb (one per test session), or a
+ClickHouse server when TRACEHOUSE_TEST_CLICKHOUSE_URL is given: the same tests run on both."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from sinks.clickhouse import ClickHouse
+from sinks.migrate import migrate
+
+_chdb_path: list[str] = []
+
+
+@pytest.fixture
+async def clickhouse(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ClickHouse]:
+    """A migrated, fresh database on the session's ClickHouse backend."""
+    database = f"th_{uuid.uuid4().hex[:12]}"
+    url = os.environ.get("TRACEHOUSE_TEST_CLICKHOUSE_URL")
+    if url:
+        ch = ClickHouse(database=database, url=url)
+    else:
+        if not _chdb_path:  # chdb binds one data dir per process
+            _chdb_path.append(str(tmp_path_factory.mktemp("chdb")))
+        ch = ClickHouse(database=database, path=_chdb_path[0])
+    await migrate(ch)
+    yield ch
+    await ch.command(f"DROP DATABASE IF EXISTS {database}")
+    await ch.close()

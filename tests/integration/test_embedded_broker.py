@@ -1,0 +1,304 @@
+"""The embedded broker helpers against a real noida-db on a free port."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.consumer.fetcher import Fetcher
+
+from streams.embedded import fetch_throttle
+from streams.embedded.broker import BrokerError, EmbeddedBroker, free_port, port_open
+from streams.embedded.groups import evict_stale_members
+from streams.embedded.trim import trim_consumed
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    b = EmbeddedBroker(tmp_path_factory.mktemp("noida"), "127.0.0.1", free_port())
+    assert b.start() is True
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def throttle_restored() -> Iterator[None]:
+    """Leave the Fetcher patch as the test found it."""
+    was = fetch_throttle.installed()
+    yield
+    if was:
+        fetch_throttle.install()
+    else:
+        fetch_throttle.uninstall()
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+async def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, partitions, 1)])
+    finally:
+        await admin.close()
+
+
+async def list_topics(bootstrap: str) -> list[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        return await admin.list_topics()
+    finally:
+        await admin.close()
+
+
+async def commit(bootstrap: str, group: str, offsets: dict[TopicPartition, int]) -> None:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    consumer.assign(list(offsets))
+    await consumer.start()
+    try:
+        await consumer.commit(offsets)
+    finally:
+        await consumer.stop()
+
+
+async def wait_assigned(consumer: AIOKafkaConsumer, timeout: float) -> float:
+    """Seconds until ``consumer`` has partitions; fails after ``timeout``."""
+    started = time.monotonic()
+    while not consumer.assignment():
+        assert time.monotonic() - started < timeout, "no partitions assigned"
+        await asyncio.sleep(0.05)
+    return time.monotonic() - started
+
+
+# -- broker --------------------------------------------------------------------------------
+
+
+def test_start_is_idempotent_and_stop_closes_the_port(tmp_path: Path) -> None:
+    b = EmbeddedBroker(tmp_path / "data", "127.0.0.1", free_port())
+    assert not b.is_running()
+    try:
+        assert b.start() is True
+        assert b.is_running() and port_open(b.host, b.port)
+        assert b.bootstrap == f"127.0.0.1:{b.port}"
+        assert b.start() is False
+        # `up` on a running data dir would silently keep the old port: we refuse.
+        with pytest.raises(BrokerError, match="already runs on"):
+            EmbeddedBroker(b.data_dir, b.host, free_port()).start()
+    finally:
+        b.stop()
+    assert not b.is_running() and not port_open(b.host, b.port)
+    b.stop()  # stopping a stopped broker is a no-op
+    assert b.start() is True  # restarts on the same data dir
+    b.stop()
+
+
+def test_start_on_a_taken_port_fails_with_the_log(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        b = EmbeddedBroker(tmp_path, "127.0.0.1", sock.getsockname()[1])
+        with pytest.raises(BrokerError, match="already in use"):
+            b.start()
+    assert not b.is_running()
+
+
+# -- fetch throttle ------------------------------------------------------------------------
+
+
+async def idle_profile(bootstrap: str, topic: str, seconds: float) -> tuple[float, float]:
+    """(CPU seconds per second, fetches per second) of a consumer idling on ``topic``."""
+    calls = 0
+    current = Fetcher._proc_fetch_request
+
+    async def counting(self, *args):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        return await current(self, *args)
+
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=unique("idle"), enable_auto_commit=False
+    )
+    Fetcher._proc_fetch_request = counting  # type: ignore[method-assign]
+    try:
+        await consumer.start()
+        await wait_assigned(consumer, 10)
+        await asyncio.sleep(0.3)
+        calls, cpu, wall = 0, time.process_time(), time.monotonic()
+        assert await consumer.getmany(timeout_ms=int(seconds * 1000)) == {}
+        cpu, wall = time.process_time() - cpu, time.monotonic() - wall
+        return cpu / wall, calls / wall
+    finally:
+        Fetcher._proc_fetch_request = current  # type: ignore[method-assign]
+        await consumer.stop()
+
+
+def test_install_is_idempotent_and_uninstall_restores(throttle_restored: None) -> None:
+    fetch_throttle.uninstall()
+    original = Fetcher._proc_fetch_request
+    fetch_throttle.install()
+    fetch_throttle.install(0.02)
+    assert fetch_throttle.installed()
+    assert Fetcher._proc_fetch_request.__wrapped__ is original  # type: ignore[attr-defined]
+    fetch_throttle.uninstall()
+    assert not fetch_throttle.installed() and Fetcher._proc_fetch_request is original
+    fetch_throttle.uninstall()
+
+
+@pytest.mark.asyncio
+async def test_throttle_stops_the_idle_spin(broker: EmbeddedBroker, throttle_restored: None) -> None:
+    topic = unique("empty")
+    await create_topic(broker.bootstrap, topic, 4)
+
+    fetch_throttle.uninstall()
+    cpu_spin, fetches_spin = await idle_profile(broker.bootstrap, topic, 2.5)
+    fetch_throttle.install()
+    cpu_idle, fetches_idle = await idle_profile(broker.bootstrap, topic, 2.5)
+
+    print(
+        f"idle consumer: {cpu_spin:.0%} CPU, {fetches_spin:.0f} fetch/s without; "
+        f"{cpu_idle:.0%} CPU, {fetches_idle:.0f} fetch/s with the throttle"
+    )
+    assert fetches_idle < 40
+    assert fetches_spin > 5 * fetches_idle
+    assert cpu_idle < 0.5 * cpu_spin
+
+
+@pytest.mark.asyncio
+async def test_throttled_consumer_still_receives_and_stops(
+    broker: EmbeddedBroker, throttle_restored: None
+) -> None:
+    fetch_throttle.install()
+    topic = unique("live")
+    await create_topic(broker.bootstrap, topic, 2)
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=broker.bootstrap, group_id=unique("live"), enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        await wait_assigned(consumer, 10)
+        await asyncio.sleep(0.5)  # idle: every fetch comes back empty
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
+        await producer.start()
+        try:
+            sent = time.monotonic()
+            await producer.send_and_wait(topic, b"hello", key=b"k")
+        finally:
+            await producer.stop()
+        message = await asyncio.wait_for(consumer.getone(), 5)
+        assert message.value == b"hello"
+        assert time.monotonic() - sent < 1.0
+    finally:
+        started = time.monotonic()
+        await asyncio.wait_for(consumer.stop(), 5)
+    assert time.monotonic() - started < 2.0
+
+
+# -- stale group members -------------------------------------------------------------------
+
+CHILD_CONSUMER = """
+import asyncio, sys
+from aiokafka import AIOKafkaConsumer
+
+async def main(bootstrap, topic, group):
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group,
+                                enable_auto_commit=False)
+    await consumer.start()
+    while not consumer.assignment():
+        await asyncio.sleep(0.05)
+    print("assigned", flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+def join_and_kill(bootstrap: str, topic: str, group: str) -> None:
+    """A consumer in another process joins ``group`` and dies by SIGKILL."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD_CONSUMER, bootstrap, topic, group],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "assigned"
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+
+
+@pytest.mark.asyncio
+async def test_evict_stale_members_unblocks_a_restarted_consumer(broker: EmbeddedBroker) -> None:
+    topic, group, nobody = unique("evict"), unique("g"), unique("nobody")
+    await create_topic(broker.bootstrap, topic, 2)
+    await asyncio.to_thread(join_and_kill, broker.bootstrap, topic, group)
+
+    evicted = await evict_stale_members(broker.bootstrap, [group, nobody])
+    assert len(evicted[group]) == 1 and evicted[nobody] == []
+
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=broker.bootstrap, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        await wait_assigned(consumer, 5)
+        assert {tp.partition for tp in consumer.assignment()} == {0, 1}
+    finally:
+        await consumer.stop()  # leaves the group: it is empty now
+    assert await evict_stale_members(broker.bootstrap, [group]) == {group: []}
+
+
+# -- trim ----------------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_trim_deletes_below_the_lowest_commit(broker: EmbeddedBroker) -> None:
+    topic, g, h, missing = unique("trim"), unique("g"), unique("h"), unique("missing")
+    p0, p1 = TopicPartition(topic, 0), TopicPartition(topic, 1)
+    await create_topic(broker.bootstrap, topic, 2)
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        for i in range(100):
+            await producer.send(topic, str(i).encode(), partition=0)
+        for i in range(10):
+            await producer.send(topic, str(i).encode(), partition=1)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    await commit(broker.bootstrap, g, {p0: 60, p1: 10})
+    await commit(broker.bootstrap, h, {p0: 80})  # h never committed p1
+
+    readers = {topic: [g, h], missing: [g]}
+    assert await trim_consumed(broker.bootstrap, readers) == {(topic, 0): 60}
+    assert await trim_consumed(broker.bootstrap, readers) == {}  # nothing more to do
+    assert missing not in await list_topics(broker.bootstrap)  # not auto-created
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False)
+    consumer.assign([p0, p1])
+    await consumer.start()
+    try:
+        assert await consumer.beginning_offsets([p0, p1]) == {p0: 60, p1: 0}
+        await consumer.seek_to_beginning(p0)
+        offsets: list[int] = []
+        while len(offsets) < 40:
+            batch = await asyncio.wait_for(consumer.getmany(p0, timeout_ms=1000), 5)
+            offsets += [m.offset for m in batch.get(p0, [])]
+        assert offsets == list(range(60, 100))
+        assert [m.value for m in batch[p0]][-1] == b"99"
+    finally:
+        await consumer.stop()

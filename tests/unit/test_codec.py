@@ -1,0 +1,47 @@
+import pytest
+
+from schemas.codec import DecodeError, decode, encode
+from schemas.registry import NAMES, schema
+
+
+def event(i: int = 1, **kw):
+    base = {"event_id": f"e{i}", "org_id": "o", "trace_id": "t", "parent_id": None, "class": None,
+            "type": "SPAN", "name": None, "occurred_at": 1_795_428_000_123 + i, "end_time": None,
+            "status": None, "model": None, "model_config": None, "user_id": None, "session_id": None,
+            "agent_id": None, "agent_name": None, "actor_type": None, "actor_name": None,
+            "prompt_name": None, "description": None, "outcome": None, "input": '"hi"', "output": None,
+            "messages": None, "tools": None, "tool_choice": None, "input_tokens": 3,
+            "output_tokens": None, "total_tokens": None, "cost": 0.5, "cost_currency": None,
+            "scores": {"q": 0.9}, "tags": ["a"], "metadata": {"k": "v"}, "policy_version": None,
+            "approval_request_id": None, "authority_model": None, "requested_operation": None,
+            "target_integration": None, "resource_scope": None, "data_classification": None,
+            "policy_rule_id": None, "parent_trace_id": None}
+    base.update(kw)
+    return base
+
+
+def test_batch_round_trip_keeps_every_field():
+    batch = {"org_id": "o", "trace_id": "t", "events": [event(1), event(2, metadata={"ü": "✓"})]}
+    decoded = decode(encode("TraceEventBatch", batch))
+    assert decoded.schema == "TraceEventBatch"
+    assert decoded.datum == batch
+
+
+def test_single_events_are_told_apart_by_fingerprint():
+    assert decode(encode("TraceEvent", event())).schema == "TraceEvent"
+    assert len({schema(n).fingerprint for n in NAMES}) == len(NAMES)
+
+
+@pytest.mark.parametrize("value, reason", [
+    (b"", "header"), (b"{\"json\": true}", "header"),
+    (b"\xc3\x01" + b"\x00" * 8 + b"x", "unknown schema fingerprint"),
+])
+def test_garbage_is_a_decode_error(value, reason):
+    with pytest.raises(DecodeError, match=reason):
+        decode(value)
+
+
+def test_truncated_body_is_a_decode_error():
+    raw = encode("TraceEventBatch", {"org_id": "o", "trace_id": "t", "events": [event()]})
+    with pytest.raises(DecodeError, match="corrupt TraceEventBatch"):
+        decode(raw[:-20])

@@ -1,0 +1,57 @@
+"""``tracehouse run | worker | api | migrate``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from tracehouse.settings import Settings
+
+
+def _migrate(settings: Settings) -> None:
+    from sinks.clickhouse import ClickHouse
+    from sinks.migrate import migrate
+
+    async def go() -> None:
+        ch = ClickHouse.from_settings(settings)
+        try:
+            applied = await migrate(ch)
+            print("applied: " + (", ".join(applied) or "nothing (up to date)"))
+        finally:
+            await ch.close()
+
+    asyncio.run(go())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tracehouse", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="broker (embedded unless TRACEHOUSE_KAFKA_BOOTSTRAP), worker and API")
+    sub.add_parser("worker", help="the Faust worker only")
+    sub.add_parser("api", help="the HTTP API only")
+    sub.add_parser("migrate", help="apply ClickHouse migrations and exit")
+    args = parser.parse_args(argv)
+
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:
+        print(f"tracehouse: invalid setting: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "migrate":
+        _migrate(settings)
+        return 0
+
+    from tracehouse.runtime import ensure_admin_key, run
+
+    if args.command in ("run", "api"):
+        settings = ensure_admin_key(settings)
+    run(settings, worker=args.command in ("run", "worker"), api=args.command in ("run", "api"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

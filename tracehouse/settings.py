@@ -1,0 +1,119 @@
+"""One frozen Settings object, built once per process from ``TRACEHOUSE_*`` env vars.
+
+Every setting has one field, one env var (``TRACEHOUSE_`` + the upper-cased field
+name) and one default. Nothing else in tracehouse reads the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "TRACEHOUSE_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Process-wide configuration; see the README's settings table."""
+
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    data_dir: Path = Path("./.tracehouse")
+    #: External Kafka bootstrap servers; unset means the embedded broker (noida-db).
+    kafka_bootstrap: str | None = None
+    #: Port of the embedded broker (only used when kafka_bootstrap is unset).
+    kafka_port: int = 9092
+    #: ClickHouse server DSN (http://user:pass@host:8123/db); unset means embedded chdb.
+    clickhouse_url: str | None = None
+    clickhouse_database: str = "tracehouse"
+    #: Operator key allowed to create org keys through POST /v1/admin/keys.
+    admin_key: str | None = None
+    topic_partitions: int = 4
+    #: Faust processing guarantee: at_least_once or exactly_once.
+    processing_guarantee: str = "at_least_once"
+    #: The sink flushes to ClickHouse at this many rows or after this many seconds.
+    sink_batch_rows: int = 10_000
+    sink_batch_seconds: float = 1.0
+    #: Largest accepted HTTP request body and number of events per request.
+    max_body_bytes: int = 10 * 1024 * 1024
+    max_batch_events: int = 5_000
+    #: How long a verified API key stays cached (revocation latency).
+    key_cache_seconds: float = 30.0
+    #: How often the embedded broker's consumed records are deleted (DeleteRecords).
+    trim_interval_seconds: float = 30.0
+    log_level: str = "INFO"
+    #: Faust consumer commit interval, seconds.
+    commit_interval_seconds: float = 1.0
+
+    @property
+    def embedded_kafka(self) -> bool:
+        """True when tracehouse runs its own noida-db broker."""
+        return not self.kafka_bootstrap
+
+    @property
+    def embedded_clickhouse(self) -> bool:
+        """True when ClickHouse is chdb inside this process."""
+        return not self.clickhouse_url
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """host:port list of the Kafka brokers to talk to."""
+        return self.kafka_bootstrap or f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.data_dir / "broker"
+
+    @property
+    def chdb_dir(self) -> Path:
+        return self.data_dir / "clickhouse"
+
+    @property
+    def faust_dir(self) -> Path:
+        return self.data_dir / "faust"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build Settings from ``TRACEHOUSE_*`` variables; ``overrides`` win over both."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = environ.get(ENV_PREFIX + f.name.upper())
+            if raw is not None and raw != "":
+                values[f.name] = _parse(f, raw)
+        values.update(overrides)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Raise ValueError naming the env var of the first invalid setting."""
+        if self.processing_guarantee not in ("at_least_once", "exactly_once"):
+            raise ValueError(f"{ENV_PREFIX}PROCESSING_GUARANTEE must be at_least_once or exactly_once")
+        for name in ("http_port", "kafka_port", "topic_partitions", "sink_batch_rows",
+                     "max_body_bytes", "max_batch_events"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{ENV_PREFIX}{name.upper()} must be positive")
+
+
+def _parse(f: dataclasses.Field, raw: str) -> Any:
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    try:
+        if kind.startswith("int"):
+            return int(raw)
+        if kind.startswith("float"):
+            return float(raw)
+        if kind.startswith("Path"):
+            return Path(raw)
+        if kind.startswith("bool"):
+            return raw.lower() in ("1", "true", "yes", "on")
+    except ValueError as exc:
+        raise ValueError(f"{ENV_PREFIX}{f.name.upper()}={raw!r}: {exc}") from None
+    return raw
+
+
+__all__ = ["Settings", "ENV_PREFIX"]
