@@ -47,10 +47,11 @@ async def error_middleware(
         return await handler(request)
     except ApiError as exc:
         return error_response(exc.status, exc.code, exc.message, exc.details)
-    except web.HTTPRequestEntityTooLarge as exc:
+    except web.HTTPRequestEntityTooLarge:
+        max_bytes = request.app._client_max_size
         return error_response(413, "payload_too_large",
-                              f"request body exceeds {exc.max_size} bytes; send smaller batches",
-                              {"max_bytes": exc.max_size})
+                              f"request body exceeds {max_bytes} bytes; send smaller batches",
+                              {"max_bytes": max_bytes})
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

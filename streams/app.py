@@ -29,6 +29,7 @@ def create_faust_app(settings: Settings, clickhouse: ClickHouse) -> faust.App:
         datadir=str(settings.faust_dir),
         web_enabled=False,
         topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.topic_replication_factor,
         processing_guarantee=settings.processing_guarantee,
         broker_commit_interval=settings.commit_interval_seconds,
         consumer_auto_offset_reset="earliest",

@@ -5,13 +5,15 @@ from __future__ import annotations
 import logging
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
 
 from schemas.topics import SOURCE_TOPICS
 
 log = logging.getLogger(__name__)
 
 
-async def ensure_topics(bootstrap: str, partitions: int, topics: tuple[str, ...] = SOURCE_TOPICS) -> None:
+async def ensure_topics(bootstrap: str, partitions: int, replication_factor: int = 1,
+                        topics: tuple[str, ...] = SOURCE_TOPICS) -> None:
     """Create missing topics; raise if an existing one has another partition count.
 
     Faust stalls on PartitionsMismatch when a source topic was auto-created with one
@@ -23,11 +25,15 @@ async def ensure_topics(bootstrap: str, partitions: int, topics: tuple[str, ...]
         existing = set(await admin.list_topics())
         missing = [t for t in topics if t not in existing]
         if missing:
-            await admin.create_topics(
-                [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in missing]
-            )
-            log.info("created topics %s with %d partitions", missing, partitions)
-        present = [t for t in topics if t in existing]
+            try:
+                await admin.create_topics(
+                    [NewTopic(t, num_partitions=partitions, replication_factor=replication_factor)
+                     for t in missing]
+                )
+                log.info("created topics %s with %d partitions", missing, partitions)
+            except TopicAlreadyExistsError:  # another replica won the race; counts checked below
+                pass
+        present = list(topics)
         described = await admin.describe_topics(present) if present else []
         for topic in described:
             count = len(topic["partitions"])

@@ -76,7 +76,8 @@ async def serve(settings: Settings, *, worker: bool = True, api: bool = True,
                 stack.callback(broker.stop)
             fetch_throttle.install()
             log.info("embedded Kafka broker (noida-db) on %s", broker.bootstrap)
-        await ensure_topics(settings.bootstrap_servers, settings.topic_partitions)
+        await ensure_topics(settings.bootstrap_servers, settings.topic_partitions,
+                            settings.topic_replication_factor)
 
         clickhouse = ClickHouse.from_settings(settings)
         stack.push_async_callback(clickhouse.close)

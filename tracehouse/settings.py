@@ -33,6 +33,8 @@ class Settings:
     #: Operator key allowed to create org keys through POST /v1/admin/keys.
     admin_key: str | None = None
     topic_partitions: int = 4
+    #: Replication factor of the topics tracehouse creates (and of Faust's changelogs).
+    topic_replication_factor: int = 1
     #: Faust processing guarantee: at_least_once or exactly_once.
     processing_guarantee: str = "at_least_once"
     #: The sink flushes to ClickHouse at this many rows or after this many seconds.
