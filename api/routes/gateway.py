@@ -7,6 +7,7 @@ from aiohttp import web
 from api.context import EVENTS, caller_org
 from api.errors import bad_param, not_found
 from api.params import decode_cursor, encode_cursor, int_param, reject_unknown, str_param, time_param
+from schemas.timefmt import format_ms, now_ms
 from sinks.repositories.events import EventFilter
 
 LIST_PARAMS = ("limit", "cursor", "class", "type", "since", "until")
@@ -46,6 +47,23 @@ async def get_trace(request: web.Request) -> web.Response:
     return web.json_response({"trace_id": trace_id, "event_count": len(events), "events": events})
 
 
+async def metrics(request: web.Request) -> web.Response:
+    """Pre-aggregated counts per hour, type and outcome since ``since`` (default: last 24 h)."""
+    org_id = await caller_org(request, "traces:read")
+    q = request.query
+    reject_unknown(q, ("since", "until"))
+    until_ms = time_param(q, "until")
+    since_ms = time_param(q, "since")
+    if since_ms is None:
+        since_ms = now_ms() - 24 * 3_600_000
+    if until_ms is not None and since_ms > until_ms:
+        raise bad_param("since", "must not be after until")
+    buckets = await request.app[EVENTS].hourly_counts(org_id, since_ms, until_ms)
+    return web.json_response({"since": format_ms(since_ms), "buckets": buckets,
+                              "total": sum(b["count"] for b in buckets)})
+
+
 def add_routes(app: web.Application) -> None:
+    app.router.add_get("/v1/metrics", metrics)
     app.router.add_get("/v1/traces", list_traces)
     app.router.add_get("/v1/traces/{trace_id}", get_trace)

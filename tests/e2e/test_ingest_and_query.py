@@ -119,9 +119,12 @@ async def test_filters_class_type_since_until(stack):
         key = await api.org_key(org())
         trace = uid("tr")
         evs = [
-            {"event_id": "a", "trace_id": trace, "class": "llm", "type": "GENERATION", "occurred_at": "2026-05-01T00:00:00Z"},
-            {"event_id": "b", "trace_id": trace, "class": "tool", "type": "tool.executed", "occurred_at": "2026-05-02T00:00:00Z"},
-            {"event_id": "c", "trace_id": trace, "class": "tool", "type": "tool.executed", "occurred_at": "2026-04-30T00:00:00Z"},
+            {"event_id": "a", "trace_id": trace, "class": "llm", "type": "GENERATION",
+             "occurred_at": "2026-05-01T00:00:00Z"},
+            {"event_id": "b", "trace_id": trace, "class": "tool", "type": "tool.executed",
+             "occurred_at": "2026-05-02T00:00:00Z"},
+            {"event_id": "c", "trace_id": trace, "class": "tool", "type": "tool.executed",
+             "occurred_at": "2026-04-30T00:00:00Z"},
         ]
         assert (await api.post("/v1/events", key, evs))[0] == 202
         await wait_trace(api, key, trace, 3)
@@ -201,3 +204,21 @@ async def test_audit_events_are_accepted_and_validated(stack):
         assert body["rejected"] == [{"index": 1, "field": "action", "reason": "is required"}]
         read_only = await api.org_key(org(), ["traces:read"])
         assert (await api.post("/v1/audit/events", read_only, [{"actor": "x", "action": "y"}]))[0] == 403
+
+
+async def test_metrics_count_per_hour_type_and_outcome(stack):
+    async with Api(stack.url) as api:
+        key = await api.org_key(org())
+        evs = [{"trace_id": "m", "type": "tool.executed", "outcome": "ok", "occurred_at": "2026-05-01T10:05:00Z"},
+               {"trace_id": "m", "type": "tool.executed", "outcome": "ok", "occurred_at": "2026-05-01T10:55:00Z"},
+               {"trace_id": "m", "type": "GENERATION", "occurred_at": "2026-05-01T11:00:00Z"}]
+        assert (await api.post("/v1/events", key, evs))[0] == 202
+        body = await eventually(lambda: api.get("/v1/metrics", key, since="2026-05-01T00:00:00Z"),
+                                lambda r: r[1].get("total") == 3)
+        assert body[1]["buckets"] == [
+            {"hour": "2026-05-01T10:00:00.000Z", "type": "tool.executed", "outcome": "ok", "count": 2},
+            {"hour": "2026-05-01T11:00:00.000Z", "type": "GENERATION", "outcome": None, "count": 1},
+        ]
+        other = await api.org_key(org())
+        assert (await api.get("/v1/metrics", other, since="2026-05-01T00:00:00Z"))[1]["total"] == 0
+        assert (await api.get("/v1/metrics", key, since="nope"))[0] == 400

@@ -1,0 +1,1 @@
+"""``make bench``: figures for the README, printed, never asserted."""

@@ -1,0 +1,205 @@
+"""Benchmark the whole stack on this machine; print figures next to a same-run baseline.
+
+Runs a real noida-db broker and ``tracehouse run`` as a subprocess (as ``make run`` does),
+then measures: raw aiokafka produce rate (the baseline), end-to-end events/s until
+queryable for HTTP ingest with 1, 20 and 100 events per trace per request and for the
+direct-Kafka producer, ingest-to-queryable latency, page latency at ~1M stored events,
+idle CPU and data-dir size. ``BENCH_EVENTS`` scales the run (default 1,000,000 stored).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+from aiokafka import AIOKafkaProducer
+
+from schemas.model import validate_trace_event
+from schemas.producer import EventProducer
+from schemas.timefmt import format_ms, now_ms
+from streams.embedded.broker import EmbeddedBroker, free_port
+from tests.support.service import Api, Service
+
+TOTAL = int(os.environ.get("BENCH_EVENTS", "1000000"))
+PAYLOAD = "x" * 120  # ~380-byte Avro events, as DESIGN.md measured
+
+
+def pct(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+def event(i: int, per_trace: int, prefix: str, base_ms: int) -> dict:
+    return {"event_id": f"{prefix}{i}", "trace_id": f"{prefix}t{i // per_trace}", "type": "SPAN",
+            "name": "step", "model": "gpt-4o", "occurred_at": format_ms(base_ms + i),
+            "input_tokens": 10, "output_tokens": 20, "cost": 0.0004, "tags": ["bench"],
+            "metadata": {"k": "v"}, "input": PAYLOAD}
+
+
+async def stored(api: Api, key: str) -> int:
+    status, body = await api.get("/v1/metrics", key, since="2000-01-01T00:00:00Z")
+    return body["total"] if status == 200 else -1
+
+
+async def wait_stored(api: Api, key: str, n: int, timeout: float = 900) -> float:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await stored(api, key) >= n:
+            return time.monotonic()
+        await asyncio.sleep(0.05)
+    raise RuntimeError(f"only {await stored(api, key)} of {n} events stored after {timeout}s")
+
+
+async def raw_produce_rate(bootstrap: str, n: int = 50_000) -> float:
+    payload = os.urandom(380)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all",
+                                linger_ms=10, max_batch_size=512 * 1024)
+    await producer.start()
+    try:
+        t0 = time.monotonic()
+        futures = [await producer.send("bench-raw", payload, key=str(i % 64).encode()) for i in range(n)]
+        await asyncio.gather(*futures)
+        return n / (time.monotonic() - t0)
+    finally:
+        await producer.stop()
+
+
+async def http_rate(api: Api, key: str, n: int, per_trace: int, prefix: str, concurrency: int = 4) -> float:
+    base = now_ms() - 3_600_000
+    per_request = max(200, per_trace)
+    requests = [[event(i, per_trace, prefix, base) for i in range(s, min(s + per_request, n))]
+                for s in range(0, n, per_request)]
+    queue: asyncio.Queue = asyncio.Queue()
+    for r in requests:
+        queue.put_nowait(r)
+
+    async def poster() -> None:
+        while not queue.empty():
+            status, body = await api.post("/v1/events", key, queue.get_nowait())
+            assert status == 202, body
+
+    t0 = time.monotonic()
+    await asyncio.gather(*(poster() for _ in range(concurrency)))
+    return n / (await wait_stored(api, key, n) - t0)
+
+
+async def direct_rate(api: Api, bootstrap: str, org_id: str, key: str, n: int, prefix: str) -> float:
+    base = now_ms() - 3_600_000
+    datums = [validate_trace_event(event(i, 20, prefix, base), org_id=org_id, now=base) for i in range(n)]
+    t0 = time.monotonic()
+    async with EventProducer(bootstrap, linger_ms=20) as producer:
+        for s in range(0, n, 2000):  # lingering producer, 2,000 events in flight
+            await asyncio.gather(*(producer.add(d) for d in datums[s:s + 2000]))
+    return n / (await wait_stored(api, key, n) - t0)
+
+
+async def latency(api: Api, key: str, samples: int = 60) -> list[float]:
+    out: list[float] = []
+
+    async def one(i: int) -> None:
+        trace = f"lat-{uuid.uuid4().hex[:8]}"
+        t0 = time.monotonic()
+        await api.post("/v1/events", key, [{"trace_id": trace, "type": "SPAN"}])
+        while (await api.get(f"/v1/traces/{trace}", key))[0] != 200:
+            await asyncio.sleep(0.01)
+        out.append((time.monotonic() - t0) * 1000)
+
+    for s in range(0, samples, 6):
+        await asyncio.gather(*(one(i) for i in range(s, min(s + 6, samples))))
+    return out
+
+
+async def page_latency(api: Api, key: str, pages: int = 200) -> tuple[list[float], list[float]]:
+    first, deep = [], []
+    cursor = None
+    for i in range(pages):
+        t0 = time.monotonic()
+        status, body = await api.get("/v1/traces", key, limit=200, **({"cursor": cursor} if cursor else {}))
+        elapsed = (time.monotonic() - t0) * 1000
+        (first if cursor is None else deep).append(elapsed)
+        cursor = body["nextCursor"] if i % 20 != 19 else None  # restart the walk now and then
+    return first, deep
+
+
+def dir_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
+
+
+def idle_cpu(pid: int, seconds: float = 10.0) -> float:
+    proc = psutil.Process(pid)
+    procs = [proc, *proc.children(recursive=True)]
+    before = sum(p.cpu_times().user + p.cpu_times().system for p in procs)
+    time.sleep(seconds)
+    after = sum(p.cpu_times().user + p.cpu_times().system for p in procs)
+    return 100 * (after - before) / seconds
+
+
+async def main() -> None:
+    work = Path(tempfile.mkdtemp(prefix="tracehouse-bench-"))
+    broker = EmbeddedBroker(work / "broker", "127.0.0.1", free_port())
+    broker.start()
+    broker_pid = next(p.pid for p in psutil.process_iter(["cmdline"])
+                      if p.info["cmdline"] and str(work / "broker") in " ".join(p.info["cmdline"]))
+    service = Service(work, broker.port, TRACEHOUSE_SINK_BATCH_SECONDS="1.0",
+                      TRACEHOUSE_TRIM_INTERVAL_SECONDS="5", TRACEHOUSE_LOG_LEVEL="WARNING")
+    service.start()
+    lines = []
+
+    def report(line: str) -> None:
+        print(line, flush=True)
+        lines.append(line)
+
+    try:
+        async with Api(service.url) as api:
+            raw = await raw_produce_rate(broker.bootstrap)
+            report(f"raw aiokafka produce (baseline)       {raw:10,.0f} events/s  1.00x")
+            done = 0
+            keys = {}
+            for per_trace, n in ((1, 20_000), (20, 100_000), (100, 100_000)):
+                key = keys[per_trace] = await api.org_key(f"bench-http{per_trace}")
+                rate = await http_rate(api, key, n, per_trace, f"h{per_trace}-")
+                done += n
+                report(f"HTTP ingest, {per_trace:3d} events/trace/request {rate:10,.0f} events/s  "
+                       f"{rate / raw:.2f}x  (end to end until queryable, {n:,} events)")
+            key = await api.org_key("bench-direct")
+            rate = await direct_rate(api, broker.bootstrap, "bench-direct", key, 100_000, "d-")
+            done += 100_000
+            report(f"direct-Kafka producer (20/trace)      {rate:10,.0f} events/s  {rate / raw:.2f}x")
+
+            lat = await latency(api, await api.org_key("bench-latency"))
+            report(f"ingest-to-queryable latency           p50 {pct(lat, 50):6.0f} ms   p99 {pct(lat, 99):6.0f} ms"
+                   f"  (sink flushes every 1 s)")
+
+            fill_key = await api.org_key("bench-fill") if TOTAL > done else keys[20]
+            remaining = max(0, TOTAL - done)
+            t0 = time.monotonic()
+            if remaining:
+                await http_rate(api, fill_key, remaining, 20, "f-")
+            report(f"filled to {max(TOTAL, done):,} stored events in {time.monotonic() - t0:.0f} s")
+            first, deep = await page_latency(api, fill_key)
+            report(f"GET /v1/traces limit=200 at {TOTAL:,}:  first page p50 {pct(first, 50):5.1f} ms "
+                   f"p99 {pct(first, 99):5.1f} ms;  cursor pages p50 {pct(deep, 50):5.1f} ms "
+                   f"p99 {pct(deep, 99):5.1f} ms")
+
+            await asyncio.sleep(15)  # let the trimmer run and the sink go idle
+            cpu = idle_cpu(service.proc.pid)
+            cpu_broker = idle_cpu(broker_pid)
+            report(f"idle CPU: tracehouse {cpu:.1f} % of a core, noida-db {cpu_broker:.1f} %")
+            report(f"data dir after {TOTAL:,} events: broker {dir_mb(work / 'broker'):.1f} MB, "
+                   f"ClickHouse {dir_mb(work / 'clickhouse'):.1f} MB")
+            rss = psutil.Process(service.proc.pid).memory_info().rss / 1e6
+            report(f"tracehouse RSS after the run: {rss:.0f} MB")
+    finally:
+        service.stop()
+        broker.stop()
+    print("\nsummary\n" + "\n".join(lines))
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
