@@ -23,10 +23,7 @@ def parse_ms(value: str) -> int:
         dt = datetime.fromisoformat(value)
     except ValueError:
         raise ValueError(f"not an ISO 8601 timestamp: {value!r}") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    delta = dt - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+    return datetime_ms(dt)
 
 
 def format_ms(ms: int) -> str:

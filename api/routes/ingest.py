@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -66,30 +66,29 @@ def ingest_response(ids: list[str], rejected: list[dict[str, Any]]) -> web.Respo
     return web.json_response({"accepted": ids, "rejected": rejected}, status=202)
 
 
-async def post_events(request: web.Request) -> web.Response:
-    org_id = await caller_org(request, "traces:write")
-    source = "http:POST /v1/events"
+async def ingest(request: web.Request, scope: str, validate: Callable[..., dict[str, Any]],
+                 publish: Callable[[str, list[dict[str, Any]]], Awaitable[int]], id_field: str) -> web.Response:
+    """Authenticate, validate each item, report rejects, publish the valid ones."""
+    org_id = await caller_org(request, scope)
+    source = f"http:{request.method} {request.path}"
     items = await read_items(request, source, org_id)
-    valid, rejected, reports = validate_all(items, validate_trace_event, org_id, source)
-    producer = request.app[PRODUCER]
+    valid, rejected, reports = validate_all(items, validate, org_id, source)
     if reports:
-        await producer.send_invalid(reports)
+        await request.app[PRODUCER].send_invalid(reports)
     if valid:
-        await producer.send_trace_events(valid)
-    return ingest_response([e["event_id"] for e in valid], rejected)
+        await publish(org_id, valid)
+    return ingest_response([e[id_field] for e in valid], rejected)
+
+
+async def post_events(request: web.Request) -> web.Response:
+    producer = request.app[PRODUCER]
+    return await ingest(request, "traces:write", validate_trace_event,
+                        lambda _org, events: producer.send_trace_events(events), "event_id")
 
 
 async def post_audit_events(request: web.Request) -> web.Response:
-    org_id = await caller_org(request, "audit:write")
-    source = "http:POST /v1/audit/events"
-    items = await read_items(request, source, org_id)
-    valid, rejected, reports = validate_all(items, validate_audit_event, org_id, source)
-    producer = request.app[PRODUCER]
-    if reports:
-        await producer.send_invalid(reports)
-    if valid:
-        await producer.send_audit_events(org_id, valid)
-    return ingest_response([e["id"] for e in valid], rejected)
+    return await ingest(request, "audit:write", validate_audit_event,
+                        request.app[PRODUCER].send_audit_events, "id")
 
 
 def add_routes(app: web.Application) -> None:
