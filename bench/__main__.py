@@ -18,7 +18,8 @@ import uuid
 from pathlib import Path
 
 import psutil
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
 from schemas.model import validate_trace_event
 from schemas.producer import EventProducer
@@ -68,6 +69,25 @@ async def raw_produce_rate(bootstrap: str, n: int = 50_000) -> float:
         return n / (time.monotonic() - t0)
     finally:
         await producer.stop()
+        await drop_records(bootstrap, "bench-raw")
+
+
+async def drop_records(bootstrap: str, topic: str) -> None:
+    """Delete the baseline's records: nobody consumes them, so the trimmer rightly keeps them."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await admin.start()
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        if not tps:
+            await consumer.topics()
+            tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        ends = await consumer.end_offsets(tps)
+        await admin.delete_records({tp: RecordsToDelete(before_offset=o) for tp, o in ends.items()})
+    finally:
+        await consumer.stop()
+        await admin.close()
 
 
 async def http_rate(api: Api, key: str, n: int, per_trace: int, prefix: str, concurrency: int = 4) -> float:
