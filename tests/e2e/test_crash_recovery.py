@@ -32,12 +32,12 @@ async def post_all(api: Api, key: str, prefix: str, n: int, per_trace: int = 20)
 
 async def test_kill_9_mid_stream_loses_and_duplicates_nothing(tmp_path):
     # Small sink batches make the stream long enough to be killed in the middle of it.
-    broker, service = start_stack(tmp_path, TRACEHOUSE_SINK_BATCH_ROWS="5",
+    broker, service = start_stack(tmp_path, TRACEHOUSE_SINK_BATCH_ROWS="1",
                                   TRACEHOUSE_SINK_BATCH_SECONDS="0.05")
     try:
         async with Api(service.url) as api:
             key = await api.org_key(f"crash-{uuid.uuid4().hex[:6]}")
-            sent = await post_all(api, key, "a", 4000)
+            sent = await post_all(api, key, "a", 10_000)
             stored_before = await eventually(lambda: count(api, key), lambda n: n > 0, timeout=30, interval=0.05)
             service.stop(signal.SIGKILL)
             assert stored_before < len(sent), "the sink finished before the kill; nothing was tested"
