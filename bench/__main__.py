@@ -79,10 +79,8 @@ async def drop_records(bootstrap: str, topic: str) -> None:
     await admin.start()
     await consumer.start()
     try:
+        await consumer.topics()  # a fresh consumer knows no partitions before a metadata fetch
         tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        if not tps:
-            await consumer.topics()
-            tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         ends = await consumer.end_offsets(tps)
         await admin.delete_records({tp: RecordsToDelete(before_offset=o) for tp, o in ends.items()})
     finally:

@@ -33,9 +33,7 @@ async def ensure_topics(bootstrap: str, partitions: int, replication_factor: int
                 log.info("created topics %s with %d partitions", missing, partitions)
             except TopicAlreadyExistsError:  # another replica won the race; counts checked below
                 pass
-        present = list(topics)
-        described = await admin.describe_topics(present) if present else []
-        for topic in described:
+        for topic in await admin.describe_topics(list(topics)):
             count = len(topic["partitions"])
             if count != partitions:
                 raise RuntimeError(
