@@ -7,8 +7,9 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from api.auth import KeyVerifier
-from api.context import API_KEYS, CLICKHOUSE, EVENTS, PRODUCER, SETTINGS, VERIFIER
+from api.context import API_KEYS, CLICKHOUSE, EVENTS, PREPARATION, PRODUCER, SETTINGS, VERIFIER
 from api.errors import error_middleware
+from api.preparation import PreparationPool
 from api.routes import admin, gateway, health, ingest
 from schemas.producer import EventProducer
 from sinks.clickhouse import ClickHouse
@@ -40,7 +41,14 @@ def create_app(settings: Settings, clickhouse: ClickHouse | None = None) -> web.
         yield
         await producer.stop()
 
-    app.cleanup_ctx.extend([clickhouse_ctx, producer_ctx])
+    async def preparation_ctx(app: web.Application) -> AsyncIterator[None]:
+        pool = PreparationPool(settings.ingest_processes)
+        await pool.start()
+        app[PREPARATION] = pool
+        yield
+        await pool.stop()
+
+    app.cleanup_ctx.extend([clickhouse_ctx, producer_ctx, preparation_ctx])
     for module in (health, ingest, gateway, admin):
         module.add_routes(app)
     return app

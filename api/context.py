@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from api.auth import KeyVerifier, authenticate, require_scope
+from api.preparation import PreparationPool
 from schemas.producer import EventProducer
 from sinks.clickhouse import ClickHouse
 from sinks.repositories.api_keys import ApiKeyRepository
@@ -17,6 +18,7 @@ PRODUCER = web.AppKey("producer", EventProducer)
 EVENTS = web.AppKey("events", EventRepository)
 API_KEYS = web.AppKey("api_keys", ApiKeyRepository)
 VERIFIER = web.AppKey("verifier", KeyVerifier)
+PREPARATION = web.AppKey("preparation", PreparationPool)
 
 
 async def caller_org(request: web.Request, scope: str) -> str:

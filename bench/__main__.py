@@ -113,7 +113,7 @@ async def direct_rate(api: Api, bootstrap: str, org_id: str, key: str, n: int, p
     t0 = time.monotonic()
     async with EventProducer(bootstrap, linger_ms=20) as producer:
         for s in range(0, n, 2000):  # lingering producer, 2,000 events in flight
-            await asyncio.gather(*(producer.add(d) for d in datums[s:s + 2000]))
+            await asyncio.gather(*{producer.add(d) for d in datums[s:s + 2000]})
     return n / (await wait_stored(api, key, n) - t0)
 
 

@@ -7,13 +7,11 @@ and single ``TraceEvent`` records (what any other Avro client may write).
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from fastavro import schemaless_reader, schemaless_writer
-
+from schemas.compiled import CorruptRecord
 from schemas.registry import NAMES, Schema, schema
 
 MAGIC = b"\xc3\x01"
@@ -35,11 +33,7 @@ class Decoded:
 def encode(name: str, datum: dict[str, Any]) -> bytes:
     """Encode ``datum`` with schema ``tracehouse.<name>`` as a single-object record."""
     s = schema(name)
-    buf = io.BytesIO()
-    buf.write(MAGIC)
-    buf.write(s.fingerprint)
-    schemaless_writer(buf, s.wire, datum)
-    return buf.getvalue()
+    return MAGIC + s.fingerprint + s.codec.encode(datum)
 
 
 @cache
@@ -47,15 +41,21 @@ def _by_fingerprint() -> dict[bytes, Schema]:
     return {schema(n).fingerprint: schema(n) for n in NAMES}
 
 
-def decode(value: bytes) -> Decoded:
-    """Decode a single-object record; raise DecodeError naming what is wrong."""
+def schema_of(value: bytes) -> str:
+    """The name of the schema a single-object record was written with (DecodeError if none)."""
     if not value or len(value) < HEADER_LEN or value[:2] != MAGIC:
         raise DecodeError("not an Avro single-object record (missing C3 01 header)")
     s = _by_fingerprint().get(value[2:HEADER_LEN])
     if s is None:
         raise DecodeError(f"unknown schema fingerprint {value[2:HEADER_LEN].hex()}")
+    return s.name
+
+
+def decode(value: bytes) -> Decoded:
+    """Decode a single-object record; raise DecodeError naming what is wrong."""
+    s = schema(schema_of(value))
     try:
-        datum = schemaless_reader(io.BytesIO(value[HEADER_LEN:]), s.wire, None)
-    except Exception as exc:  # fastavro raises many types on corrupt input
+        datum = s.codec.decode(value[HEADER_LEN:])
+    except CorruptRecord as exc:
         raise DecodeError(f"corrupt {s.name} body: {exc}") from None
     return Decoded(s.name, datum)

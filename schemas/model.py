@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from schemas.canonical import canonical_json
+from schemas.canonical import canonical_json, encode_json_string
 from schemas.registry import record_fields
 from schemas.timefmt import MAX_MS, MIN_MS, parse_ms
 
@@ -38,9 +38,15 @@ Check = Callable[[str, Any], Any]
 
 
 def _string(name: str, v: Any) -> str:
-    if not isinstance(v, str):
+    if v.__class__ is not str:
         raise ValidationError(name, f"expected a string, got {_kind(v)}")
-    if name in ID_FIELDS and not (0 < len(v) <= MAX_ID_LEN):
+    return v
+
+
+def _id(name: str, v: Any) -> str:
+    if v.__class__ is not str:
+        raise ValidationError(name, f"expected a string, got {_kind(v)}")
+    if not (0 < len(v) <= MAX_ID_LEN):
         raise ValidationError(name, f"must be 1 to {MAX_ID_LEN} characters")
     return v
 
@@ -72,6 +78,8 @@ def _timestamp(name: str, v: Any) -> int:
 
 
 def _json_text(name: str, v: Any) -> str:
+    if v.__class__ is str:  # the common case: the same text canonical_json gives, much cheaper
+        return encode_json_string(v)
     try:
         return canonical_json(v)
     except (TypeError, ValueError) as exc:
@@ -124,6 +132,8 @@ def _check_for(field: dict[str, Any]) -> tuple[Check, bool]:
             return (_double_map if t["values"] == "double" else _string_map), nullable
         if t["type"] == "array":
             return _string_array, nullable
+    if t == "string" and field["name"] in ID_FIELDS:
+        return _id, nullable
     return {"string": _string, "long": _long, "double": _double}[t], nullable
 
 
@@ -133,31 +143,32 @@ class RecordSpec:
 
     name: str
     checks: dict[str, tuple[Check, bool]]
-    defaults: dict[str, Any]
+    template: dict[str, Any]  # every field at its immutable default (None for the nullable ones)
+    fresh: tuple[tuple[str, Callable[[], Any]], ...]  # defaults made anew for each datum
     required: frozenset[str]
 
     def validate(self, obj: Any, *, org_id: str, now: int) -> dict[str, Any]:
         """Validate one JSON object into an Avro datum; raise ValidationError."""
         if not isinstance(obj, dict):
             raise ValidationError("(event)", f"expected an object, got {_kind(obj)}")
-        datum: dict[str, Any] = {}
+        datum = self.template.copy()
+        checks = self.checks
         for key, value in obj.items():
-            spec = self.checks.get(key)
+            spec = checks.get(key)
             if spec is None:
                 raise ValidationError(key, "unknown field")
-            check, nullable = spec
             if value is None:
-                if not nullable:
+                if not spec[1]:
                     raise ValidationError(key, "must not be null")
                 datum[key] = None
             else:
-                datum[key] = check(key, value)
-        for key in self.required:
-            if key not in datum:
-                raise ValidationError(key, "is required")
-        for key, default in self.defaults.items():
-            if key not in datum:
-                datum[key] = default() if callable(default) else default
+                datum[key] = spec[0](key, value)
+        missing = self.required - obj.keys()
+        if missing:
+            raise ValidationError(min(missing), "is required")
+        for key, make in self.fresh:
+            if key not in obj:
+                datum[key] = make()
         datum["org_id"] = org_id
         if "occurred_at" not in obj:
             datum["occurred_at"] = now
@@ -172,23 +183,28 @@ def _new_id() -> str:
 def spec(name: str) -> RecordSpec:
     """The edge spec of ``TraceEvent`` or ``AuditEvent``."""
     checks: dict[str, tuple[Check, bool]] = {}
-    defaults: dict[str, Any] = {}
+    template: dict[str, Any] = {}
+    fresh: list[tuple[str, Callable[[], Any]]] = []
     required: set[str] = set()
     server_defaults = {"event_id": _new_id, "id": _new_id, "occurred_at": None}
     for f in record_fields(name):
         fname = f["name"]
+        template[fname] = None
         if fname in SERVER_FIELDS:
             continue
         checks[fname] = _check_for(f)
         if fname in server_defaults:
             if server_defaults[fname] is not None:
-                defaults[fname] = server_defaults[fname]
+                fresh.append((fname, server_defaults[fname]))
         elif "default" in f:
             d = f["default"]
-            defaults[fname] = (lambda d=d: type(d)()) if isinstance(d, (dict, list)) else d
+            if isinstance(d, (dict, list)):
+                fresh.append((fname, type(d)))
+            else:
+                template[fname] = d
         else:
             required.add(fname)
-    return RecordSpec(name, checks, defaults, frozenset(required))
+    return RecordSpec(name, checks, template, tuple(fresh), frozenset(required))
 
 
 def validate_trace_event(obj: Any, *, org_id: str, now: int) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -25,19 +25,24 @@ MAX_EVENTS_PER_RECORD = 500
 MAX_RECORD_BYTES = 768 * 1024
 
 
-def chunk_events(events: list[dict[str, Any]]) -> Iterable[list[dict[str, Any]]]:
-    """Split one trace's events into chunks small enough for one record each."""
-    chunk: list[dict[str, Any]] = []
-    size = 0
-    for ev in events:
-        ev_size = 256 + sum(len(v) for v in ev.values() if isinstance(v, str))
-        if chunk and (len(chunk) >= MAX_EVENTS_PER_RECORD or size + ev_size > MAX_RECORD_BYTES):
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(ev)
-        size += ev_size
-    if chunk:
-        yield chunk
+def batch_records(schema_name: str, header: dict[str, Any], events: list[dict[str, Any]]) -> Iterator[bytes]:
+    """Encoded batch records holding ``events`` in order, each within the record limits.
+
+    Encodes first and splits only a record that came out too big: measuring every
+    event up front would cost more than the rare second encode.
+    """
+    for start in range(0, len(events), MAX_EVENTS_PER_RECORD):
+        yield from _fitted(schema_name, header, events[start:start + MAX_EVENTS_PER_RECORD])
+
+
+def _fitted(schema_name: str, header: dict[str, Any], events: list[dict[str, Any]]) -> Iterator[bytes]:
+    value = encode(schema_name, {**header, "events": events})
+    if len(value) <= MAX_RECORD_BYTES or len(events) == 1:
+        yield value
+        return
+    half = len(events) // 2
+    yield from _fitted(schema_name, header, events[:half])
+    yield from _fitted(schema_name, header, events[half:])
 
 
 def group_by_trace(events: Iterable[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
@@ -46,6 +51,21 @@ def group_by_trace(events: Iterable[dict[str, Any]]) -> dict[tuple[str, str], li
     for ev in events:
         groups[(ev["org_id"], ev["trace_id"])].append(ev)
     return groups
+
+
+def trace_records(events: Iterable[dict[str, Any]]) -> Iterator[tuple[bytes, bytes]]:
+    """(key, value) records for ``trace-events``: one batch per trace (and chunk), keyed by trace_id."""
+    for (org_id, trace_id), group in group_by_trace(events).items():
+        key = trace_id.encode()
+        for value in batch_records("TraceEventBatch", {"org_id": org_id, "trace_id": trace_id}, group):
+            yield key, value
+
+
+def audit_records(org_id: str, events: list[dict[str, Any]]) -> Iterator[tuple[bytes, bytes]]:
+    """(key, value) records for ``audit-events``: one org's events in batches keyed by org_id."""
+    key = org_id.encode()
+    for value in batch_records("AuditEventBatch", {"org_id": org_id}, events):
+        yield key, value
 
 
 class EventProducer:
@@ -81,24 +101,19 @@ class EventProducer:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    async def send_trace_events(self, events: Iterable[dict[str, Any]]) -> int:
-        """Publish events as one batch record per trace (and chunk); return the record count."""
-        futures = []
-        for (org_id, trace_id), group in group_by_trace(events).items():
-            for chunk in chunk_events(group):
-                value = encode("TraceEventBatch", {"org_id": org_id, "trace_id": trace_id, "events": chunk})
-                futures.append(await self._producer.send(TRACE_EVENTS, value, key=trace_id.encode()))
+    async def send_records(self, topic: str, records: Iterable[tuple[bytes, bytes]]) -> int:
+        """Publish encoded (key, value) records and wait for every ack; return the count."""
+        futures = [await self._producer.send(topic, value, key=key) for key, value in records]
         await asyncio.gather(*futures)
         return len(futures)
 
+    async def send_trace_events(self, events: Iterable[dict[str, Any]]) -> int:
+        """Publish events as one batch record per trace (and chunk); return the record count."""
+        return await self.send_records(TRACE_EVENTS, trace_records(events))
+
     async def send_audit_events(self, org_id: str, events: list[dict[str, Any]]) -> int:
         """Publish one org's audit events as ``AuditEventBatch`` records keyed by org_id."""
-        futures = []
-        for chunk in chunk_events(events):
-            value = encode("AuditEventBatch", {"org_id": org_id, "events": chunk})
-            futures.append(await self._producer.send(AUDIT_EVENTS, value, key=org_id.encode()))
-        await asyncio.gather(*futures)
-        return len(futures)
+        return await self.send_records(AUDIT_EVENTS, audit_records(org_id, events))
 
     async def send_invalid(self, reports: Iterable[dict[str, Any]]) -> None:
         """Publish rejection reports (JSON: source, org_id, reason, field, payload) to invalid-events."""
@@ -108,16 +123,19 @@ class EventProducer:
         ]
         await asyncio.gather(*futures)
 
-    async def add(self, event: dict[str, Any]) -> None:
+    def add(self, event: dict[str, Any]) -> asyncio.Future[None]:
         """Queue one event; it is published with its trace's other events after the linger.
 
-        Returns once the record holding the event has been acknowledged by Kafka.
+        Returns a future that resolves once the record holding the event is acknowledged
+        by Kafka. Every event of one linger window shares that future, which keeps
+        ``add`` cheap; wrap it in ``asyncio.shield`` before awaiting it from a task that
+        may be cancelled.
         """
         self._pending[(event["org_id"], event["trace_id"])].append(event)
         if self._pending_done is None:
             self._pending_done = asyncio.get_running_loop().create_future()
             self._flusher = asyncio.ensure_future(self._flush_after_linger())
-        await asyncio.shield(self._pending_done)
+        return self._pending_done
 
     async def _flush_after_linger(self) -> None:
         await asyncio.sleep(self._linger)

@@ -12,6 +12,8 @@ from typing import Any
 from fastavro import parse_schema
 from fastavro.schema import fingerprint, load_schema, to_parsing_canonical_form
 
+from schemas.compiled import Codec, compile_codec
+
 SCHEMA_DIR = Path(__file__).parent
 NAMES = ("TraceEvent", "TraceEventBatch", "AuditEvent", "AuditEventBatch")
 
@@ -24,6 +26,7 @@ class Schema:
     raw: dict[str, Any]  # the schema as published (logical types included)
     wire: Any  # parsed for fastavro, logical types stripped: timestamps stay int millis
     fingerprint: bytes  # 8 bytes, little endian, as single-object encoding writes it
+    codec: Codec  # compiled from ``wire``: byte-for-byte what fastavro writes, several times faster
 
 
 def _strip_logical_types(node: Any) -> Any:
@@ -43,7 +46,7 @@ def schema(name: str) -> Schema:
     fp = bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))[::-1]
     wire = parse_schema(_strip_logical_types(copy.deepcopy(parsed)), _write_hint=False)
     raw = json.loads(path.read_text())
-    return Schema(name=name, raw=raw, wire=wire, fingerprint=fp)
+    return Schema(name=name, raw=raw, wire=wire, fingerprint=fp, codec=compile_codec(wire))
 
 
 def record_fields(name: str) -> list[dict[str, Any]]:

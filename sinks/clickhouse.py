@@ -83,11 +83,11 @@ class ClickHouse:
         """Run DDL or any statement without a result set."""
         return await self._run(lambda c: c.command(sql, parameters=parameters, settings=settings))
 
-    async def insert_json_rows(self, table: str, body: bytes,
+    async def insert_formatted(self, table: str, body: bytes, fmt: str,
                                settings: dict[str, Any] | None = None) -> None:
-        """Insert newline-delimited JSON rows (ClickHouse parses them in C++)."""
+        """Insert ``body``, data in ClickHouse input format ``fmt`` (parsed by ClickHouse in C++)."""
         await self._run(lambda c: c.raw_insert(f"{self.database}.{table}", None, body,
-                                               fmt="JSONEachRow", settings=settings))
+                                               fmt=fmt, settings=settings))
 
     async def raw_query(self, sql: str, parameters: dict[str, Any] | None = None,
                         fmt: str = "JSONEachRow") -> bytes:

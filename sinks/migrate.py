@@ -1,4 +1,7 @@
-"""Numbered SQL migrations (``sinks/migrations/NNNN_name.sql``), applied once each, in order."""
+"""Numbered SQL migrations (``sinks/migrations/NNNN_name.sql``), applied once each, in order.
+
+A file may hold several statements: it is split on semicolons, so keep them out of comments.
+"""
 
 from __future__ import annotations
 

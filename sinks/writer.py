@@ -1,26 +1,86 @@
-"""The sink writer: batch, insert once, and never store a replayed record twice.
+"""The sink writer: Kafka records into ClickHouse, once each, parsed in C++.
+
+Each record's Avro batch goes to ClickHouse as it arrived, followed by its source
+(topic, partition, offset), as one row of an Avro container inserted into the
+``<table>_in`` Null table; a materialized view unpacks the batch into event rows
+(``sinks/migrations/0004_sink_staging.sql``). Python never decodes an event on
+the way in.
 
 Offsets are committed only after an insert succeeded, so a crash replays records
-that may already be stored. Each row carries its source (topic, partition, offset);
-the first time a partition shows up after an assignment, the writer loads the ids
-stored from that offset on (the replay window, bounded by the commit interval) and
-drops those rows from the replay. Reads then never pay for deduplication.
+that may already be stored. The first time a partition shows up after an
+assignment (or after a failed insert, which may have stored part of a batch), the
+writer loads the (offset, id) pairs stored from that offset on: the replay window.
+Records inside it are decoded and only their missing events are sent; records past
+it go through untouched. Reads then never pay for deduplication.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
+from schemas.codec import HEADER_LEN, DecodeError, decode, schema_of
+from schemas.compiled import long_bytes
+from schemas.registry import schema
 from sinks.clickhouse import ClickHouse
-from sinks.rows import Source
+from sinks.container import ContainerWriter, avro_string
 
 log = logging.getLogger(__name__)
 
 #: Backoff between failed inserts: doubles from the first value up to the last.
 RETRY_BACKOFF = (0.2, 30.0)
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a record came from: the sink's exactly-once key."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class SinkRecord:
+    source: Source
+    value: bytes  # the Kafka record value: single-object Avro
+
+
+@dataclass(frozen=True)
+class Rejected:
+    record: SinkRecord
+    reason: str
+
+
+@dataclass(frozen=True)
+class SinkTable:
+    """What one sink stores: a table, the id of its rows and the Avro records it accepts."""
+
+    table: str
+    id_column: str
+    batch_schema: str
+    single_schema: str
+    batch_keys: tuple[str, ...]  # batch fields a single event supplies when it is wrapped
+
+    @property
+    def staging_table(self) -> str:
+        return f"{self.table}_in"
+
+    def staging_schema(self) -> dict[str, Any]:
+        """The container row: the batch's fields, then the record's source."""
+        batch = schema(self.batch_schema).wire
+        return {"type": "record", "name": f"{batch['name']}WithSource", "fields": [
+            *batch["fields"],
+            {"name": "_topic", "type": "string"},
+            {"name": "_partition", "type": "long"},
+            {"name": "_offset", "type": "long"},
+        ]}
+
+
+TRACE_EVENTS_SINK = SinkTable("events", "event_id", "TraceEventBatch", "TraceEvent", ("org_id", "trace_id"))
+AUDIT_EVENTS_SINK = SinkTable("audit_events", "id", "AuditEventBatch", "AuditEvent", ("org_id",))
 
 
 @dataclass
@@ -31,66 +91,113 @@ class _ReplayWindow:
     last_offset: int = -1
 
 
-@dataclass(frozen=True)
-class PendingRow:
-    source: Source
-    row_id: str
-    line: bytes
-
-
 class SinkWriter:
-    """Writes rows of one table; ``id_column`` identifies a row within its source record."""
+    """Writes the records of one ``SinkTable``; counts what it wrote, skipped and rejected."""
 
-    def __init__(self, ch: ClickHouse, table: str, id_column: str) -> None:
+    def __init__(self, ch: ClickHouse, spec: SinkTable) -> None:
         self.ch = ch
-        self.table = table
-        self.id_column = id_column
+        self.spec = spec
+        self.container = ContainerWriter(spec.staging_schema())
         self._windows: dict[tuple[str, int], _ReplayWindow] = {}
-        self.rows_written = 0
+        self._accepted = {spec.batch_schema, spec.single_schema}
+        self.records_written = 0
         self.rows_skipped = 0
+
+    @property
+    def table(self) -> str:
+        return self.spec.table
 
     def reset(self) -> None:
         """Forget replay windows (call on every partition assignment)."""
         self._windows.clear()
 
-    async def _window(self, topic: str, partition: int, first_offset: int) -> _ReplayWindow:
-        key = (topic, partition)
+    async def _window(self, source: Source) -> _ReplayWindow:
+        key = (source.topic, source.partition)
         window = self._windows.get(key)
         if window is None:
             rows = await self.ch.query(
-                f"SELECT _offset, {self.id_column} FROM {self.ch.database}.{self.table} "
+                f"SELECT _offset, {self.spec.id_column} FROM {self.ch.database}.{self.spec.table} "
                 "WHERE _topic = {t:String} AND _partition = {p:UInt32} AND _offset >= {o:UInt64}",
-                parameters={"t": topic, "p": partition, "o": first_offset},
+                parameters={"t": source.topic, "p": source.partition, "o": source.offset},
             )
             stored = {(int(o), i) for o, i in rows.rows}
             window = _ReplayWindow(stored, max((o for o, _ in stored), default=-1))
             self._windows[key] = window
         return window
 
-    async def fresh(self, rows: Iterable[PendingRow]) -> list[PendingRow]:
-        """Rows that are not stored yet (drops what a replay would duplicate)."""
-        out: list[PendingRow] = []
-        for row in rows:
-            src = row.source
-            window = await self._window(src.topic, src.partition, src.offset)
-            if src.offset <= window.last_offset and (src.offset, row.row_id) in window.stored:
-                self.rows_skipped += 1
-                continue
-            out.append(row)
-        return out
+    def _check_schema(self, record: SinkRecord) -> str:
+        name = schema_of(record.value)
+        if name not in self._accepted:
+            raise DecodeError(f"{name} records do not belong in {self.spec.table}")
+        return name
 
-    async def write(self, rows: list[PendingRow]) -> int:
-        """Insert the rows not stored yet, retrying with backoff until ClickHouse takes them."""
+    async def _container_row(self, record: SinkRecord) -> bytes | None:
+        """The record as a container row, without events already stored (None if all are)."""
+        name = self._check_schema(record)
+        src = record.source
+        window = await self._window(src)
+        if name == self.spec.batch_schema and src.offset > window.last_offset:
+            body = record.value[HEADER_LEN:]  # the common case: pass the bytes through
+        else:
+            datum = decode(record.value).datum
+            events = datum["events"] if name == self.spec.batch_schema else [datum]
+            kept = [e for e in events if (src.offset, e[self.spec.id_column]) not in window.stored]
+            self.rows_skipped += len(events) - len(kept)
+            if not kept:
+                return None
+            batch = {k: events[0][k] for k in self.spec.batch_keys} | {"events": kept}
+            body = schema(self.spec.batch_schema).codec.encode(batch)
+        return body + avro_string(src.topic) + long_bytes(src.partition) + long_bytes(src.offset)
+
+    def _corrupt(self, records: list[SinkRecord]) -> list[Rejected]:
+        """Records that do not decode in full (run only after ClickHouse refused an insert)."""
+        bad = []
+        for r in records:
+            try:
+                self._check_schema(r)
+                decode(r.value)
+            except DecodeError as exc:
+                bad.append(Rejected(r, str(exc)))
+        return bad
+
+    async def write(self, records: list[SinkRecord]) -> list[Rejected]:
+        """Store ``records``, retrying with backoff until ClickHouse takes them.
+
+        Returns the records that can never be stored (not tracehouse Avro, or corrupt),
+        for the caller to report on ``invalid-events``.
+        """
+        rejected: list[Rejected] = []
+        pending: list[SinkRecord] = []
+        for r in records:
+            try:
+                self._check_schema(r)
+                pending.append(r)
+            except DecodeError as exc:
+                rejected.append(Rejected(r, str(exc)))
         delay, max_delay = RETRY_BACKOFF
+        scanned = False
         while True:
             try:
-                fresh = await self.fresh(rows)
-                if fresh:
-                    await self.ch.insert_json_rows(self.table, b"\n".join(r.line for r in fresh))
+                rows: list[bytes] = []
+                for r in pending:
+                    row = await self._container_row(r)
+                    if row is not None:
+                        rows.append(row)
+                if rows:
+                    await self.ch.insert_formatted(self.spec.staging_table, self.container.file(rows), "Avro")
                 break
-            except Exception as exc:  # any failure: ClickHouse down, table locked, network
-                log.warning("writing %s failed (%s); retrying in %.1fs", self.table, exc, delay)
+            except Exception as exc:  # ClickHouse down, table locked, network, or a corrupt record
+                self.reset()  # a failed insert may have stored part of the batch: reload the windows
+                if not scanned:
+                    scanned = True
+                    bad = self._corrupt(pending)
+                    if bad:
+                        rejected += bad
+                        dropped = {id(b.record) for b in bad}
+                        pending = [r for r in pending if id(r) not in dropped]
+                        continue
+                log.warning("writing %s failed (%s); retrying in %.1fs", self.spec.table, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, max_delay)
-        self.rows_written += len(fresh)
-        return len(fresh)
+        self.records_written += len(pending)
+        return rejected

@@ -6,7 +6,7 @@ import faust
 
 from schemas.topics import AUDIT_EVENTS, INVALID_EVENTS, TRACE_EVENTS
 from sinks.clickhouse import ClickHouse
-from sinks.writer import SinkWriter
+from sinks.writer import AUDIT_EVENTS_SINK, TRACE_EVENTS_SINK, SinkWriter
 from streams.sink import add_sink_agent
 from tracehouse.settings import Settings
 
@@ -39,12 +39,12 @@ def create_faust_app(settings: Settings, clickhouse: ClickHouse) -> faust.App:
     p = settings.topic_partitions
     invalid = raw_topic(app, INVALID_EVENTS, p)
     writers = {
-        TRACE_EVENTS: SinkWriter(clickhouse, "events", "event_id"),
-        AUDIT_EVENTS: SinkWriter(clickhouse, "audit_events", "id"),
+        TRACE_EVENTS: SinkWriter(clickhouse, TRACE_EVENTS_SINK),
+        AUDIT_EVENTS: SinkWriter(clickhouse, AUDIT_EVENTS_SINK),
     }
     for topic_name, writer in writers.items():
         add_sink_agent(app, raw_topic(app, topic_name, p), writer, invalid,
-                       batch_records=settings.sink_batch_rows,
+                       batch_records=settings.sink_batch_records,
                        batch_seconds=settings.sink_batch_seconds)
 
     @app.on_partitions_assigned.connect
@@ -52,5 +52,4 @@ def create_faust_app(settings: Settings, clickhouse: ClickHouse) -> faust.App:
         for writer in writers.values():
             writer.reset()
 
-    app.sink_writers = writers  # type: ignore[attr-defined]  # read by the bench and /readyz
     return app

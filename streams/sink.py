@@ -1,4 +1,4 @@
-"""The sink agents: raw topics to ClickHouse, in batches, committed only after the insert.
+"""The sink agents: event topics to ClickHouse, in batches, committed only after the insert.
 
 Faust's ``take_events`` acks a batch in a ``finally`` once the loop body ends, even
 when the body was cancelled mid-insert at shutdown. So each message gets one extra
@@ -11,62 +11,40 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from collections.abc import Callable
-from typing import Any
 
 import faust
 
-from schemas.codec import DecodeError, decode
-from sinks.rows import Source, events_of, row_line
-from sinks.writer import PendingRow, SinkWriter
+from sinks.writer import Rejected, SinkRecord, SinkWriter, Source
 
 log = logging.getLogger(__name__)
 
-EXPECTED = {
-    "events": ("TraceEvent", "TraceEventBatch"),
-    "audit_events": ("AuditEvent", "AuditEventBatch"),
-}
 
-
-def rows_of(event: Any, table: str) -> tuple[list[PendingRow], dict[str, Any] | None]:
-    """Rows of one Faust event, or an invalid-events report when it can't be stored."""
-    msg = event.message
-    source = Source(msg.topic, msg.partition, msg.offset)
-    id_column = "event_id" if table == "events" else "id"
-    try:
-        decoded = decode(event.value)
-        if decoded.schema not in EXPECTED[table]:
-            raise DecodeError(f"{decoded.schema} records do not belong on {msg.topic}")
-    except DecodeError as exc:
-        return [], {
-            "source": f"kafka:{msg.topic}/{msg.partition}@{msg.offset}",
-            "reason": str(exc),
-            "payload_base64": base64.b64encode(event.value or b"").decode(),
-        }
-    rows = [PendingRow(source, d[id_column], row_line(d, source)) for d in events_of(decoded)]
-    return rows, None
+def invalid_report(rejected: Rejected) -> bytes:
+    """The ``invalid-events`` entry for a record the sink cannot store."""
+    src, value = rejected.record.source, rejected.record.value
+    return json.dumps({
+        "source": f"kafka:{src.topic}/{src.partition}@{src.offset}",
+        "reason": rejected.reason,
+        "payload_base64": base64.b64encode(value).decode(),
+    }).encode()
 
 
 def add_sink_agent(app: faust.App, topic: faust.TopicT, writer: SinkWriter,
-                   invalid_topic: faust.TopicT, *, batch_records: int, batch_seconds: float,
-                   on_written: Callable[[int], None] | None = None) -> None:
-    """Register an agent that stores every record of ``topic`` in ``writer.table``."""
+                   invalid_topic: faust.TopicT, *, batch_records: int, batch_seconds: float) -> None:
+    """Register an agent that stores every record of ``topic`` with ``writer``."""
 
     async def sink(stream: faust.StreamT) -> None:
         async for events in stream.take_events(batch_records, within=batch_seconds):
+            records = []
             for ev in events:
                 ev.message.incref()  # held until the rows are stored (see module doc)
-            rows: list[PendingRow] = []
-            for ev in events:
-                ev_rows, report = rows_of(ev, writer.table)
-                rows.extend(ev_rows)
-                if report is not None:
-                    log.warning("invalid record %s: %s", report["source"], report["reason"])
-                    await (await invalid_topic.send(value=json.dumps(report).encode()))
-            written = await writer.write(rows)
+                msg = ev.message
+                records.append(SinkRecord(Source(msg.topic, msg.partition, msg.offset), ev.value or b""))
+            for rejected in await writer.write(records):
+                log.warning("invalid record %s@%d: %s", rejected.record.source.topic,
+                            rejected.record.source.offset, rejected.reason)
+                await (await invalid_topic.send(value=invalid_report(rejected)))
             for ev in events:
                 ev.ack()
-            if on_written is not None:
-                on_written(written)
 
     app.agent(topic, name=f"sink-{writer.table}")(sink)

@@ -37,12 +37,15 @@ class Settings:
     topic_replication_factor: int = 1
     #: Faust processing guarantee: at_least_once or exactly_once.
     processing_guarantee: str = "at_least_once"
-    #: The sink flushes to ClickHouse at this many rows or after this many seconds.
-    sink_batch_rows: int = 10_000
+    #: The sink flushes to ClickHouse at this many Kafka records (each a batch of up to
+    #: 500 events) or after this many seconds, whichever comes first.
+    sink_batch_records: int = 2_000
     sink_batch_seconds: float = 1.0
     #: Largest accepted HTTP request body and number of events per request.
     max_body_bytes: int = 10 * 1024 * 1024
     max_batch_events: int = 5_000
+    #: Processes that parse, validate and encode ingest requests off the event loop (0: inline).
+    ingest_processes: int = 1
     #: How long a verified API key stays cached (revocation latency).
     key_cache_seconds: float = 30.0
     #: How often the embedded broker's consumed records are deleted (DeleteRecords).
@@ -96,10 +99,12 @@ class Settings:
         """Raise ValueError naming the env var of the first invalid setting."""
         if self.processing_guarantee not in ("at_least_once", "exactly_once"):
             raise ValueError(f"{ENV_PREFIX}PROCESSING_GUARANTEE must be at_least_once or exactly_once")
-        for name in ("http_port", "kafka_port", "topic_partitions", "sink_batch_rows",
+        for name in ("http_port", "kafka_port", "topic_partitions", "sink_batch_records",
                      "max_body_bytes", "max_batch_events"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{ENV_PREFIX}{name.upper()} must be positive")
+        if self.ingest_processes < 0:
+            raise ValueError(f"{ENV_PREFIX}INGEST_PROCESSES must be 0 or more")
 
 
 def _parse(f: dataclasses.Field, raw: str) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import uuid
 
+import psutil
 import pytest
 
 from tests.conftest import start_stack
@@ -32,15 +33,19 @@ async def post_all(api: Api, key: str, prefix: str, n: int, per_trace: int = 20)
 
 async def test_kill_9_mid_stream_loses_and_duplicates_nothing(tmp_path):
     # Small sink batches make the stream long enough to be killed in the middle of it.
-    broker, service = start_stack(tmp_path, TRACEHOUSE_SINK_BATCH_ROWS="1",
+    broker, service = start_stack(tmp_path, TRACEHOUSE_SINK_BATCH_RECORDS="1",
                                   TRACEHOUSE_SINK_BATCH_SECONDS="0.05")
     try:
         async with Api(service.url) as api:
             key = await api.org_key(f"crash-{uuid.uuid4().hex[:6]}")
             sent = await post_all(api, key, "a", 10_000)
             stored_before = await eventually(lambda: count(api, key), lambda n: n > 0, timeout=30, interval=0.05)
+            workers = psutil.Process(service.proc.pid).children(recursive=True)
+            assert workers, "expected the ingest worker process"
             service.stop(signal.SIGKILL)
             assert stored_before < len(sent), "the sink finished before the kill; nothing was tested"
+            _, alive = psutil.wait_procs(workers, timeout=10)
+            assert not alive, "ingest workers outlived their killed parent"
 
         service.start()  # same data dir, same broker: recovers from committed offsets
         async with Api(service.url) as api:

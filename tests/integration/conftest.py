@@ -1,16 +1,18 @@
-"""In-process ClickHouse for integration tests: embedded chdb (one per test session), or a
-ClickHouse server when TRACEHOUSE_TEST_CLICKHOUSE_URL is given: the same tests run on both."""
+"""Real parts for integration tests: a noida-db broker on a free port, and in-process
+ClickHouse: embedded chdb (one per test session), or a ClickHouse server when
+TRACEHOUSE_TEST_CLICKHOUSE_URL is given: the same tests run on both."""
 
 from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from sinks.clickhouse import ClickHouse
 from sinks.migrate import migrate
+from streams.embedded.broker import EmbeddedBroker, free_port
 
 _chdb_path: list[str] = []
 
@@ -30,3 +32,12 @@ async def clickhouse(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[
     yield ch
     await ch.command(f"DROP DATABASE IF EXISTS {database}")
     await ch.close()
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    """A noida-db broker with its own data dir, shared by the session's integration tests."""
+    b = EmbeddedBroker(tmp_path_factory.mktemp("noida"), "127.0.0.1", free_port())
+    assert b.start() is True
+    yield b
+    b.stop()

@@ -24,14 +24,6 @@ from streams.embedded.groups import evict_stale_members
 from streams.embedded.trim import trim_consumed
 
 
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
-    b = EmbeddedBroker(tmp_path_factory.mktemp("noida"), "127.0.0.1", free_port())
-    assert b.start() is True
-    yield b
-    b.stop()
-
-
 @pytest.fixture
 def throttle_restored() -> Iterator[None]:
     """Leave the Fetcher patch as the test found it."""

@@ -1,5 +1,6 @@
 from schemas import producer
-from schemas.producer import chunk_events, group_by_trace
+from schemas.codec import decode
+from schemas.producer import batch_records, group_by_trace
 
 
 def test_group_by_trace_keeps_arrival_order():
@@ -14,13 +15,32 @@ def test_same_trace_id_in_two_orgs_is_two_groups():
     assert len(groups) == 2
 
 
-def test_chunks_respect_event_count(monkeypatch):
+def trace_event(i: int, **kw) -> dict:
+    return {"event_id": f"e{i}", "org_id": "o", "trace_id": "t", "type": "SPAN",
+            "occurred_at": 1_795_428_000_000, "scores": {}, "tags": [], "metadata": {}} | kw
+
+
+def ids(records: list[bytes]) -> list[list[str]]:
+    return [[e["event_id"] for e in decode(r).datum["events"]] for r in records]
+
+
+def test_records_respect_event_count(monkeypatch):
     monkeypatch.setattr(producer, "MAX_EVENTS_PER_RECORD", 3)
-    chunks = list(chunk_events([{"i": str(i)} for i in range(7)]))
-    assert [len(c) for c in chunks] == [3, 3, 1]
-    assert [e["i"] for c in chunks for e in c] == [str(i) for i in range(7)]
+    records = list(batch_records("TraceEventBatch", {"org_id": "o", "trace_id": "t"},
+                                 [trace_event(i) for i in range(7)]))
+    assert ids(records) == [["e0", "e1", "e2"], ["e3", "e4", "e5"], ["e6"]]
 
 
-def test_chunks_respect_bytes():
-    big = {"input": "x" * (producer.MAX_RECORD_BYTES // 2)}
-    assert [len(c) for c in chunk_events([big, big, big])] == [1, 1, 1]
+def test_records_respect_bytes_and_keep_order():
+    big = "x" * (producer.MAX_RECORD_BYTES // 3)
+    events = [trace_event(i, input=big if i in (1, 2, 4) else None) for i in range(6)]
+    records = list(batch_records("TraceEventBatch", {"org_id": "o", "trace_id": "t"}, events))
+    assert all(len(r) <= producer.MAX_RECORD_BYTES for r in records)
+    assert [e for chunk in ids(records) for e in chunk] == [f"e{i}" for i in range(6)]
+    assert len(records) >= 2
+
+
+def test_one_event_bigger_than_a_record_still_travels_alone():
+    huge = trace_event(0, input="x" * (producer.MAX_RECORD_BYTES + 10))
+    records = list(batch_records("TraceEventBatch", {"org_id": "o", "trace_id": "t"}, [huge, trace_event(1)]))
+    assert ids(records) == [["e0"], ["e1"]]

@@ -1,0 +1,135 @@
+"""An ingest request body in, Kafka records out: parse, validate, group, encode.
+
+That work is CPU-bound Python (~20 µs per event), and the event loop that runs it
+also serves queries and feeds the sink. ``PreparationPool`` therefore runs it in
+worker processes (``TRACEHOUSE_INGEST_PROCESSES``; 0 runs it inline), so the
+event loop only moves bytes: the body goes in, encoded records come back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import multiprocessing
+import os
+import threading
+import time
+from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from typing import Any
+
+from schemas.model import ValidationError, validate_audit_event, validate_trace_event
+from schemas.producer import audit_records, trace_records
+from schemas.timefmt import format_ms, now_ms
+
+log = logging.getLogger(__name__)
+
+MAX_REPORTED_PAYLOAD = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What one request becomes. Plain data: it crosses a process boundary."""
+
+    records: list[tuple[bytes, bytes]] = field(default_factory=list)  # (key, value)
+    accepted: list[str] = field(default_factory=list)  # ids of the valid events, in request order
+    rejected: list[dict[str, Any]] = field(default_factory=list)  # {index, field, reason}
+    reports: list[dict[str, Any]] = field(default_factory=list)  # for invalid-events
+    #: (status, code, message, details) when the request as a whole is refused
+    error: tuple[int, str, str, dict[str, Any] | None] | None = None
+
+
+def prepare(kind: str, raw: bytes, org_id: str, source: str, max_events: int) -> Prepared:
+    """Turn the body of POST /v1/events (``kind="trace"``) or /v1/audit/events (``"audit"``)
+    into batch records, with every rejection reported by index."""
+    now = now_ms()
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return Prepared(
+            reports=[{"source": source, "org_id": org_id, "received_at": format_ms(now),
+                      "field": "(body)", "reason": f"malformed JSON: {exc}",
+                      "payload": raw[:MAX_REPORTED_PAYLOAD].decode("utf-8", "replace")}],
+            error=(400, "invalid_json", f"request body is not valid JSON: {exc}", None))
+    if isinstance(body, dict) and set(body) == {"events"}:
+        body = body["events"]
+    if not isinstance(body, list):
+        return Prepared(error=(400, "validation_error", 'body must be a JSON array of events or {"events": [...]}',
+                               {"field": "(body)"}))
+    if len(body) > max_events:
+        return Prepared(error=(413, "batch_too_large",
+                               f"{len(body)} events in one request; the limit is {max_events}",
+                               {"max_events": max_events}))
+    if not body:
+        return Prepared(error=(400, "validation_error", "no events in the request", {"field": "(body)"}))
+
+    validate, id_field = (validate_trace_event, "event_id") if kind == "trace" else (validate_audit_event, "id")
+    valid, rejected, reports = [], [], []
+    for index, item in enumerate(body):
+        try:
+            valid.append(validate(item, org_id=org_id, now=now))
+        except ValidationError as exc:
+            rejected.append({"index": index, "field": exc.field, "reason": exc.reason})
+            reports.append({"source": source, "org_id": org_id, "received_at": format_ms(now),
+                            "index": index, "field": exc.field, "reason": exc.reason,
+                            "payload": json.dumps(item, default=str)[:MAX_REPORTED_PAYLOAD]})
+    records = list(trace_records(valid) if kind == "trace" else audit_records(org_id, valid))
+    error = None
+    if not valid:
+        error = (400, "validation_error", "no valid events in the request", {"rejected": rejected})
+    return Prepared(records, [e[id_field] for e in valid], rejected, reports, error)
+
+
+def _warm() -> None:
+    """Import and compile everything a worker needs before the first request."""
+    prepare("trace", b'[{"trace_id": "t"}]', "warm-up", "warm-up", 1)
+
+
+def _init_worker(parent_pid: int) -> None:
+    """Warm up, and exit when the parent is gone: a worker outlives a kill -9 of its parent
+    otherwise, blocked on a queue it holds both ends of."""
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+    _warm()
+
+
+class PreparationPool:
+    """Runs ``prepare`` in ``processes`` worker processes (inline when 0)."""
+
+    def __init__(self, processes: int) -> None:
+        self.processes = processes
+        self._executor: Executor | None = None
+
+    def _new_executor(self) -> Executor:
+        # spawn, never fork: the parent runs threads (Faust's consumer, chdb) a fork would copy mid-lock
+        return ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_init_worker, initargs=(os.getpid(),))
+
+    async def start(self) -> None:
+        if self.processes > 0:
+            self._executor = self._new_executor()
+            loop = asyncio.get_running_loop()
+            await asyncio.gather(*(loop.run_in_executor(self._executor, _warm) for _ in range(self.processes)))
+
+    async def prepare(self, kind: str, raw: bytes, org_id: str, source: str, max_events: int) -> Prepared:
+        if self._executor is None:
+            return prepare(kind, raw, org_id, source, max_events)
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, prepare, kind, raw, org_id, source, max_events)
+        except BrokenProcessPool:  # a worker died (OOM killer, signal): replace the pool, retry once
+            log.warning("ingest worker process died; starting a new pool")
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = self._new_executor()
+            return await loop.run_in_executor(self._executor, prepare, kind, raw, org_id, source, max_events)
+
+    async def stop(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None

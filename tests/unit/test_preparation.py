@@ -1,0 +1,61 @@
+"""``prepare``: an ingest body becomes encoded records, accepted ids and per-item rejections."""
+
+import json
+
+import pytest
+
+from api.preparation import PreparationPool, prepare
+from schemas.codec import decode
+
+
+def run(body, kind="trace", max_events=10):
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return prepare(kind, raw, "acme", "http:POST /v1/events", max_events)
+
+
+def test_valid_events_become_one_record_per_trace_in_order():
+    p = run([{"event_id": f"e{i}", "trace_id": f"t{i % 2}"} for i in range(5)])
+    assert p.error is None and p.rejected == [] and p.reports == []
+    assert p.accepted == ["e0", "e1", "e2", "e3", "e4"]
+    batches = {key: decode(value).datum for key, value in p.records}
+    assert [e["event_id"] for e in batches[b"t0"]["events"]] == ["e0", "e2", "e4"]
+    assert {b["org_id"] for b in batches.values()} == {"acme"}
+
+
+def test_invalid_items_are_rejected_by_index_and_reported():
+    p = run({"events": [{"trace_id": "t", "event_id": "ok"}, {"trace_id": 5}, "nope"]})
+    assert p.accepted == ["ok"]
+    assert p.rejected == [{"index": 1, "field": "trace_id", "reason": "expected a string, got integer"},
+                          {"index": 2, "field": "(event)", "reason": "expected an object, got string"}]
+    assert [r["index"] for r in p.reports] == [1, 2] and p.reports[0]["payload"] == '{"trace_id": 5}'
+
+
+@pytest.mark.parametrize("body, status, code", [
+    (b"{not json", 400, "invalid_json"), ({"x": 1}, 400, "validation_error"), ([], 400, "validation_error"),
+    ([{"trace_id": "t"}] * 11, 413, "batch_too_large"), ([{"trace_id": 1}], 400, "validation_error"),
+])
+def test_refused_requests_say_why(body, status, code):
+    p = run(body)
+    assert p.error[:2] == (status, code) and p.records == []
+
+
+def test_malformed_json_is_reported_with_its_payload():
+    p = run(b"{not json")
+    assert p.reports[0]["field"] == "(body)" and p.reports[0]["payload"] == "{not json"
+
+
+def test_audit_events_are_keyed_by_org():
+    p = run([{"id": "a1", "actor": "ann", "action": "x", "target": "y"}], kind="audit")
+    assert [key for key, _ in p.records] == [b"acme"] and p.accepted == ["a1"]
+    assert decode(p.records[0][1]).schema == "AuditEventBatch"
+
+
+async def test_worker_process_gives_the_same_answer_as_inline():
+    pool = PreparationPool(1)
+    await pool.start()
+    try:
+        raw = json.dumps([{"event_id": "e", "trace_id": "t", "occurred_at": "2026-11-23T10:00:00Z"}]).encode()
+        in_process = await pool.prepare("trace", raw, "acme", "s", 10)
+        assert in_process == prepare("trace", raw, "acme", "s", 10)
+    finally:
+        await pool.stop()
