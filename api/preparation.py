@@ -92,7 +92,7 @@ def _init_worker(parent_pid: int) -> None:
     otherwise, blocked on a queue it holds both ends of."""
     def watch() -> None:
         while os.getppid() == parent_pid:
-            time.sleep(0.5)
+            time.sleep(1.0)
         os._exit(0)
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()

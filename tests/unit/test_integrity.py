@@ -1,0 +1,72 @@
+"""Hash chains: linking, retries, and verification naming the first bad event."""
+
+import hashlib
+import json
+
+import pytest
+
+from schemas.integrity import GENESIS, ChainHead, extend, link_hash, verify
+
+
+def ev(i: int, **kw) -> dict:
+    return {"event_id": f"e{i}", "org_id": "o", "trace_id": "t", "type": "SPAN", "occurred_at": 1_795_428_000_000 + i,
+            "metadata": {"k": str(i)}, "tags": [], "scores": {}, "input": None} | kw
+
+
+def chained(n: int) -> list[dict]:
+    head = ChainHead()
+    return [dict(e) | {"seq": link.seq, "prev_hash": link.prev_hash, "hash": link.hash}
+            for e, link in extend(head, [ev(i) for i in range(1, n + 1)], "event_id")]
+
+
+def test_hash_is_sha256_of_canonical_json_with_seq_and_prev_hash():
+    doc = ev(1) | {"seq": 1, "prev_hash": GENESIS}
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert link_hash(ev(1), 1, GENESIS) == hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_links_count_from_one_and_point_back():
+    rows = chained(3)
+    assert [r["seq"] for r in rows] == [1, 2, 3]
+    assert rows[0]["prev_hash"] == GENESIS and rows[1]["prev_hash"] == rows[0]["hash"]
+    assert verify(rows, "event_id").valid
+
+
+def test_a_retried_event_id_gets_no_second_link():
+    head = ChainHead()
+    extend(head, [ev(1), ev(2)], "event_id")
+    again = extend(head, [ev(2), ev(3), ev(3)], "event_id")
+    assert [(e["event_id"], link.seq) for e, link in again] == [("e3", 3)]
+    assert head.seq == 3
+
+
+def test_batches_continue_one_chain():
+    head = ChainHead()
+    a = extend(head, [ev(1), ev(2)], "event_id")
+    b = extend(head, [ev(3)], "event_id")
+    assert b[0][1].prev_hash == a[1][1].hash
+
+
+@pytest.mark.parametrize("tamper, first_bad", [
+    (lambda rows: rows[2]["metadata"].update(k="changed"), "e3"),
+    (lambda rows: rows.pop(1), "e3"),                      # deleted
+    (lambda rows: rows.insert(2, dict(rows[1])), "e2"),     # duplicated (second copy is the bad one)
+    (lambda rows: rows.__setitem__(slice(1, 3), [rows[2], rows[1]]), "e3"),  # reordered
+    (lambda rows: rows.insert(1, ev(99) | {"seq": 2, "prev_hash": rows[0]["hash"],
+                                           "hash": link_hash(ev(99), 2, rows[0]["hash"])}), "e2"),  # inserted
+    (lambda rows: rows[3].update(occurred_at=1), "e4"),
+])
+def test_tampering_names_the_first_invalid_event(tamper, first_bad):
+    rows = chained(5)
+    tamper(rows)
+    verdict = verify(rows, "event_id")
+    assert not verdict.valid and verdict.first_invalid_event == first_bad
+
+
+def test_truncated_tail_is_caught_only_with_a_checkpointed_head():
+    rows = chained(5)
+    head = (5, rows[4]["hash"])
+    assert verify(rows[:3], "event_id").valid  # nothing says a tail existed
+    verdict = verify(rows[:3], "event_id", expected_head=head)
+    assert not verdict.valid and "seq 5" in verdict.reason
+    assert verify(rows, "event_id", expected_head=head).valid
