@@ -20,7 +20,8 @@ from tracehouse.settings import Settings
 
 def create_app(settings: Settings, clickhouse: ClickHouse | None = None) -> web.Application:
     """The API. Pass ``clickhouse`` to share the worker's connection (embedded chdb)."""
-    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
+    app = web.Application(middlewares=[error_middleware(settings.max_body_bytes)],
+                          client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
 
     async def clickhouse_ctx(app: web.Application) -> AsyncIterator[None]:

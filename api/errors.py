@@ -39,23 +39,27 @@ def error_response(status: int, code: str, message: str, details: Any = None) ->
     return web.json_response({"error": body}, status=status)
 
 
-@web.middleware
-async def error_middleware(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except ApiError as exc:
-        return error_response(exc.status, exc.code, exc.message, exc.details)
-    except web.HTTPRequestEntityTooLarge:
-        max_bytes = request.app._client_max_size
-        return error_response(413, "payload_too_large",
-                              f"request body exceeds {max_bytes} bytes; send smaller batches",
-                              {"max_bytes": max_bytes})
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return error_response(exc.status, _HTTP_CODES.get(exc.status, "error"), exc.reason)
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(500, "internal_error", "internal error")
+def error_middleware(max_body_bytes: int) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """Turn every failure into the JSON error shape; ``max_body_bytes`` names the 413 limit."""
+
+    @web.middleware
+    async def middleware(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ApiError as exc:
+            return error_response(exc.status, exc.code, exc.message, exc.details)
+        except web.HTTPRequestEntityTooLarge:
+            return error_response(413, "payload_too_large",
+                                  f"request body exceeds {max_body_bytes} bytes; send smaller batches",
+                                  {"max_bytes": max_body_bytes})
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return error_response(exc.status, _HTTP_CODES.get(exc.status, "error"), exc.reason)
+        except Exception:
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            return error_response(500, "internal_error", "internal error")
+
+    return middleware

@@ -33,7 +33,7 @@ async def post_all(api: Api, key: str, prefix: str, n: int, per_trace: int = 20)
 
 async def test_kill_9_mid_stream_loses_and_duplicates_nothing(tmp_path):
     # Small sink batches make the stream long enough to be killed in the middle of it.
-    broker, service = start_stack(tmp_path, TRACEHOUSE_SINK_BATCH_RECORDS="1",
+    broker, service = start_stack(tmp_path, TRACEHOUSE_SINK_BATCH_RECORDS="5",
                                   TRACEHOUSE_SINK_BATCH_SECONDS="0.05")
     try:
         async with Api(service.url) as api:
