@@ -114,8 +114,10 @@ class PreparationPool:
     async def start(self) -> None:
         if self.processes > 0:
             self._executor = self._new_executor()
+            # a no-op per worker: spawning (and the warm-up in each worker's initializer)
+            # happens now, not on the first request
             loop = asyncio.get_running_loop()
-            await asyncio.gather(*(loop.run_in_executor(self._executor, _warm) for _ in range(self.processes)))
+            await asyncio.gather(*(loop.run_in_executor(self._executor, os.getpid) for _ in range(self.processes)))
 
     async def prepare(self, kind: str, raw: bytes, org_id: str, source: str, max_events: int) -> Prepared:
         if self._executor is None:

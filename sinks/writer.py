@@ -97,7 +97,7 @@ class _ReplayWindow:
 
 
 class SinkWriter:
-    """Writes the records of one ``SinkTable``; counts what it wrote, skipped and rejected."""
+    """Writes the records of one ``SinkTable``; counts the records written and replayed rows skipped."""
 
     def __init__(self, ch: ClickHouse, spec: SinkTable) -> None:
         self.ch = ch
@@ -136,9 +136,9 @@ class SinkWriter:
             raise DecodeError(f"{name} records do not belong in {self.spec.table}")
         return name
 
-    async def _container_row(self, record: SinkRecord) -> bytes | None:
-        """The record as a container row, without events already stored (None if all are)."""
-        name = self._check_schema(record)
+    async def _container_row(self, record: SinkRecord, name: str) -> bytes | None:
+        """The record (written with schema ``name``) as a container row, without events
+        already stored (None if all are)."""
         src = record.source
         window = await self._window(src)
         if name == self.spec.batch_schema and src.offset > window.last_offset:
@@ -154,12 +154,12 @@ class SinkWriter:
             body = schema(self.spec.batch_schema).codec.encode(batch)
         return body + avro_string(src.topic) + long_bytes(src.partition) + long_bytes(src.offset)
 
-    def _corrupt(self, records: list[SinkRecord]) -> list[Rejected]:
+    @staticmethod
+    def _corrupt(records: list[SinkRecord]) -> list[Rejected]:
         """Records that do not decode in full (run only after ClickHouse refused an insert)."""
         bad = []
         for r in records:
             try:
-                self._check_schema(r)
                 decode(r.value)
             except DecodeError as exc:
                 bad.append(Rejected(r, str(exc)))
@@ -172,11 +172,10 @@ class SinkWriter:
         for the caller to report on ``invalid-events``.
         """
         rejected: list[Rejected] = []
-        pending: list[SinkRecord] = []
+        pending: list[tuple[SinkRecord, str]] = []  # with the name of the schema that wrote it
         for r in records:
             try:
-                self._check_schema(r)
-                pending.append(r)
+                pending.append((r, self._check_schema(r)))
             except DecodeError as exc:
                 rejected.append(Rejected(r, str(exc)))
         delay, max_delay = RETRY_BACKOFF
@@ -184,8 +183,8 @@ class SinkWriter:
         while True:
             try:
                 rows: list[bytes] = []
-                for r in pending:
-                    row = await self._container_row(r)
+                for r, name in pending:
+                    row = await self._container_row(r, name)
                     if row is not None:
                         rows.append(row)
                 if rows:
@@ -196,11 +195,11 @@ class SinkWriter:
                 self.reset()  # a failed insert may have stored part of the batch: reload the windows
                 if not scanned:
                     scanned = True
-                    bad = self._corrupt(pending)
+                    bad = self._corrupt([r for r, _ in pending])
                     if bad:
                         rejected += bad
                         dropped = {id(b.record) for b in bad}
-                        pending = [r for r in pending if id(r) not in dropped]
+                        pending = [(r, name) for r, name in pending if id(r) not in dropped]
                         continue
                 log.warning("writing %s failed (%s); retrying in %.1fs", self.spec.table, exc, delay)
                 await asyncio.sleep(delay)
