@@ -58,6 +58,16 @@ def long_bytes(n: int) -> bytes:
     return zigzag(n)
 
 
+def bytes_array(items: list[bytes]) -> bytes:
+    """Avro ``array<bytes>``: one block holding every item, then the end marker."""
+    out = bytearray(long_bytes(len(items)))
+    for item in items:
+        out += long_bytes(len(item))
+        out += item
+    out += b"\x00"
+    return bytes(out)
+
+
 def read_long(data: bytes, pos: int) -> tuple[int, int]:
     """Decode a zig-zag varint at ``pos``; return (value, next position)."""
     shift = 0

@@ -15,7 +15,8 @@ from fastavro.schema import fingerprint, load_schema, to_parsing_canonical_form
 from schemas.compiled import Codec, compile_codec
 
 SCHEMA_DIR = Path(__file__).parent
-NAMES = ("TraceEvent", "TraceEventBatch", "AuditEvent", "AuditEventBatch")
+NAMES = ("TraceEvent", "TraceEventBatch", "AuditEvent", "AuditEventBatch",
+         "SealedTraceEventBatch", "SealedAuditEventBatch")
 
 
 @dataclass(frozen=True)

@@ -6,4 +6,4 @@ SEALED_EVENTS = "sealed-events"
 INVALID_EVENTS = "invalid-events"
 
 #: Topics tracehouse creates before its worker starts (partition count from Settings).
-SOURCE_TOPICS = (TRACE_EVENTS, AUDIT_EVENTS, INVALID_EVENTS)
+SOURCE_TOPICS = (TRACE_EVENTS, AUDIT_EVENTS, SEALED_EVENTS, INVALID_EVENTS)

@@ -3,8 +3,10 @@
 Each record's Avro batch goes to ClickHouse as it arrived, followed by its source
 (topic, partition, offset), as one row of an Avro container inserted into the
 ``<table>_in`` Null table; a materialized view unpacks the batch into event rows
-(``sinks/migrations/0004_sink_staging.sql``). Python never decodes an event on
-the way in.
+(``sinks/migrations/0004_sink_staging.sql``, ``0005_chain_links.sql``). Python never
+decodes an event on the way in. A sealed batch (``Sealed*EventBatch``) is a raw batch
+followed by its links, so the container row has exactly its layout; a raw batch (the
+unchained benchmark baseline) gets empty links appended.
 
 Offsets are committed only after an insert succeeded, so a crash replays records
 that may already be stored. The first time a partition shows up after an
@@ -22,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from schemas.codec import HEADER_LEN, DecodeError, decode, schema_of
-from schemas.compiled import long_bytes
+from schemas.compiled import bytes_array, long_bytes
 from schemas.registry import schema
 from sinks.clickhouse import ClickHouse
 from sinks.container import ContainerWriter, avro_string
@@ -67,25 +69,37 @@ class SinkTable:
     id_column: str
     batch_schema: str
     single_schema: str
+    sealed_schema: str
     batch_keys: tuple[str, ...]  # batch fields a single event supplies when it is wrapped
 
     @property
     def staging_table(self) -> str:
         return f"{self.table}_in"
 
+    @property
+    def schemas(self) -> tuple[str, ...]:
+        return (self.sealed_schema, self.batch_schema, self.single_schema)
+
     def staging_schema(self) -> dict[str, Any]:
-        """The container row: the batch's fields, then the record's source."""
+        """The container row: the batch's fields, its links, then the record's source."""
         batch = schema(self.batch_schema).wire
         return {"type": "record", "name": f"{batch['name']}WithSource", "fields": [
             *batch["fields"],
+            {"name": "_first_seq", "type": "long"},
+            {"name": "_prev_hash", "type": "bytes"},
+            {"name": "_hashes", "type": {"type": "array", "items": "bytes"}},
             {"name": "_topic", "type": "string"},
             {"name": "_partition", "type": "long"},
             {"name": "_offset", "type": "long"},
         ]}
 
 
-TRACE_EVENTS_SINK = SinkTable("events", "event_id", "TraceEventBatch", "TraceEvent", ("org_id", "trace_id"))
-AUDIT_EVENTS_SINK = SinkTable("audit_events", "id", "AuditEventBatch", "AuditEvent", ("org_id",))
+TRACE_EVENTS_SINK = SinkTable("events", "event_id", "TraceEventBatch", "TraceEvent", "SealedTraceEventBatch",
+                              ("org_id", "trace_id"))
+AUDIT_EVENTS_SINK = SinkTable("audit_events", "id", "AuditEventBatch", "AuditEvent", "SealedAuditEventBatch",
+                              ("org_id",))
+#: The links of an unchained batch: first_seq 0, empty prev_hash, no hashes.
+NO_LINKS = b"\x00\x00\x00"
 
 
 @dataclass
@@ -104,7 +118,7 @@ class SinkWriter:
         self.spec = spec
         self.container = ContainerWriter(spec.staging_schema())
         self._windows: dict[tuple[str, int], _ReplayWindow] = {}
-        self._accepted = {spec.batch_schema, spec.single_schema}
+        self._accepted = set(spec.schemas)
         self.records_written = 0
         self.rows_skipped = 0
 
@@ -136,23 +150,46 @@ class SinkWriter:
             raise DecodeError(f"{name} records do not belong in {self.spec.table}")
         return name
 
-    async def _container_row(self, record: SinkRecord, name: str) -> bytes | None:
-        """The record (written with schema ``name``) as a container row, without events
-        already stored (None if all are)."""
+    async def _container_rows(self, record: SinkRecord, name: str) -> list[bytes]:
+        """The record (written with schema ``name``) as container rows, without the events
+        already stored: one row, or one per run of consecutive missing links after a crash."""
         src = record.source
+        source = avro_string(src.topic) + long_bytes(src.partition) + long_bytes(src.offset)
         window = await self._window(src)
-        if name == self.spec.batch_schema and src.offset > window.last_offset:
-            body = record.value[HEADER_LEN:]  # the common case: pass the bytes through
+        if src.offset > window.last_offset and name != self.spec.single_schema:
+            # the common case: pass the bytes through
+            links = b"" if name == self.spec.sealed_schema else NO_LINKS
+            return [record.value[HEADER_LEN:] + links + source]
+        datum = decode(record.value).datum
+        events = datum["events"] if name != self.spec.single_schema else [datum]
+        if name == self.spec.sealed_schema:
+            first_seq, prev, hashes = datum["first_seq"], datum["prev_hash"], datum["hashes"]
         else:
-            datum = decode(record.value).datum
-            events = datum["events"] if name == self.spec.batch_schema else [datum]
-            kept = [e for e in events if (src.offset, e[self.spec.id_column]) not in window.stored]
-            self.rows_skipped += len(events) - len(kept)
-            if not kept:
-                return None
-            batch = {k: events[0][k] for k in self.spec.batch_keys} | {"events": kept}
-            body = schema(self.spec.batch_schema).codec.encode(batch)
-        return body + avro_string(src.topic) + long_bytes(src.partition) + long_bytes(src.offset)
+            first_seq, prev, hashes = 0, b"", None
+        codec = schema(self.spec.batch_schema).codec
+        keys = {k: events[0][k] for k in self.spec.batch_keys} if events else {}
+        rows: list[bytes] = []
+        run: list[dict[str, Any]] = []
+        run_start = 0
+        for i, event in enumerate([*events, None]):
+            missing = event is not None and (src.offset, event[self.spec.id_column]) not in window.stored
+            if missing:
+                if not run:
+                    run_start = i
+                run.append(event)
+                continue
+            if event is not None:
+                self.rows_skipped += 1
+            if run:
+                if hashes is None:
+                    links = NO_LINKS
+                else:
+                    run_prev = prev if run_start == 0 else hashes[run_start - 1]
+                    links = (long_bytes(first_seq + run_start) + long_bytes(len(run_prev)) + run_prev
+                             + bytes_array(hashes[run_start:run_start + len(run)]))
+                rows.append(codec.encode(keys | {"events": run}) + links + source)
+                run = []
+        return rows
 
     @staticmethod
     def _corrupt(records: list[SinkRecord]) -> list[Rejected]:
@@ -184,9 +221,7 @@ class SinkWriter:
             try:
                 rows: list[bytes] = []
                 for r, name in pending:
-                    row = await self._container_row(r, name)
-                    if row is not None:
-                        rows.append(row)
+                    rows += await self._container_rows(r, name)
                 if rows:
                     await self.ch.insert_formatted(self.spec.staging_table, self.container.file(rows), "Avro",
                                                    settings=INSERT_SETTINGS)

@@ -21,7 +21,7 @@ import faust
 from aiohttp import web
 
 from api.app import create_app
-from schemas.topics import AUDIT_EVENTS, TRACE_EVENTS
+from schemas.topics import AUDIT_EVENTS, SEALED_EVENTS, TRACE_EVENTS
 from sinks.clickhouse import ClickHouse
 from sinks.migrate import migrate
 from streams.app import APP_ID, create_faust_app
@@ -35,7 +35,7 @@ from tracehouse.settings import Settings
 log = logging.getLogger("tracehouse")
 
 #: Which consumer groups read which topic: what the embedded broker may trim.
-TOPIC_READERS = {TRACE_EVENTS: [APP_ID], AUDIT_EVENTS: [APP_ID]}
+TOPIC_READERS = {TRACE_EVENTS: [APP_ID], AUDIT_EVENTS: [APP_ID], SEALED_EVENTS: [APP_ID]}
 
 
 def ensure_admin_key(settings: Settings) -> Settings:

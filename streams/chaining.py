@@ -1,0 +1,197 @@
+"""Sealing: turn a raw batch record into a sealed one, advancing its chain's head.
+
+Pure logic over two byte mappings (Faust tables in the worker, dicts in unit tests):
+
+- ``heads``: chain key -> ``Head`` (seq, last hash, digests of the ids linked since the
+  last archived bucket). One write per record sealed.
+- ``archive``: chain key + bucket number -> the id digests of ``BUCKET`` consecutive
+  links, written once when a bucket fills. Long chains thus never rewrite their
+  whole id list, and a producer retry of any id ever linked is still recognised.
+
+A sealed record is the raw batch body, untouched, followed by the links
+(``first_seq``, ``prev_hash``, ``hashes``): see ``schemas/tracehouse.Sealed*.avsc``.
+Only when some events are retries of ids already linked is the batch re-encoded
+without them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections import OrderedDict
+from collections.abc import Callable, MutableMapping
+from dataclasses import dataclass, field
+
+from schemas.codec import HEADER_LEN, MAGIC, DecodeError, decode
+from schemas.compiled import bytes_array, long_bytes
+from schemas.integrity import GENESIS, link_hash
+from schemas.registry import schema
+
+#: Id digests per archived bucket (8 bytes each): bounds the size of one head write.
+BUCKET = 64
+GENESIS_BYTES = bytes.fromhex(GENESIS)
+_SEQ = struct.Struct(">Q")
+
+
+@dataclass(frozen=True)
+class ChainKind:
+    """One kind of chain: which raw records it reads and which sealed record it writes."""
+
+    name: str
+    batch_schema: str
+    single_schema: str
+    sealed_schema: str
+    id_field: str
+    batch_keys: tuple[str, ...]  # the batch fields besides events; the last is the Kafka key
+
+    def chain_key(self, batch: dict) -> bytes:
+        """The state key of the batch's chain: kind, then the batch keys (org first)."""
+        return "\x00".join((self.name, *(batch[k] for k in self.batch_keys))).encode()
+
+    def kafka_key(self, batch: dict) -> bytes:
+        return batch[self.batch_keys[-1]].encode()
+
+
+TRACE_CHAIN = ChainKind("trace", "TraceEventBatch", "TraceEvent", "SealedTraceEventBatch", "event_id",
+                        ("org_id", "trace_id"))
+AUDIT_CHAIN = ChainKind("audit", "AuditEventBatch", "AuditEvent", "SealedAuditEventBatch", "id",
+                        ("org_id",))
+
+
+@dataclass
+class Head:
+    """Where a chain stands: last seq and hash, and the id digests of the unarchived tail."""
+
+    seq: int = 0
+    hash: bytes = GENESIS_BYTES
+    recent: bytearray = field(default_factory=bytearray)
+
+    def pack(self) -> bytes:
+        return _SEQ.pack(self.seq) + self.hash + bytes(self.recent)
+
+    @classmethod
+    def unpack(cls, value: bytes) -> Head:
+        return cls(_SEQ.unpack_from(value)[0], value[8:40], bytearray(value[40:]))
+
+
+def id_digest(event_id: str) -> bytes:
+    """8 bytes standing for an id in the retry check (collision odds ~n^2/2^65 per chain)."""
+    return hashlib.blake2b(event_id.encode(), digest_size=8).digest()
+
+
+def _digests(blob: bytes | bytearray) -> set[bytes]:
+    return {bytes(blob[i:i + 8]) for i in range(0, len(blob), 8)}
+
+
+class ChainStore:
+    """Heads and archived id digests of every chain, over two byte mappings."""
+
+    def __init__(self, heads: MutableMapping[bytes, bytes], archive: MutableMapping[bytes, bytes],
+                 cache_chains: int = 1_000) -> None:
+        self.heads = heads
+        self.archive = archive
+        self._archived: OrderedDict[bytes, set[bytes]] = OrderedDict()  # LRU of archived id sets
+        self._cache_chains = cache_chains
+
+    def head(self, chain: bytes) -> Head:
+        value = self.heads.get(chain)
+        return Head.unpack(value) if value is not None else Head()
+
+    def archived_ids(self, chain: bytes, head: Head) -> set[bytes]:
+        """Digests of the ids in the chain's archived buckets (cached per chain)."""
+        ids = self._archived.get(chain)
+        if ids is None:
+            ids = set()
+            for bucket in range((head.seq - len(head.recent) // 8) // BUCKET):
+                ids |= _digests(self.archive[_bucket_key(chain, bucket)])
+            self._archived[chain] = ids
+            if len(self._archived) > self._cache_chains:
+                self._archived.popitem(last=False)
+        else:
+            self._archived.move_to_end(chain)
+        return ids
+
+    def save(self, chain: bytes, head: Head) -> None:
+        """Store ``head``, first moving every full bucket of its tail into the archive."""
+        archived_links = head.seq - len(head.recent) // 8
+        while len(head.recent) >= BUCKET * 8:
+            bucket, head.recent = head.recent[:BUCKET * 8], head.recent[BUCKET * 8:]
+            self.archive[_bucket_key(chain, archived_links // BUCKET)] = bytes(bucket)
+            cached = self._archived.get(chain)
+            if cached is not None:
+                cached |= _digests(bucket)
+            archived_links += BUCKET
+        self.heads[chain] = head.pack()
+
+    def forget_cache(self) -> None:
+        """Drop cached id sets (after a rebalance the tables may hold other values)."""
+        self._archived.clear()
+
+
+def _bucket_key(chain: bytes, bucket: int) -> bytes:
+    return chain + b"\x00#" + str(bucket).encode()
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """The outcome of sealing one raw record."""
+
+    key: bytes  # Kafka key of the sealed record (trace_id, or org_id for audit)
+    value: bytes | None  # the sealed record; None when every event was already linked
+    linked: int
+    retried: int
+    misrouted: bool = False  # the key belongs to another partition: nothing was linked
+
+
+def seal(kind: ChainKind, value: bytes, store: ChainStore,
+         owns: Callable[[bytes], bool] | None = None) -> Sealed:
+    """Link the events of raw record ``value`` onto their chain and build the sealed record.
+
+    ``owns(key)`` says whether this record's Kafka key belongs on the partition it came
+    from; if not, nothing is linked (a chain's state must live on one partition) and the
+    result is ``misrouted``. Raises DecodeError for a record that is not a ``kind``
+    record. The caller stores the advanced head only together with the sealed record
+    (one transaction).
+    """
+    decoded = decode(value)
+    if decoded.schema == kind.batch_schema:
+        batch = decoded.datum
+    elif decoded.schema == kind.single_schema:
+        event = decoded.datum
+        batch = {k: event[k] for k in kind.batch_keys} | {"events": [event]}
+    else:
+        raise DecodeError(f"{decoded.schema} records do not belong to the {kind.name} chains")
+    if owns is not None and not owns(kind.kafka_key(batch)):
+        return Sealed(kind.kafka_key(batch), None, 0, 0, misrouted=True)
+    events = batch["events"]
+    chain = kind.chain_key(batch)
+    head = store.head(chain)
+    first_seq, prev = head.seq + 1, head.hash
+    recent = _digests(head.recent)
+    archived = store.archived_ids(chain, head) if head.seq > len(head.recent) // 8 else set()
+    kept, hashes = [], []
+    for event in events:
+        for k in kind.batch_keys:
+            if event[k] != batch[k]:
+                raise DecodeError(f"event {event[kind.id_field]!r} has {k} {event[k]!r}, its batch {batch[k]!r}")
+        digest = id_digest(event[kind.id_field])
+        if digest in recent or digest in archived:
+            continue
+        recent.add(digest)
+        head.seq += 1
+        head.hash = bytes.fromhex(link_hash(event, head.seq, head.hash.hex()))
+        head.recent += digest
+        kept.append(event)
+        hashes.append(head.hash)
+    retried = len(events) - len(kept)
+    if not kept:
+        return Sealed(kind.kafka_key(batch), None, 0, retried)
+    if retried or decoded.schema != kind.batch_schema:
+        body = schema(kind.batch_schema).codec.encode(batch | {"events": kept})
+    else:
+        body = value[HEADER_LEN:]
+    links = long_bytes(first_seq) + long_bytes(len(prev)) + prev + bytes_array(hashes)
+    store.save(chain, head)
+    sealed = MAGIC + schema(kind.sealed_schema).fingerprint + body + links
+    return Sealed(kind.kafka_key(batch), sealed, len(kept), retried)
+

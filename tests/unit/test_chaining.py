@@ -1,0 +1,105 @@
+"""Sealing raw records: links, retries, long chains, and the sealed record's layout."""
+
+import io
+
+import fastavro
+import pytest
+
+from schemas.codec import DecodeError, decode, encode
+from schemas.integrity import GENESIS, verify
+from schemas.model import validate_trace_event
+from schemas.producer import trace_records
+from schemas.registry import schema
+from streams.chaining import AUDIT_CHAIN, BUCKET, TRACE_CHAIN, ChainStore, Head, seal
+
+
+def trace_event(i: int, trace: str = "t1", org: str = "o1") -> dict:
+    return validate_trace_event({"event_id": f"e{i}", "trace_id": trace, "type": "SPAN",
+                                 "occurred_at": "2026-11-23T10:00:00.000Z", "metadata": {"i": str(i)}},
+                                org_id=org, now=0)
+
+
+def records(events: list[dict]) -> list[bytes]:
+    return [value for _, value in trace_records(events)]
+
+
+def stored_rows(sealed_values: list[bytes]) -> list[dict]:
+    """What the sink's view makes of sealed records: events with seq / prev_hash / hash (hex)."""
+    rows = []
+    for value in sealed_values:
+        d = decode(value).datum
+        assert decode(value).schema == "SealedTraceEventBatch"
+        prev = d["prev_hash"]
+        for i, (event, digest) in enumerate(zip(d["events"], d["hashes"], strict=True)):
+            rows.append(event | {"seq": d["first_seq"] + i, "prev_hash": prev.hex(), "hash": digest.hex()})
+            prev = digest
+    return rows
+
+
+def test_a_sealed_batch_is_the_raw_batch_plus_links_and_verifies():
+    store = ChainStore({}, {})
+    out = [seal(TRACE_CHAIN, v, store) for v in records([trace_event(i) for i in range(1, 4)])]
+    assert [s.linked for s in out] == [3] and out[0].key == b"t1"
+    raw = records([trace_event(i) for i in range(1, 4)])[0]
+    assert out[0].value[10:].startswith(raw[10:])  # the raw body is passed through
+    rows = stored_rows([out[0].value])
+    assert [r["seq"] for r in rows] == [1, 2, 3] and rows[0]["prev_hash"] == GENESIS
+    assert verify(rows, "event_id").valid
+    # fastavro reads the sealed record with the published schema
+    parsed = fastavro.schemaless_reader(io.BytesIO(out[0].value[10:]), schema("SealedTraceEventBatch").wire)
+    assert parsed["first_seq"] == 1 and len(parsed["hashes"]) == 3
+
+
+def test_chains_continue_across_records_and_retries_get_no_link():
+    store = ChainStore({}, {})
+    first = seal(TRACE_CHAIN, records([trace_event(1), trace_event(2)])[0], store)
+    retry = seal(TRACE_CHAIN, records([trace_event(2), trace_event(3), trace_event(3)])[0], store)
+    again = seal(TRACE_CHAIN, records([trace_event(1)])[0], store)
+    assert (retry.linked, retry.retried) == (1, 2)
+    assert again.value is None and again.retried == 1
+    rows = stored_rows([first.value, retry.value])
+    assert [r["event_id"] for r in rows] == ["e1", "e2", "e3"]
+    assert verify(rows, "event_id").valid
+
+
+def test_retries_are_recognised_after_ids_are_archived():
+    heads, archive = {}, {}
+    store = ChainStore(heads, archive)
+    n = BUCKET * 3 + 5
+    sealed = [seal(TRACE_CHAIN, v, store).value for i in range(0, n, 20)
+              for v in records([trace_event(j) for j in range(i, min(i + 20, n))])]
+    assert len(archive) == 3  # full buckets moved out of the head
+    assert len(next(iter(heads.values()))) <= 40 + 8 * (BUCKET + 20)
+    fresh = ChainStore(heads, archive)  # e.g. after a restart: nothing cached
+    assert seal(TRACE_CHAIN, records([trace_event(7)])[0], fresh).value is None
+    more = seal(TRACE_CHAIN, records([trace_event(n)])[0], fresh)
+    assert more.linked == 1
+    assert verify(stored_rows([*sealed, more.value]), "event_id").valid
+
+
+def test_same_trace_id_in_two_orgs_is_two_chains():
+    store = ChainStore({}, {})
+    a = seal(TRACE_CHAIN, records([trace_event(1, org="a")])[0], store)
+    b = seal(TRACE_CHAIN, records([trace_event(1, org="b")])[0], store)
+    assert decode(a.value).datum["first_seq"] == decode(b.value).datum["first_seq"] == 1
+
+
+def test_a_single_trace_event_record_is_sealed_as_a_batch():
+    store = ChainStore({}, {})
+    out = seal(TRACE_CHAIN, encode("TraceEvent", trace_event(1)), store)
+    assert decode(out.value).schema == "SealedTraceEventBatch" and out.linked == 1
+
+
+def test_foreign_or_inconsistent_records_are_refused():
+    store = ChainStore({}, {})
+    with pytest.raises(DecodeError):
+        seal(AUDIT_CHAIN, records([trace_event(1)])[0], store)
+    batch = {"org_id": "o1", "trace_id": "t1", "events": [trace_event(1, org="o2")]}
+    with pytest.raises(DecodeError, match="org_id"):
+        seal(TRACE_CHAIN, encode("TraceEventBatch", batch), store)
+    assert store.heads == {}
+
+
+def test_head_round_trips():
+    head = Head(7, bytes(range(32)), bytearray(b"x" * 16))
+    assert Head.unpack(head.pack()) == head
