@@ -7,13 +7,14 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from api.auth import KeyVerifier
-from api.context import API_KEYS, CLICKHOUSE, EVENTS, PREPARATION, PRODUCER, SETTINGS, VERIFIER
+from api.context import API_KEYS, CHAINS, CLICKHOUSE, EVENTS, PREPARATION, PRODUCER, SETTINGS, VERIFIER
 from api.errors import error_middleware
 from api.preparation import PreparationPool
-from api.routes import admin, gateway, health, ingest
+from api.routes import admin, audit, gateway, governance, health, ingest
 from schemas.producer import EventProducer
 from sinks.clickhouse import ClickHouse
 from sinks.repositories.api_keys import ApiKeyRepository
+from sinks.repositories.chains import ChainRepository
 from sinks.repositories.events import EventRepository
 from tracehouse.settings import Settings
 
@@ -29,6 +30,7 @@ def create_app(settings: Settings, clickhouse: ClickHouse | None = None) -> web.
         ch = ClickHouse.from_settings(settings) if owned else clickhouse
         app[CLICKHOUSE] = ch
         app[EVENTS] = EventRepository(ch)
+        app[CHAINS] = ChainRepository(ch)
         app[API_KEYS] = ApiKeyRepository(ch)
         app[VERIFIER] = KeyVerifier(app[API_KEYS], settings.admin_key, settings.key_cache_seconds)
         yield
@@ -50,6 +52,6 @@ def create_app(settings: Settings, clickhouse: ClickHouse | None = None) -> web.
         await pool.stop()
 
     app.cleanup_ctx.extend([clickhouse_ctx, producer_ctx, preparation_ctx])
-    for module in (health, ingest, gateway, admin):
+    for module in (health, ingest, gateway, governance, audit, admin):
         module.add_routes(app)
     return app

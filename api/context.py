@@ -9,6 +9,7 @@ from api.preparation import PreparationPool
 from schemas.producer import EventProducer
 from sinks.clickhouse import ClickHouse
 from sinks.repositories.api_keys import ApiKeyRepository
+from sinks.repositories.chains import ChainRepository
 from sinks.repositories.events import EventRepository
 from tracehouse.settings import Settings
 
@@ -16,6 +17,7 @@ SETTINGS = web.AppKey("settings", Settings)
 CLICKHOUSE = web.AppKey("clickhouse", ClickHouse)
 PRODUCER = web.AppKey("producer", EventProducer)
 EVENTS = web.AppKey("events", EventRepository)
+CHAINS = web.AppKey("chains", ChainRepository)
 API_KEYS = web.AppKey("api_keys", ApiKeyRepository)
 VERIFIER = web.AppKey("verifier", KeyVerifier)
 PREPARATION = web.AppKey("preparation", PreparationPool)

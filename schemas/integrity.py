@@ -80,16 +80,17 @@ class Verdict:
     reason: str | None = None
 
 
-def verify(rows: Sequence[Mapping[str, Any]], id_field: str, *,
-           expected_head: tuple[int, str] | None = None) -> Verdict:
+def verify(rows: Sequence[Mapping[str, Any]], id_field: str, *, first_seq: int = 1,
+           prev_hash: str = GENESIS, expected_head: tuple[int, str] | None = None) -> Verdict:
     """Verify stored links, ordered by ``seq``, each row an event datum plus seq/prev_hash/hash.
 
     Names the first event that breaks the chain: a changed field (its hash no longer
     matches), an event deleted before it or inserted, reordered or duplicated (seq or
-    prev_hash out of line). ``expected_head`` (seq, hash), e.g. from a signed
-    checkpoint, also catches a truncated tail.
+    prev_hash out of line). A span of a chain starts at ``first_seq`` after the link
+    hashed ``prev_hash``. ``expected_head`` (seq, hash), e.g. from a signed checkpoint,
+    also catches a truncated tail (whole chains only).
     """
-    expected_seq, prev = 1, GENESIS
+    expected_seq, prev = first_seq, prev_hash
     count = 0
     for row in rows:
         count += 1
@@ -110,6 +111,17 @@ def verify(rows: Sequence[Mapping[str, Any]], id_field: str, *,
         if head_seq > 0 and _hash_at(rows, head_seq) != head_hash:
             return Verdict(False, count, None, f"seq {head_seq} differs from the checkpointed head")
     return Verdict(True, count)
+
+
+def verify_span(rows: Sequence[Mapping[str, Any]], id_field: str, first_seq: int, anchor: str | None) -> Verdict:
+    """Verify a span of a chain that starts at ``first_seq``, after the link hashed
+    ``anchor`` (None: that link is missing, so the span's first event is named)."""
+    if first_seq == 1:
+        anchor = GENESIS
+    if anchor is None:
+        first = rows[0][id_field] if rows else None
+        return Verdict(False, 0, first, f"the link before seq {first_seq} is missing")
+    return verify(rows, id_field, first_seq=first_seq, prev_hash=anchor)
 
 
 def _hash_at(rows: Sequence[Mapping[str, Any]], seq: int) -> str | None:

@@ -3,8 +3,9 @@
 Each agent is the single writer of its chains (a trace's events, an org's audit log).
 Chain state lives in two changelog-backed Faust tables (``streams.chaining.ChainStore``).
 Under ``exactly_once`` the sealed record, the table writes and the input offset commit
-in one Kafka transaction, so a crash can neither advance a head without its sealed
-record nor seal a record twice.
+in one Kafka transaction. Under ``at_least_once`` the head is written only after its
+sealed record is acknowledged, so a crash can never advance a head past a lost record
+(which would drop the replayed events as retries).
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ def add_chain_agent(app: faust.App, kind: ChainKind, source: faust.TopicT, seale
             if out.misrouted:  # keyed by something else: send it where its chain lives
                 await source.send(key=out.key, value=value, partition=partition_of(out.key))
             elif out.value is not None:
-                await sealed.send(key=out.key, value=out.value, partition=msg.partition)
+                sent = await sealed.send(key=out.key, value=out.value, partition=msg.partition)
+                if not app.in_transaction:
+                    await sent  # durable first: a head must never get ahead of its sealed record
+                store.save(out.chain, out.head)
 
     app.agent(source, name=f"chain-{kind.name}")(chain)

@@ -141,6 +141,8 @@ class Sealed:
     linked: int
     retried: int
     misrouted: bool = False  # the key belongs to another partition: nothing was linked
+    chain: bytes = b""
+    head: Head | None = None  # the chain's head after this record: save it once the record is durable
 
 
 def seal(kind: ChainKind, value: bytes, store: ChainStore,
@@ -150,8 +152,8 @@ def seal(kind: ChainKind, value: bytes, store: ChainStore,
     ``owns(key)`` says whether this record's Kafka key belongs on the partition it came
     from; if not, nothing is linked (a chain's state must live on one partition) and the
     result is ``misrouted``. Raises DecodeError for a record that is not a ``kind``
-    record. The caller stores the advanced head only together with the sealed record
-    (one transaction).
+    record. Nothing is stored: the caller saves ``head`` (``ChainStore.save``) once the
+    sealed record is durable, or in the same transaction.
     """
     decoded = decode(value)
     if decoded.schema == kind.batch_schema:
@@ -191,7 +193,6 @@ def seal(kind: ChainKind, value: bytes, store: ChainStore,
     else:
         body = value[HEADER_LEN:]
     links = long_bytes(first_seq) + long_bytes(len(prev)) + prev + bytes_array(hashes)
-    store.save(chain, head)
     sealed = MAGIC + schema(kind.sealed_schema).fingerprint + body + links
-    return Sealed(kind.kafka_key(batch), sealed, len(kept), retried)
+    return Sealed(kind.kafka_key(batch), sealed, len(kept), retried, chain=chain, head=head)
 

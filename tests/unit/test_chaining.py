@@ -10,7 +10,16 @@ from schemas.integrity import GENESIS, verify
 from schemas.model import validate_trace_event
 from schemas.producer import trace_records
 from schemas.registry import schema
-from streams.chaining import AUDIT_CHAIN, BUCKET, TRACE_CHAIN, ChainStore, Head, seal
+from streams.chaining import AUDIT_CHAIN, BUCKET, TRACE_CHAIN, ChainStore, Head
+from streams.chaining import seal as seal_only
+
+
+def seal(kind, value, store):
+    """Seal and save the head, as the agent does once the sealed record is durable."""
+    out = seal_only(kind, value, store)
+    if out.head is not None:
+        store.save(out.chain, out.head)
+    return out
 
 
 def trace_event(i: int, trace: str = "t1", org: str = "o1") -> dict:
@@ -98,6 +107,13 @@ def test_foreign_or_inconsistent_records_are_refused():
     with pytest.raises(DecodeError, match="org_id"):
         seal(TRACE_CHAIN, encode("TraceEventBatch", batch), store)
     assert store.heads == {}
+
+
+def test_nothing_is_stored_until_the_head_is_saved():
+    store = ChainStore({}, {})
+    first = seal_only(TRACE_CHAIN, records([trace_event(1)])[0], store)
+    again = seal_only(TRACE_CHAIN, records([trace_event(1)])[0], store)
+    assert store.heads == {} and first.value == again.value  # deterministic: a replay is identical
 
 
 def test_head_round_trips():
