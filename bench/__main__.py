@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -220,7 +221,45 @@ async def main() -> None:
     finally:
         service.stop()
         broker.stop()
+    await chained(work, report, unchained_http20=lines)
     print("\nsummary\n" + "\n".join(lines))
+
+
+async def chained(work: Path, report: Callable[[str], None], unchained_http20: list[str]) -> None:
+    """The chained pipeline (TRACEHOUSE_CHAIN_EVENTS=true) on its own broker, next to the
+    unchained HTTP 20/trace figure of this run, and verify latency by trace length."""
+    base_line = next(line for line in unchained_http20 if "  20 events/trace" in line)
+    unchained = float(base_line.split("events/s")[0].split()[-1].replace(",", ""))
+    broker = EmbeddedBroker(work / "chained" / "broker", "127.0.0.1", free_port())
+    broker.start()
+    service = Service(work / "chained", broker.port, TRACEHOUSE_SINK_BATCH_SECONDS="1.0",
+                      TRACEHOUSE_CHAIN_EVENTS="true", TRACEHOUSE_LOG_LEVEL="WARNING")
+    service.start()
+    try:
+        async with Api(service.url) as api:
+            key = await api.org_key("bench-chained")
+            rate = await http_rate(api, key, 100_000, 20, "c-")
+            report(f"chained HTTP ingest, 20 events/trace {rate:10,.0f} events/s  {rate / unchained:.2f}x "
+                   "of unchained (at_least_once)")
+            for n in (10, 1_000, 100_000):
+                vkey = await api.org_key(f"bench-verify-{n}")
+                trace = f"v{n}"
+                base = now_ms() - 3_600_000
+                for s in range(0, n, 5_000):
+                    body = [event(i, n, trace, base) | {"trace_id": trace} for i in range(s, min(s + 5_000, n))]
+                    status, reply = await api.request("POST", "/v1/events", vkey, data=json.dumps(body).encode())
+                    assert status == 202, reply
+                await wait_stored(api, vkey, n)
+                times = []
+                for _ in range(3 if n > 10_000 else 10):
+                    t0 = time.monotonic()
+                    status, verdict = await api.get(f"/api/v1/traces/{trace}/verify", vkey)
+                    times.append((time.monotonic() - t0) * 1000)
+                    assert status == 200 and verdict["valid"] and verdict["event_count"] == n, verdict
+                report(f"verify a {n:,}-event trace: p50 {pct(times, 50):8.1f} ms")
+    finally:
+        service.stop()
+        broker.stop()
 
 
 if __name__ == "__main__":
