@@ -9,7 +9,7 @@ import uuid
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from tests.support.service import Api, all_events, eventually
+from tests.support.service import Api, all_events, eventually, uid
 
 pytestmark = pytest.mark.slow
 
@@ -23,10 +23,6 @@ EXAMPLE = {"event_id": "evt-1", "trace_id": "tr-1", "parent_id": None, "class": 
 
 def org() -> str:
     return f"org-{uuid.uuid4().hex[:8]}"
-
-
-def uid(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 async def wait_trace(api: Api, key: str, trace_id: str, count: int) -> dict:

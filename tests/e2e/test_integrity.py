@@ -3,17 +3,11 @@ verify is scoped to the caller's org and validates its parameters."""
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
-from tests.support.service import Api, eventually
+from tests.support.service import Api, eventually, uid
 
 pytestmark = pytest.mark.slow
-
-
-def uid(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 async def verified(api: Api, key: str, trace_id: str, count: int) -> dict:

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -154,3 +155,8 @@ async def all_events(api: Api, key: str, limit: int = 200, **params: Any) -> lis
         cursor = body["nextCursor"]
         if cursor is None:
             return events
+
+
+def uid(prefix: str) -> str:
+    """A unique id for one test's org, trace or event."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
