@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from schemas.compiled import CorruptRecord
+from schemas.compiled import CorruptRecord, bytes_array, long_bytes
 from schemas.registry import NAMES, Schema, schema
 
 MAGIC = b"\xc3\x01"
@@ -39,6 +39,12 @@ def encode(name: str, datum: dict[str, Any]) -> bytes:
 @cache
 def _by_fingerprint() -> dict[bytes, Schema]:
     return {schema(n).fingerprint: schema(n) for n in NAMES}
+
+
+def sealed_links(first_seq: int, prev_hash: bytes, hashes: list[bytes]) -> bytes:
+    """The Avro encoding of a sealed batch's last fields (``first_seq``, ``prev_hash``,
+    ``hashes``): appended to a raw batch body it makes the sealed body."""
+    return long_bytes(first_seq) + long_bytes(len(prev_hash)) + prev_hash + bytes_array(hashes)
 
 
 def schema_of(value: bytes) -> str:

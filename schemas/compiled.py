@@ -59,7 +59,10 @@ def long_bytes(n: int) -> bytes:
 
 
 def bytes_array(items: list[bytes]) -> bytes:
-    """Avro ``array<bytes>``: one block holding every item, then the end marker."""
+    """Avro ``array<bytes>``: one block holding every item (none for an empty array), then
+    the end marker."""
+    if not items:
+        return b"\x00"
     out = bytearray(long_bytes(len(items)))
     for item in items:
         out += long_bytes(len(item))

@@ -23,8 +23,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from schemas.codec import HEADER_LEN, DecodeError, decode, schema_of
-from schemas.compiled import bytes_array, long_bytes
+from schemas.codec import HEADER_LEN, DecodeError, decode, schema_of, sealed_links
+from schemas.compiled import long_bytes
 from schemas.registry import schema
 from sinks.clickhouse import ClickHouse
 from sinks.container import ContainerWriter, avro_string
@@ -99,7 +99,7 @@ TRACE_EVENTS_SINK = SinkTable("events", "event_id", "TraceEventBatch", "TraceEve
 AUDIT_EVENTS_SINK = SinkTable("audit_events", "id", "AuditEventBatch", "AuditEvent", "SealedAuditEventBatch",
                               ("org_id",))
 #: The links of an unchained batch: first_seq 0, empty prev_hash, no hashes.
-NO_LINKS = b"\x00\x00\x00"
+NO_LINKS = sealed_links(0, b"", [])
 
 
 @dataclass
@@ -185,8 +185,7 @@ class SinkWriter:
                     links = NO_LINKS
                 else:
                     run_prev = prev if run_start == 0 else hashes[run_start - 1]
-                    links = (long_bytes(first_seq + run_start) + long_bytes(len(run_prev)) + run_prev
-                             + bytes_array(hashes[run_start:run_start + len(run)]))
+                    links = sealed_links(first_seq + run_start, run_prev, hashes[run_start:run_start + len(run)])
                 rows.append(codec.encode(keys | {"events": run}) + links + source)
                 run = []
         return rows

@@ -22,8 +22,7 @@ from collections import OrderedDict
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 
-from schemas.codec import HEADER_LEN, MAGIC, DecodeError, decode
-from schemas.compiled import bytes_array, long_bytes
+from schemas.codec import HEADER_LEN, MAGIC, DecodeError, decode, sealed_links
 from schemas.integrity import GENESIS, link_hash
 from schemas.registry import schema
 
@@ -192,7 +191,6 @@ def seal(kind: ChainKind, value: bytes, store: ChainStore,
         body = schema(kind.batch_schema).codec.encode(batch | {"events": kept})
     else:
         body = value[HEADER_LEN:]
-    links = long_bytes(first_seq) + long_bytes(len(prev)) + prev + bytes_array(hashes)
-    sealed = MAGIC + schema(kind.sealed_schema).fingerprint + body + links
+    sealed = MAGIC + schema(kind.sealed_schema).fingerprint + body + sealed_links(first_seq, prev, hashes)
     return Sealed(kind.kafka_key(batch), sealed, len(kept), retried, chain=chain, head=head)
 

@@ -1,6 +1,6 @@
 import pytest
 
-from schemas.codec import DecodeError, decode, encode
+from schemas.codec import DecodeError, decode, encode, sealed_links
 from schemas.registry import NAMES, schema
 
 
@@ -45,3 +45,11 @@ def test_truncated_body_is_a_decode_error():
     raw = encode("TraceEventBatch", {"org_id": "o", "trace_id": "t", "events": [event()]})
     with pytest.raises(DecodeError, match="corrupt TraceEventBatch"):
         decode(raw[:-20])
+
+
+@pytest.mark.parametrize("hashes", [[], [bytes(32)], [bytes(range(32)), b"\xff" * 32]])
+def test_sealed_links_are_the_avro_of_the_sealed_fields(hashes):
+    batch = {"org_id": "o", "trace_id": "t", "events": [event(1)]}
+    raw = encode("TraceEventBatch", batch)
+    sealed = encode("SealedTraceEventBatch", batch | {"first_seq": 7, "prev_hash": b"\x01" * 32, "hashes": hashes})
+    assert sealed[10:] == raw[10:] + sealed_links(7, b"\x01" * 32, hashes)
