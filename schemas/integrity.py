@@ -10,20 +10,19 @@ UTF-8) of the whole event datum with two more members, ``seq`` and ``prev_hash``
 epoch milliseconds, JSON-valued fields as their canonical text), so anyone can
 recompute a chain from an export with a JSON library and sha256.
 
-Pure functions only: the chain agent links, the API and ``verify-export`` verify.
+Pure functions only: the chain agents link (``streams.chaining``), the API verifies.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from schemas.canonical import canonical_json
 
 GENESIS = "0" * 64
-CHAIN_FIELDS = ("seq", "prev_hash", "hash")
 
 
 def link_hash(event: Mapping[str, Any], seq: int, prev_hash: str) -> str:
@@ -31,43 +30,12 @@ def link_hash(event: Mapping[str, Any], seq: int, prev_hash: str) -> str:
     document = dict(event)
     document["seq"] = seq
     document["prev_hash"] = prev_hash
+    return _document_hash(document)
+
+
+def _document_hash(document: Mapping[str, Any]) -> str:
+    """sha256 (hex) of the canonical JSON of an event datum that holds its seq and prev_hash."""
     return hashlib.sha256(canonical_json(document).encode()).hexdigest()
-
-
-@dataclass
-class ChainHead:
-    """Where a chain stands: the last link's seq and hash, and the ids already linked."""
-
-    seq: int = 0
-    hash: str = GENESIS
-    ids: set[str] = field(default_factory=set)
-
-
-@dataclass(frozen=True)
-class Link:
-    seq: int
-    prev_hash: str
-    hash: str
-
-
-def extend(head: ChainHead, events: Iterable[Mapping[str, Any]],
-           id_field: str) -> list[tuple[Mapping[str, Any], Link]]:
-    """Link ``events`` after ``head`` in arrival order, advancing ``head``.
-
-    An event whose id is already in the chain (a producer retry) gets no link and
-    is left out of the result.
-    """
-    linked = []
-    for event in events:
-        event_id = event[id_field]
-        if event_id in head.ids:
-            continue
-        seq = head.seq + 1
-        digest = link_hash(event, seq, head.hash)
-        linked.append((event, Link(seq, head.hash, digest)))
-        head.seq, head.hash = seq, digest
-        head.ids.add(event_id)
-    return linked
 
 
 @dataclass(frozen=True)
@@ -94,13 +62,13 @@ def verify(rows: Sequence[Mapping[str, Any]], id_field: str, *, first_seq: int =
     count = 0
     for row in rows:
         count += 1
-        event = {k: v for k, v in row.items() if k not in CHAIN_FIELDS}
         event_id = row[id_field]
         if row["seq"] != expected_seq:
             return Verdict(False, count, event_id, f"seq {row['seq']} where {expected_seq} was expected")
         if row["prev_hash"] != prev:
             return Verdict(False, count, event_id, "prev_hash does not match the previous event's hash")
-        if link_hash(event, row["seq"], prev) != row["hash"]:
+        # seq and prev_hash are checked: the row minus its hash is the hashed document
+        if _document_hash({k: v for k, v in row.items() if k != "hash"}) != row["hash"]:
             return Verdict(False, count, event_id, "hash does not match the event's content")
         prev = row["hash"]
         expected_seq += 1
