@@ -21,8 +21,10 @@ async def verify_audit(request: web.Request) -> web.Response:
     org_id = await caller_org(request, "audit:read")
     q = request.query
     reject_unknown(q, ("from", "to"))
-    from_ms = time_param(q, "from") or 0
-    to_ms = time_param(q, "to") or now_ms()
+    from_ms = time_param(q, "from")
+    to_ms = time_param(q, "to")
+    from_ms = 0 if from_ms is None else from_ms
+    to_ms = now_ms() if to_ms is None else to_ms
     if from_ms > to_ms:
         raise bad_param("from", "must not be after to")
     span = await request.app[CHAINS].audit_span(org_id, from_ms, to_ms)
