@@ -9,7 +9,7 @@ import uuid
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from tests.support.service import Api, all_events, eventually, uid
+from tests.support.service import Api, all_events, eventually, uid, wait_event_count
 
 pytestmark = pytest.mark.slow
 
@@ -26,10 +26,7 @@ def org() -> str:
 
 
 async def wait_trace(api: Api, key: str, trace_id: str, count: int) -> dict:
-    async def probe():
-        return await api.get(f"/v1/traces/{trace_id}", key)
-    status, body = await eventually(probe, lambda r: r[0] == 200 and r[1]["event_count"] >= count)
-    return body
+    return await wait_event_count(api, key, f"/v1/traces/{trace_id}", count)
 
 
 async def test_posted_event_comes_back_field_for_field(stack):

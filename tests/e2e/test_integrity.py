@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.service import Api, eventually, uid
+from tests.support.service import Api, eventually, uid, wait_event_count
 
 pytestmark = pytest.mark.slow
 
 
 async def verified(api: Api, key: str, trace_id: str, count: int) -> dict:
-    async def probe():
-        return await api.get(f"/api/v1/traces/{trace_id}/verify", key)
-    status, body = await eventually(probe, lambda r: r[0] == 200 and r[1]["event_count"] >= count)
-    return body
+    return await wait_event_count(api, key, f"/api/v1/traces/{trace_id}/verify", count)
 
 
 async def test_posted_trace_verifies_and_retries_add_no_link(chained_stack):

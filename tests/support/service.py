@@ -141,6 +141,14 @@ async def eventually(probe: Callable[[], Awaitable[T]], done: Callable[[T], bool
         await asyncio.sleep(interval)
 
 
+async def wait_event_count(api: Api, key: str, path: str, count: int) -> dict[str, Any]:
+    """Poll GET ``path`` until it answers 200 with an ``event_count`` of at least ``count``."""
+    async def probe() -> tuple[int, Any]:
+        return await api.get(path, key)
+    _, body = await eventually(probe, lambda r: r[0] == 200 and r[1]["event_count"] >= count)
+    return body
+
+
 async def all_events(api: Api, key: str, limit: int = 200, **params: Any) -> list[dict[str, Any]]:
     """Walk every page of GET /v1/traces."""
     events: list[dict[str, Any]] = []
