@@ -167,7 +167,7 @@ async def main() -> None:
     broker.start()
     broker_pid = next(p.pid for p in psutil.process_iter(["cmdline"])
                       if p.info["cmdline"] and str(work / "broker") in " ".join(p.info["cmdline"]))
-    service = Service(work, broker.port, TRACEHOUSE_SINK_BATCH_SECONDS="1.0",
+    service = Service(work, broker.port, TRACEHOUSE_SINK_BATCH_SECONDS="1.0", TRACEHOUSE_CHAIN_EVENTS="false",
                       TRACEHOUSE_TRIM_INTERVAL_SECONDS="5", TRACEHOUSE_LOG_LEVEL="WARNING")
     service.start()
     lines = []

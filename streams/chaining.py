@@ -55,6 +55,9 @@ TRACE_CHAIN = ChainKind("trace", "TraceEventBatch", "TraceEvent", "SealedTraceEv
                         ("org_id", "trace_id"))
 AUDIT_CHAIN = ChainKind("audit", "AuditEventBatch", "AuditEvent", "SealedAuditEventBatch", "id",
                         ("org_id",))
+_BY_SEALED_SCHEMA = {k.sealed_schema: k for k in (TRACE_CHAIN, AUDIT_CHAIN)}
+#: Heads-table key prefix of "the sealed-events offset the heads of partition p reflect".
+_SEALED_OFFSET = b"\x00sealed-offset\x00"
 
 
 @dataclass
@@ -121,6 +124,14 @@ class ChainStore:
                 cached |= _digests(bucket)
             archived_links += BUCKET
         self.heads[chain] = head.pack()
+
+    def sealed_offset(self, partition: int) -> int | None:
+        """The last ``sealed-events[partition]`` offset whose head is saved, if recorded."""
+        value = self.heads.get(_SEALED_OFFSET + str(partition).encode())
+        return _SEQ.unpack(value)[0] if value is not None else None
+
+    def set_sealed_offset(self, partition: int, offset: int) -> None:
+        self.heads[_SEALED_OFFSET + str(partition).encode()] = _SEQ.pack(offset)
 
     def forget_cache(self) -> None:
         """Drop cached id sets (after a rebalance the tables may hold other values)."""
@@ -194,3 +205,24 @@ def seal(kind: ChainKind, value: bytes, store: ChainStore,
     sealed = MAGIC + schema(kind.sealed_schema).fingerprint + body + sealed_links(first_seq, prev, hashes)
     return Sealed(kind.kafka_key(batch), sealed, len(kept), retried, chain=chain, head=head)
 
+
+
+def replay_sealed(value: bytes, store: ChainStore) -> tuple[bytes, Head] | None:
+    """The chain and head a sealed record leaves behind, when the stored head is just
+    before it: the record became durable but a crash lost its head write. ``None`` when
+    the head already reflects the record (or is not right before it: verify reports that).
+    Raises DecodeError for a value that is not a sealed record."""
+    decoded = decode(value)
+    kind = _BY_SEALED_SCHEMA.get(decoded.schema)
+    if kind is None:
+        raise DecodeError(f"{decoded.schema} is not a sealed record")
+    datum = decoded.datum
+    chain = kind.chain_key(datum)
+    head = store.head(chain)
+    if datum["first_seq"] != head.seq + 1 or datum["prev_hash"] != head.hash:
+        return None
+    for event, link in zip(datum["events"], datum["hashes"], strict=True):
+        head.seq += 1
+        head.hash = link
+        head.recent += id_digest(event[kind.id_field])
+    return chain, head

@@ -1,18 +1,27 @@
-"""The sink agent: records to ClickHouse, in batches, committed only after the insert.
+"""The sink: records to ClickHouse in batches; offsets committed only after the insert.
 
-One agent reads one topic and hands each record to the writer of its schema
-(``sealed-events`` carries trace and audit batches; the unchained baseline reads the
-raw topics). Faust's ``take_events`` acks a batch in a ``finally`` once the loop body
-ends, even when the body was cancelled mid-insert at shutdown. So each message gets
-one extra reference when it enters the batch and loses it only after its rows are
-stored: a batch cut short stays unacked, its offsets uncommitted, and it is read again.
+A plain aiokafka consumer in its own group (``tracehouse-sink``), not a Faust agent:
+fetch up to ``batch_records`` (or whatever arrived within ``batch_seconds``), hand
+each record to the writer of its schema, insert, then commit the batch's offsets
+(quixstreams' "batch, flush, commit"). Nothing sits in an in-memory queue between
+the fetch and the insert, so a restart or rebalance can only replay records, never
+skip them, and the writer's replay window (``sinks.writer``) drops what a replay
+finds already stored. Faust 0.15.3 does not give that guarantee: after a restart
+with tables, its recovery clears stream queues (``clear_on_resume``) after it has
+already moved its read offsets past the records in them (measured: a kill -9
+restart lost up to 2,880 of 12,000 sealed events; ``docs/integrity-plan.md``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+from collections.abc import Iterable
 
-import faust
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError, KafkaError
 
 from schemas.codec import DecodeError, schema_of
 from sinks.writer import Rejected, SinkRecord, SinkWriter, Source
@@ -20,36 +29,115 @@ from streams.invalid import invalid_report
 
 log = logging.getLogger(__name__)
 
+SINK_GROUP = "tracehouse-sink"
 
-def add_sink_agent(app: faust.App, topic: faust.TopicT, writers: list[SinkWriter],
-                   invalid_topic: faust.TopicT, *, batch_records: int, batch_seconds: float) -> None:
-    """Register an agent that stores every record of ``topic`` with the writer of its schema."""
-    route = {name: w for w in writers for name in w.spec.schemas}
 
-    async def sink(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(batch_records, within=batch_seconds):
-            batches: dict[SinkWriter, list[SinkRecord]] = {w: [] for w in writers}
-            rejected: list[Rejected] = []
-            for ev in events:
-                ev.message.incref()  # held until the rows are stored (see module doc)
-                msg = ev.message
-                record = SinkRecord(Source(msg.topic, msg.partition, msg.offset), ev.value or b"")
-                try:
-                    name = schema_of(record.value)
-                    batches[route[name]].append(record)
-                except DecodeError as exc:
-                    rejected.append(Rejected(record, str(exc)))
-                except KeyError:
-                    rejected.append(Rejected(record, f"{name} records do not belong on {msg.topic}"))
-            for writer, records in batches.items():
-                if records:
-                    rejected += await writer.write(records)
-            for r in rejected:
-                src = r.record.source
-                log.warning("invalid record %s[%d]@%d: %s", src.topic, src.partition, src.offset, r.reason)
-                await (await invalid_topic.send(
-                    value=invalid_report(src.topic, src.partition, src.offset, r.reason, r.record.value)))
-            for ev in events:
-                ev.ack()
+class _ForgetWindows(ConsumerRebalanceListener):
+    """Partitions that come back may have been written by another owner meanwhile."""
 
-    app.agent(topic, name=f"sink-{topic.get_topic_name()}")(sink)
+    def __init__(self, writers: Iterable[SinkWriter]) -> None:
+        self.writers = list(writers)
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        pass
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        for writer in self.writers:
+            writer.reset()
+
+
+class Sink:
+    """Stores every record of ``topics`` with the writer of its schema."""
+
+    def __init__(self, bootstrap: str, topics: list[str], writers: list[SinkWriter], invalid_topic: str, *,
+                 batch_records: int, batch_seconds: float, group_id: str = SINK_GROUP) -> None:
+        self.bootstrap = bootstrap
+        self.topics = topics
+        self.writers = writers
+        self.route = {name: w for w in writers for name in w.spec.schemas}
+        self.invalid_topic = invalid_topic
+        self.batch_records = batch_records
+        self.batch_seconds = batch_seconds
+        self.group_id = group_id
+        self.batches_stored = 0
+
+    async def run(self, ready: asyncio.Event | None = None) -> None:
+        """Consume until cancelled; a batch cut short by the cancel is not committed."""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, group_id=self.group_id, client_id=self.group_id,
+            enable_auto_commit=False, auto_offset_reset="earliest", isolation_level="read_committed",
+            max_poll_records=self.batch_records,
+        )
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", client_id=self.group_id)
+        await producer.start()
+        try:
+            await consumer.start()
+            try:
+                consumer.subscribe(self.topics, listener=_ForgetWindows(self.writers))
+                if ready is not None:
+                    ready.set()
+                while True:
+                    records = await self._next_batch(consumer)
+                    if records:
+                        await self._store(records, producer)
+                        await self._commit(consumer, records)
+            finally:
+                await consumer.stop()
+        finally:
+            await producer.stop()
+
+    async def _next_batch(self, consumer: AIOKafkaConsumer) -> list[ConsumerRecord]:
+        """Up to ``batch_records`` records: whatever arrives within ``batch_seconds`` of the first."""
+        records: list[ConsumerRecord] = []
+        deadline: float | None = None
+        while len(records) < self.batch_records:
+            wait = 1.0 if deadline is None else deadline - time.monotonic()
+            if deadline is not None and wait <= 0:
+                break
+            got = await consumer.getmany(timeout_ms=int(wait * 1000),
+                                         max_records=self.batch_records - len(records))
+            for batch in got.values():
+                records.extend(batch)
+            if records and deadline is None:
+                deadline = time.monotonic() + self.batch_seconds
+            if deadline is None:
+                return records  # idle: let the caller loop (and a cancel land) between polls
+        return records
+
+    async def _store(self, records: list[ConsumerRecord], producer: AIOKafkaProducer) -> None:
+        per_writer: dict[SinkWriter, list[SinkRecord]] = {w: [] for w in self.writers}
+        rejected: list[Rejected] = []
+        for msg in records:
+            record = SinkRecord(Source(msg.topic, msg.partition, msg.offset), msg.value or b"")
+            try:
+                name = schema_of(record.value)
+                per_writer[self.route[name]].append(record)
+            except DecodeError as exc:
+                rejected.append(Rejected(record, str(exc)))
+            except KeyError:
+                rejected.append(Rejected(record, f"{name} records do not belong on {msg.topic}"))
+        for writer, batch in per_writer.items():
+            if batch:
+                rejected += await writer.write(batch)
+        for r in rejected:
+            src = r.record.source
+            log.warning("invalid record %s[%d]@%d: %s", src.topic, src.partition, src.offset, r.reason)
+            await producer.send_and_wait(
+                self.invalid_topic, invalid_report(src.topic, src.partition, src.offset, r.reason, r.record.value))
+        self.batches_stored += 1
+
+    @staticmethod
+    async def _commit(consumer: AIOKafkaConsumer, records: list[ConsumerRecord]) -> None:
+        offsets: dict[TopicPartition, int] = {}
+        for msg in records:
+            tp = TopicPartition(msg.topic, msg.partition)
+            offsets[tp] = max(offsets.get(tp, 0), msg.offset + 1)
+        mine = consumer.assignment()
+        offsets = {tp: o for tp, o in offsets.items() if tp in mine}
+        try:
+            if offsets:
+                await consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as exc:
+            # a rebalance took the partitions: their next owner replays the batch, and the
+            # replay window keeps the stored rows from being written twice
+            log.warning("sink commit failed (%s); the batch will be replayed", exc)

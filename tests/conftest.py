@@ -31,12 +31,3 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     yield service
     service.stop()
     broker.stop()
-
-
-@pytest.fixture(scope="session")
-def chained_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    """A tracehouse with hash chaining on (TRACEHOUSE_CHAIN_EVENTS=true)."""
-    broker, service = start_stack(tmp_path_factory.mktemp("chained"), TRACEHOUSE_CHAIN_EVENTS="true")
-    yield service
-    service.stop()
-    broker.stop()

@@ -11,31 +11,42 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import io
 import logging
 import os
 import secrets
 import signal
+from collections.abc import Callable
 from typing import Any
 
 import faust
 from aiohttp import web
+from aiokafka import TopicPartition
 
 from api.app import create_app
-from schemas.topics import AUDIT_EVENTS, SEALED_EVENTS, TRACE_EVENTS
+from schemas.topics import AUDIT_EVENTS, TRACE_EVENTS
 from sinks.clickhouse import ClickHouse
 from sinks.migrate import migrate
-from streams.app import APP_ID, create_faust_app
+from streams.app import APP_ID, create_faust_app, create_sink, sink_topics
 from streams.embedded import fetch_throttle
 from streams.embedded.broker import EmbeddedBroker
 from streams.embedded.groups import evict_stale_members
 from streams.embedded.trim import trim_consumed
+from streams.sink import SINK_GROUP
 from streams.topics import ensure_topics
 from tracehouse.settings import Settings
 
 log = logging.getLogger("tracehouse")
 
-#: Which consumer groups read which topic: what the embedded broker may trim.
-TOPIC_READERS = {TRACE_EVENTS: [APP_ID], AUDIT_EVENTS: [APP_ID], SEALED_EVENTS: [APP_ID]}
+
+
+def topic_readers(settings: Settings) -> dict[str, list[str]]:
+    """Which consumer groups read which topic: what the embedded broker may trim."""
+    readers: dict[str, list[str]] = {topic: [SINK_GROUP] for topic in sink_topics(settings)}
+    if settings.chain_events:
+        for topic in (TRACE_EVENTS, AUDIT_EVENTS):
+            readers.setdefault(topic, []).append(APP_ID)
+    return readers
 
 
 def ensure_admin_key(settings: Settings) -> Settings:
@@ -51,14 +62,28 @@ def ensure_admin_key(settings: Settings) -> Settings:
     return dataclasses.replace(settings, admin_key=path.read_text().strip())
 
 
-async def trim_forever(settings: Settings) -> None:
+async def trim_forever(settings: Settings, cap: Callable[[TopicPartition], int | None] | None = None) -> None:
     """Delete consumed records from the embedded broker so its snapshot stays small."""
     while True:
         await asyncio.sleep(settings.trim_interval_seconds)
         try:
-            await trim_consumed(settings.bootstrap_servers, TOPIC_READERS)
+            await trim_consumed(settings.bootstrap_servers, topic_readers(settings), cap)
         except Exception as exc:  # the next round tries again
             log.warning("trimming the embedded broker failed: %s", exc)
+
+
+def dump_tasks() -> None:
+    """SIGUSR1: log every asyncio task and the await chain it is suspended in."""
+    out = io.StringIO()
+    for task in asyncio.all_tasks():
+        print(f"--- {task.get_name()}", file=out)
+        awaited: Any = task.get_coro()
+        while awaited is not None:
+            frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "ag_frame", None)
+            if frame is not None:
+                print(f"    {frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}", file=out)
+            awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "ag_await", None)
+    log.warning("asyncio tasks (SIGUSR1):\n%s", out.getvalue())
 
 
 async def serve(settings: Settings, *, worker: bool = True, api: bool = True,
@@ -68,6 +93,7 @@ async def serve(settings: Settings, *, worker: bool = True, api: bool = True,
     stop = stop or asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, dump_tasks)
 
     async with contextlib.AsyncExitStack() as stack:
         if settings.embedded_kafka:
@@ -100,17 +126,30 @@ async def serve(settings: Settings, *, worker: bool = True, api: bool = True,
 async def _start_worker(settings: Settings, clickhouse: ClickHouse,
                         stack: contextlib.AsyncExitStack, loop: asyncio.AbstractEventLoop) -> None:
     if settings.embedded_kafka:
-        evicted = await evict_stale_members(settings.bootstrap_servers, [APP_ID])
+        evicted = await evict_stale_members(settings.bootstrap_servers, [APP_ID, SINK_GROUP])
         if any(evicted.values()):
             log.info("evicted stale group members: %s", evicted)
-        trimmer = asyncio.create_task(trim_forever(settings))
-        stack.callback(trimmer.cancel)
-    app = create_faust_app(settings, clickhouse)
-    faust_worker = faust.Worker(app, loglevel=settings.log_level, daemon=False,
-                                override_logging=False, loop=loop, redirect_stdouts=False)
-    faust_worker.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    await faust_worker.start()
-    stack.push_async_callback(faust_worker.stop)
+    sink = asyncio.create_task(create_sink(settings, clickhouse).run(), name="sink")
+    stack.push_async_callback(_cancel, sink)
+    cap = None
+    if settings.chain_events:
+        app = create_faust_app(settings)
+        faust_worker = faust.Worker(app, loglevel=settings.log_level, daemon=False,
+                                    override_logging=False, loop=loop, redirect_stdouts=False)
+        faust_worker.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        await faust_worker.start()
+        stack.push_async_callback(faust_worker.stop)
+        cap = app.sealed_trim_cap
+    if settings.embedded_kafka:
+        trimmer = asyncio.create_task(trim_forever(settings, cap), name="trim")
+        stack.push_async_callback(_cancel, trimmer)
+
+
+async def _cancel(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and wait for it; re-raise what it died of, if not the cancel."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def _announce(settings: Settings) -> None:

@@ -11,7 +11,7 @@ unconsumed records are never deleted (unlike ``retention.ms``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from aiokafka import AIOKafkaClient, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
@@ -22,10 +22,13 @@ from aiokafka.protocol.offset import OffsetRequest, OffsetResetStrategy
 log = logging.getLogger(__name__)
 
 
-async def trim_consumed(bootstrap: str, readers: dict[str, list[str]]) -> dict[tuple[str, int], int]:
+async def trim_consumed(bootstrap: str, readers: dict[str, list[str]],
+                        cap: Callable[[TopicPartition], int | None] | None = None) -> dict[tuple[str, int], int]:
     """Trim each topic below its readers' lowest committed offsets.
 
-    ``readers`` maps topic -> ids of the consumer groups that read it.
+    ``readers`` maps topic -> ids of the consumer groups that read it. ``cap(tp)``, when
+    given, is a further offset nothing at or above may be trimmed (None: no cap), for a
+    reader that keeps its position elsewhere than in a consumer group.
     Returns ``{(topic, partition): new low watermark}`` for the partitions
     trimmed. Unknown topics and topics without readers are logged and skipped.
     """
@@ -42,6 +45,11 @@ async def trim_consumed(bootstrap: str, readers: dict[str, list[str]]) -> dict[t
                 log.info("trim: topic %s has no readers, skipped", topic)
             elif tps:
                 targets.update(await _lowest_committed(admin, groups, tps))
+        if cap is not None:
+            for tp, low in list(targets.items()):
+                limit = cap(tp)
+                if limit is not None:
+                    targets[tp] = min(low, limit)
         if not targets:
             return {}
         earliest = await _list_offsets(client, leaders, targets, OffsetResetStrategy.EARLIEST)

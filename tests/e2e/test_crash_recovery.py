@@ -28,10 +28,11 @@ def batches(prefix: str, n: int, per_trace: int = 20, per_request: int = 200) ->
     return [events[i:i + per_request] for i in range(0, n, per_request)]
 
 
-async def post_until_killed(api: Api, key: str, todo: list[list[dict]], killed: asyncio.Event
-                            ) -> tuple[list[str], list[list[dict]]]:
-    """POST each batch; return the ids acknowledged and the batches whose fate is unknown."""
-    accepted: list[str] = []
+async def post_until_killed(api: Api, key: str, todo: list[list[dict]], killed: asyncio.Event,
+                            accepted: list[str] | None = None) -> tuple[list[str], list[list[dict]]]:
+    """POST each batch; return the ids acknowledged (also appended to ``accepted`` as they
+    come) and the batches whose fate is unknown."""
+    accepted = [] if accepted is None else accepted
     for i, batch in enumerate(todo):
         try:
             status, body = await api.post("/v1/events", key, batch)
@@ -44,28 +45,50 @@ async def post_until_killed(api: Api, key: str, todo: list[list[dict]], killed: 
     return accepted, []
 
 
-async def test_kill_9_mid_stream_loses_duplicates_and_forks_nothing(tmp_path):
-    # Small sink batches keep the sink behind, so the kill lands in the middle of the stream.
-    broker, service = start_stack(tmp_path, TRACEHOUSE_SINK_BATCH_RECORDS="5",
-                                  TRACEHOUSE_SINK_BATCH_SECONDS="0.05")
+async def verify_all(api: Api, key: str, trace_ids: set[str]) -> dict[str, dict]:
+    """GET .../verify for every trace, eight at a time: the verdicts that are not valid."""
+    gate = asyncio.Semaphore(8)
+
+    async def one(trace_id: str) -> tuple[str, dict]:
+        async with gate:
+            status, body = await api.get(f"/api/v1/traces/{trace_id}/verify", key)
+            assert status == 200, body
+            return trace_id, body
+
+    verdicts = await asyncio.gather(*(one(t) for t in sorted(trace_ids)))
+    return {t: v for t, v in verdicts if not v["valid"]}
+
+
+@pytest.mark.parametrize("chained", [True, False], ids=["chained", "unchained"])
+async def test_kill_9_mid_stream_loses_duplicates_and_forks_nothing(tmp_path, chained):
+    # Small sink batches keep the sink behind, so the kill lands in the middle of the stream,
+    # while producers are still posting.
+    broker, service = start_stack(tmp_path, TRACEHOUSE_SINK_BATCH_RECORDS="5", TRACEHOUSE_SINK_BATCH_SECONDS="0.05",
+                                  TRACEHOUSE_CHAIN_EVENTS=str(chained).lower())
     try:
-        todo = batches("a", 10_000)
+        todo = batches("a", 12_000)
         async with Api(service.url) as api:
             key = await api.org_key(f"crash-{uuid.uuid4().hex[:6]}")
-            accepted, rest = await post_until_killed(api, key, todo, asyncio.Event())
-            assert not rest
-            stored_before = await eventually(lambda: count(api, key), lambda n: n > 0, timeout=30, interval=0.05)
+            killed, progress = asyncio.Event(), []
+            poster = asyncio.create_task(post_until_killed(api, key, todo, killed, progress))
+            await eventually(lambda: asyncio.sleep(0, len(progress)), lambda n: n >= 4000, timeout=30, interval=0.01)
+            stored_before = await count(api, key)
             workers = psutil.Process(service.proc.pid).children(recursive=True)
             assert workers, "expected the ingest worker process"
             service.stop(signal.SIGKILL)
-            assert stored_before < len(accepted), "the sink finished before the kill; nothing was tested"
+            killed.set()
+            accepted, unknown = await poster
+            assert unknown, "posting finished before the kill; nothing was tested"
+            assert stored_before < len(accepted), "the sink kept up; nothing was tested"
             _, alive = psutil.wait_procs(workers, timeout=10)
             assert not alive, "ingest workers outlived their killed parent"
 
         service.start()  # same data dir, same broker: recovers from committed offsets and changelogs
         async with Api(service.url) as api:
-            # producers retry what they last sent (already linked), then send more
-            retried, rest = await post_until_killed(api, key, todo[-3:] + batches("b", 1000), asyncio.Event())
+            # producers retry what they do not know the fate of, and the last batches that
+            # were acknowledged (already linked), then send more
+            done = len(todo) - len(unknown)
+            retried, rest = await post_until_killed(api, key, todo[done - 3:] + batches("b", 1000), asyncio.Event())
             assert not rest
             expected = set(accepted) | set(retried)
             await eventually(lambda: count(api, key), lambda n: n >= len(expected), timeout=90)
@@ -73,9 +96,8 @@ async def test_kill_9_mid_stream_loses_duplicates_and_forks_nothing(tmp_path):
             ids = [e["event_id"] for e in events]
             assert len(ids) == len(set(ids)), "duplicates after the crash"
             assert set(ids) == expected, "lost events after the crash"
-            # With TRACEHOUSE_CHAIN_EVENTS=true every chain must also verify here; that variant
-            # stalls after the restart in about one run of four, so chaining stays off by
-            # default until it is fixed (docs/integrity-plan.md, "Open bug").
+            if chained:
+                assert await verify_all(api, key, {e["trace_id"] for e in events}) == {}
         # a second, graceful restart finds the same events again
         assert service.stop(signal.SIGINT) == 0
         service.start()

@@ -14,8 +14,8 @@ async def verified(api: Api, key: str, trace_id: str, count: int) -> dict:
     return await wait_event_count(api, key, f"/api/v1/traces/{trace_id}/verify", count)
 
 
-async def test_posted_trace_verifies_and_retries_add_no_link(chained_stack):
-    async with Api(chained_stack.url) as api:
+async def test_posted_trace_verifies_and_retries_add_no_link(stack):
+    async with Api(stack.url) as api:
         key = await api.org_key(uid("org"))
         trace = uid("tr")
         first = [{"event_id": f"e{i}", "trace_id": trace, "metadata": {"i": str(i)}, "input": {"q": [i]}}
@@ -32,8 +32,8 @@ async def test_posted_trace_verifies_and_retries_add_no_link(chained_stack):
         assert sorted(e["event_id"] for e in detail["events"]) == [f"e{i}" for i in range(7)]
 
 
-async def test_verify_is_scoped_to_the_callers_org(chained_stack):
-    async with Api(chained_stack.url) as api:
+async def test_verify_is_scoped_to_the_callers_org(stack):
+    async with Api(stack.url) as api:
         owner, other = await api.org_key(uid("org")), await api.org_key(uid("org"))
         trace = uid("tr")
         assert (await api.post("/v1/events", owner, [{"trace_id": trace}]))[0] == 202
@@ -47,8 +47,8 @@ async def test_verify_is_scoped_to_the_callers_org(chained_stack):
         assert (await api.get(f"/api/v1/traces/{trace}/verify", reader))[0] == 403
 
 
-async def test_audit_log_verifies_over_a_time_range_per_org(chained_stack):
-    async with Api(chained_stack.url) as api:
+async def test_audit_log_verifies_over_a_time_range_per_org(stack):
+    async with Api(stack.url) as api:
         key, other = await api.org_key(uid("org")), await api.org_key(uid("org"))
         entries = [{"id": f"a{i}", "actor": "alice", "action": "key.created", "target": f"k{i}",
                     "metadata": {"n": str(i)}, "occurred_at": f"2026-11-20T10:00:0{i}.000Z"} for i in range(6)]

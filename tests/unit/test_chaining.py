@@ -10,7 +10,7 @@ from schemas.integrity import GENESIS, verify
 from schemas.model import validate_trace_event
 from schemas.producer import trace_records
 from schemas.registry import schema
-from streams.chaining import AUDIT_CHAIN, BUCKET, TRACE_CHAIN, ChainStore, Head
+from streams.chaining import AUDIT_CHAIN, BUCKET, TRACE_CHAIN, ChainStore, Head, replay_sealed
 from streams.chaining import seal as seal_only
 
 
@@ -119,3 +119,39 @@ def test_nothing_is_stored_until_the_head_is_saved():
 def test_head_round_trips():
     head = Head(7, bytes(range(32)), bytearray(b"x" * 16))
     assert Head.unpack(head.pack()) == head
+
+
+def test_replay_sealed_restores_a_head_whose_write_was_lost():
+    values = records([trace_event(i) for i in range(1, 4)]) + records([trace_event(i) for i in range(4, 6)])
+    saved, behind = ChainStore({}, {}), ChainStore({}, {})
+    first = seal(TRACE_CHAIN, values[0], saved)
+    seal(TRACE_CHAIN, values[0], behind)
+    lost = seal_only(TRACE_CHAIN, values[1], saved)  # durable, but its head write is lost in `behind`
+    saved.save(lost.chain, lost.head)
+
+    assert replay_sealed(first.value, behind) is None  # already reflected
+    chain, head = replay_sealed(lost.value, behind)
+    behind.save(chain, head)
+    assert behind.heads == saved.heads
+    assert replay_sealed(lost.value, behind) is None
+    # the replayed input is now a retry, not a second set of links
+    again = seal_only(TRACE_CHAIN, values[1], behind)
+    assert (again.value, again.linked, again.retried) == (None, 0, 2)
+
+
+def test_replay_sealed_leaves_a_head_that_is_not_right_before_the_record():
+    values = records([trace_event(i) for i in range(1, 3)]) + records([trace_event(3)])
+    saved, empty = ChainStore({}, {}), ChainStore({}, {})
+    seal(TRACE_CHAIN, values[0], saved)
+    second = seal(TRACE_CHAIN, values[1], saved)
+    assert replay_sealed(second.value, empty) is None  # a gap: verify reports it, replay does not paper over it
+    with pytest.raises(DecodeError):
+        replay_sealed(values[0], empty)  # a raw record is not a sealed one
+
+
+def test_sealed_offsets_are_kept_per_partition():
+    store = ChainStore({}, {})
+    assert store.sealed_offset(0) is None
+    store.set_sealed_offset(0, 41)
+    store.set_sealed_offset(3, 7)
+    assert (store.sealed_offset(0), store.sealed_offset(3), store.sealed_offset(1)) == (41, 7, None)

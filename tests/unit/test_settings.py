@@ -32,3 +32,15 @@ def test_overrides_win_and_empty_values_mean_default():
 def test_invalid_values_name_the_variable(env):
     with pytest.raises(ValueError, match=next(iter(env))):
         Settings.from_env(env)
+
+
+def test_exactly_once_needs_a_real_kafka():
+    with pytest.raises(ValueError, match="TRACEHOUSE_PROCESSING_GUARANTEE.*noida-db"):
+        Settings.from_env({"TRACEHOUSE_PROCESSING_GUARANTEE": "exactly_once"})
+    s = Settings.from_env({"TRACEHOUSE_PROCESSING_GUARANTEE": "exactly_once", "TRACEHOUSE_KAFKA_BOOTSTRAP": "k:9092"})
+    assert s.processing_guarantee == "exactly_once"
+
+
+def test_chaining_is_on_by_default():
+    assert Settings.from_env({}).chain_events
+    assert not Settings.from_env({"TRACEHOUSE_CHAIN_EVENTS": "false"}).chain_events
