@@ -30,6 +30,8 @@ from streams.invalid import invalid_report
 log = logging.getLogger(__name__)
 
 SINK_GROUP = "tracehouse-sink"
+#: Seconds before a failed sink consumer is started again.
+RESTART_DELAY = 1.0
 
 
 class _ForgetWindows(ConsumerRebalanceListener):
@@ -61,8 +63,19 @@ class Sink:
         self.group_id = group_id
         self.batches_stored = 0
 
-    async def run(self, ready: asyncio.Event | None = None) -> None:
-        """Consume until cancelled; a batch cut short by the cancel is not committed."""
+    async def run(self) -> None:
+        """Consume until cancelled; a batch cut short by the cancel is not committed.
+        If the consumer fails (broker gone, fenced), it is logged and started again."""
+        while True:
+            try:
+                await self._consume()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("the sink consumer failed; restarting it in %.0f s", RESTART_DELAY)
+                await asyncio.sleep(RESTART_DELAY)
+
+    async def _consume(self) -> None:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, group_id=self.group_id, client_id=self.group_id,
             enable_auto_commit=False, auto_offset_reset="earliest", isolation_level="read_committed",
@@ -74,8 +87,6 @@ class Sink:
             await consumer.start()
             try:
                 consumer.subscribe(self.topics, listener=_ForgetWindows(self.writers))
-                if ready is not None:
-                    ready.set()
                 while True:
                     records = await self._next_batch(consumer)
                     if records:
