@@ -111,7 +111,7 @@ class _ReplayWindow:
 
 
 class SinkWriter:
-    """Writes the records of one ``SinkTable``; counts the records written and replayed rows skipped."""
+    """Writes the records of one ``SinkTable``; counts the replayed rows it skipped."""
 
     def __init__(self, ch: ClickHouse, spec: SinkTable) -> None:
         self.ch = ch
@@ -119,7 +119,6 @@ class SinkWriter:
         self.container = ContainerWriter(spec.staging_schema())
         self._windows: dict[tuple[str, int], _ReplayWindow] = {}
         self._accepted = set(spec.schemas)
-        self.records_written = 0
         self.rows_skipped = 0
 
     @property
@@ -238,5 +237,4 @@ class SinkWriter:
                 log.warning("writing %s failed (%s); retrying in %.1fs", self.spec.table, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, max_delay)
-        self.records_written += len(pending)
         return rejected

@@ -52,7 +52,7 @@ class TracehouseApp(faust.App):
     def sealed_trim_cap(self, tp: TopicPartition) -> int | None:
         """How far ``sealed-events`` may be trimmed: not past a record whose head write may
         have been lost (``streams.chain.SealedTail`` reads those back after a crash)."""
-        if tp.topic != SEALED_EVENTS or self.in_transaction:
+        if tp.topic != SEALED_EVENTS:
             return None
         known = self.chains.sealed_offset(tp.partition) if self.chains is not None else None
         return 0 if known is None else known + 1

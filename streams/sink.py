@@ -52,7 +52,7 @@ class Sink:
     """Stores every record of ``topics`` with the writer of its schema."""
 
     def __init__(self, bootstrap: str, topics: list[str], writers: list[SinkWriter], invalid_topic: str, *,
-                 batch_records: int, batch_seconds: float, group_id: str = SINK_GROUP) -> None:
+                 batch_records: int, batch_seconds: float) -> None:
         self.bootstrap = bootstrap
         self.topics = topics
         self.writers = writers
@@ -60,8 +60,6 @@ class Sink:
         self.invalid_topic = invalid_topic
         self.batch_records = batch_records
         self.batch_seconds = batch_seconds
-        self.group_id = group_id
-        self.batches_stored = 0
 
     async def run(self) -> None:
         """Consume until cancelled; a batch cut short by the cancel is not committed.
@@ -77,11 +75,11 @@ class Sink:
 
     async def _consume(self) -> None:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=self.group_id, client_id=self.group_id,
+            bootstrap_servers=self.bootstrap, group_id=SINK_GROUP, client_id=SINK_GROUP,
             enable_auto_commit=False, auto_offset_reset="earliest", isolation_level="read_committed",
             max_poll_records=self.batch_records,
         )
-        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", client_id=self.group_id)
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", client_id=SINK_GROUP)
         await producer.start()
         try:
             await consumer.start()
@@ -135,7 +133,6 @@ class Sink:
             log.warning("invalid record %s[%d]@%d: %s", src.topic, src.partition, src.offset, r.reason)
             await producer.send_and_wait(
                 self.invalid_topic, invalid_report(src.topic, src.partition, src.offset, r.reason, r.record.value))
-        self.batches_stored += 1
 
     @staticmethod
     async def _commit(consumer: AIOKafkaConsumer, records: list[ConsumerRecord]) -> None:
