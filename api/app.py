@@ -7,11 +7,13 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from api.auth import KeyVerifier
-from api.context import API_KEYS, CHAINS, CLICKHOUSE, EVENTS, PREPARATION, PRODUCER, SETTINGS, VERIFIER
+from api.commands import VerdictWaiter
+from api.context import API_KEYS, CHAINS, CLICKHOUSE, EVENTS, PREPARATION, PRODUCER, SETTINGS, VERDICTS, VERIFIER
 from api.errors import error_middleware
 from api.preparation import PreparationPool
 from api.routes import admin, audit, gateway, governance, health, ingest
 from schemas.producer import EventProducer
+from schemas.topics import COMMAND_VERDICTS
 from sinks.clickhouse import ClickHouse
 from sinks.repositories.api_keys import ApiKeyRepository
 from sinks.repositories.chains import ChainRepository
@@ -51,7 +53,16 @@ def create_app(settings: Settings, clickhouse: ClickHouse | None = None) -> web.
         yield
         await pool.stop()
 
+    async def verdicts_ctx(app: web.Application) -> AsyncIterator[None]:
+        waiter = VerdictWaiter(settings.bootstrap_servers, COMMAND_VERDICTS, settings.topic_partitions)
+        await waiter.start()
+        app[VERDICTS] = waiter
+        yield
+        await waiter.stop()
+
     app.cleanup_ctx.extend([clickhouse_ctx, producer_ctx, preparation_ctx])
+    if settings.chain_events:  # without chain agents nobody decides commands
+        app.cleanup_ctx.append(verdicts_ctx)
     for module in (health, ingest, gateway, governance, audit, admin):
         module.add_routes(app)
     return app

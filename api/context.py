@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from api.auth import KeyVerifier, authenticate, require_scope
+from api.commands import VerdictWaiter
 from api.preparation import PreparationPool
 from schemas.producer import EventProducer
 from sinks.clickhouse import ClickHouse
@@ -21,6 +22,7 @@ CHAINS = web.AppKey("chains", ChainRepository)
 API_KEYS = web.AppKey("api_keys", ApiKeyRepository)
 VERIFIER = web.AppKey("verifier", KeyVerifier)
 PREPARATION = web.AppKey("preparation", PreparationPool)
+VERDICTS = web.AppKey("verdicts", VerdictWaiter)
 
 
 async def caller_org(request: web.Request, scope: str) -> str:

@@ -16,7 +16,7 @@ from schemas.compiled import Codec, compile_codec
 
 SCHEMA_DIR = Path(__file__).parent
 NAMES = ("TraceEvent", "TraceEventBatch", "AuditEvent", "AuditEventBatch",
-         "SealedTraceEventBatch", "SealedAuditEventBatch")
+         "SealedTraceEventBatch", "SealedAuditEventBatch", "TraceCommand", "CommandVerdict", "WebhookEvent")
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,10 @@ TRACE_EVENTS = "trace-events"
 AUDIT_EVENTS = "audit-events"
 SEALED_EVENTS = "sealed-events"
 INVALID_EVENTS = "invalid-events"
+#: The chain agent's verdicts on trace commands (keyed by request id), read by the API.
+COMMAND_VERDICTS = "command-verdicts"
+#: What webhook subscribers may be told (``trace.completed``…), keyed by org_id.
+WEBHOOK_EVENTS = "webhook-events"
 
 #: Topics tracehouse creates before its worker starts (partition count from Settings).
-SOURCE_TOPICS = (TRACE_EVENTS, AUDIT_EVENTS, SEALED_EVENTS, INVALID_EVENTS)
+SOURCE_TOPICS = (TRACE_EVENTS, AUDIT_EVENTS, SEALED_EVENTS, INVALID_EVENTS, COMMAND_VERDICTS, WEBHOOK_EVENTS)

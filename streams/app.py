@@ -8,10 +8,17 @@ from typing import Any
 import faust
 from aiokafka import TopicPartition
 
-from schemas.topics import AUDIT_EVENTS, INVALID_EVENTS, SEALED_EVENTS, TRACE_EVENTS
+from schemas.topics import (
+    AUDIT_EVENTS,
+    COMMAND_VERDICTS,
+    INVALID_EVENTS,
+    SEALED_EVENTS,
+    TRACE_EVENTS,
+    WEBHOOK_EVENTS,
+)
 from sinks.clickhouse import ClickHouse
 from sinks.writer import AUDIT_EVENTS_SINK, TRACE_EVENTS_SINK, SinkWriter
-from streams.chain import SealedTail, add_chain_agent, chain_tables
+from streams.chain import AgentTopics, ChainAgent, SealedTail, add_expiry_timer, chain_tables
 from streams.chaining import AUDIT_CHAIN, TRACE_CHAIN, ChainStore
 from streams.sink import Sink
 from tracehouse.settings import Settings
@@ -74,7 +81,7 @@ class TracehouseApp(faust.App):
 
 
 def create_faust_app(settings: Settings) -> TracehouseApp:
-    """The worker's Faust app: the chain agents (raw topics -> sealed-events)."""
+    """The worker's Faust app: the chain agents (raw topics -> sealed-events) and the approval expiry timer."""
     settings.faust_dir.mkdir(parents=True, exist_ok=True)
     app = TracehouseApp(
         APP_ID,
@@ -91,13 +98,15 @@ def create_faust_app(settings: Settings) -> TracehouseApp:
         loghandlers=[],
     )
     p = settings.topic_partitions
-    invalid = raw_topic(app, INVALID_EVENTS, p)
+    outputs = {name: raw_topic(app, topic, p) for name, topic in (
+        ("sealed", SEALED_EVENTS), ("invalid", INVALID_EVENTS), ("verdicts", COMMAND_VERDICTS),
+        ("notices", WEBHOOK_EVENTS))}
     trace_events, audit_events = raw_topic(app, TRACE_EVENTS, p), raw_topic(app, AUDIT_EVENTS, p)
-    sealed = raw_topic(app, SEALED_EVENTS, p)
-    store = app.chains = chain_tables(app, p)
+    store = app.chains = chain_tables(app, p, int(settings.approval_ttl_seconds * 1000))
     tail = SealedTail(settings.bootstrap_servers, SEALED_EVENTS, store)
     for kind, source in ((TRACE_CHAIN, trace_events), (AUDIT_CHAIN, audit_events)):
-        add_chain_agent(app, kind, source, sealed, invalid, store, tail, app.settled, p)
+        ChainAgent(app, kind, AgentTopics(source=source, **outputs), store, tail, app.settled, p).register()
+    add_expiry_timer(app, store, trace_events, app.settled, settings.approval_check_seconds, p)
 
     @app.on_partitions_assigned.connect
     async def _forget_per_assignment_state(app: faust.App, assigned: set, **kwargs: object) -> None:

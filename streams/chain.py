@@ -18,24 +18,34 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
-from schemas.codec import DecodeError
-from streams.chaining import ChainKind, ChainStore, replay_sealed, seal
+from schemas.codec import DecodeError, decode, encode, schema_of
+from streams.chaining import Advance, ChainKind, ChainStore, Sealed, replay_sealed, seal
 from streams.invalid import invalid_report
+from streams.lifecycle import completion_notice, decide, expiry_commands
 
 log = logging.getLogger(__name__)
 
 
-def chain_tables(app: faust.App, partitions: int) -> ChainStore:
-    """The worker's chain state: heads and archived id digests, as Faust tables."""
+def chain_tables(app: faust.App, partitions: int, approval_ttl_ms: int) -> ChainStore:
+    """The worker's chain state (``streams.chaining.ChainStore``), as Faust tables."""
     options = dict(key_type=bytes, value_type=bytes, partitions=partitions)  # bytes: raw serializer
-    heads = app.Table("chain-heads", **options)
-    archive = app.Table("chain-ids", **options)
-    return ChainStore(heads, archive)
+    tables = [app.Table(name, **options) for name in ("chain-heads", "chain-ids", "chain-states", "chain-pending")]
+    return ChainStore(*tables, approval_ttl_ms=approval_ttl_ms)
+
+
+def partitioner(partitions: int) -> Callable[[bytes], int]:
+    """The partition the default (murmur2) partitioner gives a key: where its chain lives."""
+    choose, every = DefaultPartitioner(), list(range(partitions))
+    return lambda key: choose(key, every, every)
 
 
 class SealedTail:
@@ -52,22 +62,22 @@ class SealedTail:
         """After a rebalance every partition must be caught up again."""
         self._current.clear()
 
-    async def catch_up(self, partition: int) -> int:
+    async def catch_up(self, partition: int) -> list[Advance]:
         """Replay what the heads of ``partition`` miss (once per rebalance); returns the
-        number of heads moved. Call it while processing a record of that partition: the
-        table writes go to the changelog partition of the current event."""
+        heads moved. Call it while processing a record of that partition: the table
+        writes go to the changelog partition of the current event."""
         if partition in self._current:
-            return 0
+            return []
         async with self._lock:
             if partition in self._current:
-                return 0
+                return []
             moved = await self._replay(partition)
             self._current.add(partition)
         if moved:
-            log.info("sealed-events[%d]: %d heads caught up with records their writes missed", partition, moved)
+            log.info("sealed-events[%d]: %d heads caught up with records their writes missed", partition, len(moved))
         return moved
 
-    async def _replay(self, partition: int) -> int:
+    async def _replay(self, partition: int) -> list[Advance]:
         tp = TopicPartition(self.topic, partition)
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
                                     isolation_level="read_committed", client_id="tracehouse-chain-tail")
@@ -80,9 +90,10 @@ class SealedTail:
             if known is not None:
                 start = max(start, known + 1)
             if start >= end:
-                return 0
+                return []
             consumer.seek(tp, start)
-            moved, last = 0, None
+            moved: list[Advance] = []
+            last = None
             while last is None or last < end - 1:
                 got = (await consumer.getmany(tp, timeout_ms=1000)).get(tp, [])
                 if not got and await consumer.position(tp) >= end:
@@ -96,8 +107,8 @@ class SealedTail:
                         log.warning("sealed-events[%d]@%d: %s", partition, msg.offset, exc)
                         replayed = None
                     if replayed is not None:
-                        self.store.save(*replayed)
-                        moved += 1
+                        replayed.save(self.store)
+                        moved.append(replayed)
                     last = msg.offset
             if last is not None:
                 self.store.set_sealed_offset(partition, last)
@@ -106,45 +117,119 @@ class SealedTail:
             await consumer.stop()
 
 
-def add_chain_agent(app: faust.App, kind: ChainKind, source: faust.TopicT, sealed: faust.TopicT,
-                    invalid: faust.TopicT, store: ChainStore, tail: SealedTail, settled: asyncio.Event,
-                    partitions: int) -> None:
-    """Register the agent that seals every record of ``source`` onto ``sealed``.
+@dataclass(frozen=True)
+class AgentTopics:
+    """Where a chain agent reads and writes."""
+
+    source: faust.TopicT  # raw records (and, for traces, commands)
+    sealed: faust.TopicT
+    invalid: faust.TopicT
+    verdicts: faust.TopicT  # answers to commands, keyed by request id
+    notices: faust.TopicT  # webhook events (trace.completed)
+
+
+class ChainAgent:
+    """Seals every record of one raw topic onto ``sealed-events`` and decides the commands
+    on its chains (``streams.lifecycle``).
 
     ``settled`` is set while no rebalance is in progress (``streams.app.TracehouseApp``):
     a record delivered during one waits, then is dropped unacked if its partition went
     to another worker (the new owner reads it from the committed offset)."""
-    partitioner = DefaultPartitioner()
-    all_partitions = list(range(partitions))
 
-    def partition_of(key: bytes) -> int:
-        return partitioner(key, all_partitions, all_partitions)
+    def __init__(self, app: faust.App, kind: ChainKind, topics: AgentTopics, store: ChainStore, tail: SealedTail,
+                 settled: asyncio.Event, partitions: int) -> None:
+        self.app, self.kind, self.topics, self.store, self.tail = app, kind, topics, store, tail
+        self.settled = settled
+        self.partition_of = partitioner(partitions)
 
-    async def chain(stream: faust.StreamT) -> None:
+    def register(self) -> None:
+        self.app.agent(self.topics.source, name=f"chain-{self.kind.name}")(self.process)
+
+    async def process(self, stream: faust.StreamT) -> None:
         async for event in stream.events():
             msg, value = event.message, event.value or b""
-            if not settled.is_set():
-                await settled.wait()
-                if msg.tp not in app.consumer.assignment():
+            if not self.settled.is_set():
+                await self.settled.wait()
+                if msg.tp not in self.app.consumer.assignment():
                     msg.incref()  # never acked here: its offset stays uncommitted
                     continue
-            if not app.in_transaction:
-                await tail.catch_up(msg.partition)
+            if not self.app.in_transaction:
+                for advance in await self.tail.catch_up(msg.partition):
+                    await self._notify(advance)
             try:
-                out = seal(kind, value, store, lambda key, p=msg.partition: partition_of(key) == p)
+                if self.kind.lifecycle and schema_of(value) == "TraceCommand":
+                    await self._command(msg, value)
+                else:
+                    await self._seal(msg, value)
             except DecodeError as exc:
                 log.warning("unchainable record %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, exc)
-                await invalid.send(value=invalid_report(msg.topic, msg.partition, msg.offset, str(exc), value))
-                continue
-            if out.misrouted:  # keyed by something else: send it where its chain lives
-                await source.send(key=out.key, value=value, partition=partition_of(out.key))
-            elif out.value is not None:
-                sent = await sealed.send(key=out.key, value=out.value, partition=msg.partition)
-                if app.in_transaction:
-                    store.save(out.chain, out.head)
-                else:
-                    metadata = await sent  # durable first: a head must never get ahead of its record
-                    store.save(out.chain, out.head)
-                    store.set_sealed_offset(msg.partition, metadata.offset)
+                report = invalid_report(msg.topic, msg.partition, msg.offset, str(exc), value)
+                await self.topics.invalid.send(value=report)
 
-    app.agent(source, name=f"chain-{kind.name}")(chain)
+    def _owns(self, partition: int) -> Callable[[bytes], bool]:
+        return lambda key: self.partition_of(key) == partition
+
+    async def _seal(self, msg: Any, value: bytes) -> None:
+        out = seal(self.kind, value, self.store, self._owns(msg.partition))
+        if out.misrouted:  # keyed by something else: send it where its chain lives
+            await self.topics.source.send(key=out.key, value=value, partition=self.partition_of(out.key))
+        else:
+            await self._publish(msg, out)
+
+    async def _publish(self, msg: Any, out: Sealed) -> None:
+        if out.value is None or out.advance is None:
+            return
+        sent = await self.topics.sealed.send(key=out.key, value=out.value, partition=msg.partition)
+        if self.app.in_transaction:
+            out.advance.save(self.store)
+        else:
+            metadata = await sent  # durable first: a head must never get ahead of its record
+            out.advance.save(self.store)
+            self.store.set_sealed_offset(msg.partition, metadata.offset)
+        await self._notify(out.advance)
+
+    async def _notify(self, advance: Advance) -> None:
+        """Tell webhook subscribers about a trace that closed (at least once: ids are stable)."""
+        if advance.closed and advance.state is not None:
+            notice = completion_notice(advance.chain, advance.state)
+            await self.topics.notices.send(key=notice["org_id"].encode(), value=encode("WebhookEvent", notice))
+
+    async def _command(self, msg: Any, value: bytes) -> None:
+        command = decode(value).datum
+        key = command["trace_id"].encode()
+        if not self._owns(msg.partition)(key):
+            await self.topics.source.send(key=key, value=value, partition=self.partition_of(key))
+            return
+        chain = self.kind.chain_key(command)
+        decision = decide(command, self.store.head(chain).seq, self.store.state(chain))
+        if decision.events:
+            batch = {"org_id": command["org_id"], "trace_id": command["trace_id"], "events": decision.events}
+            await self._publish(msg, seal(self.kind, encode(self.kind.batch_schema, batch), self.store))
+        if decision.verdict is not None and command["request_id"]:
+            verdict = {"request_id": command["request_id"], "status": decision.verdict, "message": decision.message}
+            await self.topics.verdicts.send(key=command["request_id"].encode(), value=encode("CommandVerdict", verdict))
+
+
+def add_expiry_timer(app: faust.App, store: ChainStore, source: faust.TopicT, settled: asyncio.Event,
+                     interval: float, partitions: int) -> None:
+    """Every ``interval`` seconds, send an ``expire`` command for each approval request
+    past its deadline in this worker's ``pending`` table; the chain agent decides it (an
+    approval decided meanwhile wins). A command is not re-sent for ten intervals."""
+    partition_of = partitioner(partitions)
+    sent: dict[tuple[str, str, str], float] = {}
+
+    async def expire_approvals() -> None:
+        if not settled.is_set():
+            return
+        now = time.time()
+        for key in [k for k, at in sent.items() if now - at > 10 * interval]:
+            del sent[key]
+        for command in expiry_commands(list(store.pending.items()), int(now * 1000)):
+            ref = (command["org_id"], command["trace_id"], command["approval_request_id"])
+            if ref in sent:
+                continue
+            sent[ref] = now
+            key = command["trace_id"].encode()
+            await source.send(key=key, value=encode("TraceCommand", command), partition=partition_of(key))
+
+    app.timer(interval, name="expire-approvals")(expire_approvals)

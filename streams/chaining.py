@@ -7,6 +7,10 @@ Pure logic over two byte mappings (Faust tables in the worker, dicts in unit tes
 - ``archive``: chain key + bucket number -> the id digests of ``BUCKET`` consecutive
   links, written once when a bucket fills. Long chains thus never rewrite their
   whole id list, and a producer retry of any id ever linked is still recognised.
+- ``states``: trace chain key -> its lifecycle (``streams.lifecycle.TraceState``), only
+  for traces with governance events, written only when an event changes it.
+- ``pending``: trace chain key -> its approval requests still open, and their deadlines:
+  what the expiry timer scans (the keys come and go).
 
 A sealed record is the raw batch body, untouched, followed by the links
 (``first_seq``, ``prev_hash``, ``hashes``): see ``schemas/tracehouse.Sealed*.avsc``.
@@ -17,6 +21,7 @@ without them.
 from __future__ import annotations
 
 import hashlib
+import json
 import struct
 from collections import OrderedDict
 from collections.abc import Callable, MutableMapping
@@ -25,11 +30,13 @@ from dataclasses import dataclass, field
 from schemas.codec import HEADER_LEN, MAGIC, DecodeError, decode, sealed_links
 from schemas.integrity import GENESIS, link_hash
 from schemas.registry import schema
+from streams.lifecycle import TraceState, fold, touches_lifecycle
 
 #: Id digests per archived bucket (8 bytes each): bounds the size of one head write.
 BUCKET = 64
 GENESIS_BYTES = bytes.fromhex(GENESIS)
 _SEQ = struct.Struct(">Q")
+Bytes = MutableMapping[bytes, bytes]
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,7 @@ class ChainKind:
     sealed_schema: str
     id_field: str
     batch_keys: tuple[str, ...]  # the batch fields besides events; the last is the Kafka key
+    lifecycle: bool = False  # its events carry a lifecycle (streams.lifecycle)
 
     def chain_key(self, batch: dict) -> bytes:
         """The state key of the batch's chain: kind, then the batch keys (org first)."""
@@ -52,7 +60,7 @@ class ChainKind:
 
 
 TRACE_CHAIN = ChainKind("trace", "TraceEventBatch", "TraceEvent", "SealedTraceEventBatch", "event_id",
-                        ("org_id", "trace_id"))
+                        ("org_id", "trace_id"), lifecycle=True)
 AUDIT_CHAIN = ChainKind("audit", "AuditEventBatch", "AuditEvent", "SealedAuditEventBatch", "id",
                         ("org_id",))
 _BY_SEALED_SCHEMA = {k.sealed_schema: k for k in (TRACE_CHAIN, AUDIT_CHAIN)}
@@ -88,10 +96,13 @@ def _digests(blob: bytes | bytearray) -> set[bytes]:
 class ChainStore:
     """Heads and archived id digests of every chain, over two byte mappings."""
 
-    def __init__(self, heads: MutableMapping[bytes, bytes], archive: MutableMapping[bytes, bytes],
-                 cache_chains: int = 1_000) -> None:
+    def __init__(self, heads: Bytes, archive: Bytes, states: Bytes | None = None, pending: Bytes | None = None,
+                 *, approval_ttl_ms: int = 86_400_000, cache_chains: int = 1_000) -> None:
         self.heads = heads
         self.archive = archive
+        self.states = {} if states is None else states
+        self.pending = {} if pending is None else pending
+        self.approval_ttl_ms = approval_ttl_ms
         self._archived: OrderedDict[bytes, set[bytes]] = OrderedDict()  # LRU of archived id sets
         self._cache_chains = cache_chains
 
@@ -113,8 +124,19 @@ class ChainStore:
             self._archived.move_to_end(chain)
         return ids
 
-    def save(self, chain: bytes, head: Head) -> None:
-        """Store ``head``, first moving every full bucket of its tail into the archive."""
+    def state(self, chain: bytes) -> TraceState:
+        value = self.states.get(chain)
+        return TraceState.unpack(value) if value is not None else TraceState()
+
+    def save(self, chain: bytes, head: Head, state: TraceState | None = None) -> None:
+        """Store ``head`` (and ``state`` when given), first moving every full bucket of the
+        head's tail into the archive."""
+        if state is not None:
+            self.states[chain] = state.pack()
+            if state.pending:
+                self.pending[chain] = json.dumps(state.pending).encode()
+            elif chain in self.pending:
+                del self.pending[chain]
         archived_links = head.seq - len(head.recent) // 8
         while len(head.recent) >= BUCKET * 8:
             bucket, head.recent = head.recent[:BUCKET * 8], head.recent[BUCKET * 8:]
@@ -151,8 +173,28 @@ class Sealed:
     linked: int
     retried: int
     misrouted: bool = False  # the key belongs to another partition: nothing was linked
-    chain: bytes = b""
-    head: Head | None = None  # the chain's head after this record: save it once the record is durable
+    advance: Advance | None = None  # what to save once the record is durable
+
+
+@dataclass(frozen=True)
+class Advance:
+    """A chain's new head (and lifecycle state, when its events changed it)."""
+
+    chain: bytes
+    head: Head
+    state: TraceState | None = None
+    closed: bool = False  # the trace closed with these events: tell webhook subscribers
+
+    def save(self, store: ChainStore) -> None:
+        store.save(self.chain, self.head, self.state)
+
+
+def _advance(kind: ChainKind, store: ChainStore, chain: bytes, head: Head, events: list[dict]) -> Advance:
+    if not kind.lifecycle or not touches_lifecycle(events):
+        return Advance(chain, head)
+    state = store.state(chain)
+    closed = fold(state, events, store.approval_ttl_ms)
+    return Advance(chain, head, state, closed)
 
 
 def seal(kind: ChainKind, value: bytes, store: ChainStore,
@@ -203,13 +245,13 @@ def seal(kind: ChainKind, value: bytes, store: ChainStore,
     else:
         body = value[HEADER_LEN:]
     sealed = MAGIC + schema(kind.sealed_schema).fingerprint + body + sealed_links(first_seq, prev, hashes)
-    return Sealed(kind.kafka_key(batch), sealed, len(kept), retried, chain=chain, head=head)
+    return Sealed(kind.kafka_key(batch), sealed, len(kept), retried, advance=_advance(kind, store, chain, head, kept))
 
 
 
-def replay_sealed(value: bytes, store: ChainStore) -> tuple[bytes, Head] | None:
-    """The chain and head a sealed record leaves behind, when the stored head is just
-    before it: the record became durable but a crash lost its head write. ``None`` when
+def replay_sealed(value: bytes, store: ChainStore) -> Advance | None:
+    """What a sealed record leaves behind, when the stored head is just before it: the
+    record became durable but a crash lost its head write. ``None`` when
     the head already reflects the record (or is not right before it: verify reports that).
     Raises DecodeError for a value that is not a sealed record."""
     decoded = decode(value)
@@ -225,4 +267,4 @@ def replay_sealed(value: bytes, store: ChainStore) -> tuple[bytes, Head] | None:
         head.seq += 1
         head.hash = link
         head.recent += id_digest(event[kind.id_field])
-    return chain, head
+    return _advance(kind, store, chain, head, datum["events"])

@@ -38,10 +38,16 @@ class Settings:
     #: Faust processing guarantee: exactly_once (chains never fork or gap on a crash) or
     #: at_least_once (cheaper; a crash may store a sealed batch twice).
     processing_guarantee: str = "at_least_once"
-    #: Chain events into hash chains (sealed-events, issue 4). Off by default until a
-    #: restart after kill -9 is proven not to stall the chained pipeline (see README);
-    #: unchained events are stored without links (seq 0) and verify reports them invalid.
+    #: Chain events into hash chains (sealed-events). ``false`` is the bench's unchained
+    #: baseline: events are stored without links (verify reports them invalid) and outcomes
+    #: cannot be recorded (503).
     chain_events: bool = True
+    #: An approval request still undecided this long after it was made expires its trace
+    #: (final_outcome ``expired``); the worker checks every approval_check_seconds.
+    approval_ttl_seconds: float = 86_400.0
+    approval_check_seconds: float = 30.0
+    #: How long POST /api/v1/traces/{id}/outcome waits for the chain agent's verdict (504 after).
+    command_timeout_seconds: float = 10.0
     #: The sink flushes to ClickHouse at this many Kafka records (each a batch of up to
     #: 500 events) or after this many seconds, whichever comes first.
     sink_batch_records: int = 2_000
@@ -110,7 +116,8 @@ class Settings:
                 "after an aborted transaction the embedded broker (noida-db 0.2.3) hides later committed "
                 "records from read_committed consumers (docs/integrity-plan.md)")
         for name in ("http_port", "kafka_port", "topic_partitions", "sink_batch_records",
-                     "max_body_bytes", "max_batch_events"):
+                     "max_body_bytes", "max_batch_events", "approval_ttl_seconds", "approval_check_seconds",
+                     "command_timeout_seconds"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{ENV_PREFIX}{name.upper()} must be positive")
         if self.ingest_processes < 0:

@@ -1,17 +1,25 @@
-"""Governance traces (seed 003): ``/api/v1/traces/{trace_id}/verify``."""
+"""Governance traces (seed 003): verify a trace, record its outcome."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import uuid
+from typing import Any
 
 from aiohttp import web
 
-from api.context import CHAINS, caller_org
-from api.errors import not_found
+from api.commands import Verdict as CommandVerdict
+from api.context import CHAINS, PRODUCER, SETTINGS, VERDICTS, caller_org
+from api.errors import ApiError, bad_param, not_found
 from api.params import reject_unknown
+from schemas.canonical import canonical_json
+from schemas.codec import encode
 from schemas.integrity import Verdict, verify
 from schemas.timefmt import format_ms, now_ms
+from schemas.topics import TRACE_EVENTS
 from sinks.repositories.chains import TRACE_LINKS
+from streams.lifecycle import APPLIED, CONFLICT, NOT_FOUND, OUTCOME_STATUSES
 
 
 def verdict_json(verdict: Verdict) -> dict:
@@ -36,5 +44,61 @@ async def verify_trace(request: web.Request) -> web.Response:
     return web.json_response({"trace_id": trace_id} | verdict_json(verdict))
 
 
+MAX_OUTCOME_METADATA = 100
+
+
+def outcome_body(raw: bytes) -> tuple[str, dict[str, str]]:
+    """``{"status": "success"|"error", "metadata": {...}}`` -> (status, metadata as strings:
+    non-string values are kept as their canonical JSON text)."""
+    try:
+        body = json.loads(raw or b"null")
+    except ValueError as exc:
+        raise ApiError(400, "validation_error", f"body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "validation_error", "body must be a JSON object with status and optional metadata")
+    for name in body:
+        if name not in ("status", "metadata"):
+            raise bad_param(name, "unknown field (allowed: status, metadata)")
+    status = body.get("status")
+    if status not in OUTCOME_STATUSES:
+        raise bad_param("status", "required, one of: success, error")
+    metadata: Any = body.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise bad_param("metadata", "must be a JSON object")
+    if len(metadata) > MAX_OUTCOME_METADATA:
+        raise bad_param("metadata", f"at most {MAX_OUTCOME_METADATA} keys")
+    return status, {k: v if isinstance(v, str) else canonical_json(v) for k, v in metadata.items()}
+
+
+async def record_outcome(request: web.Request) -> web.Response:
+    """Finalize a trace: the chain agent chains the outcome and trace_closed events, or
+    answers 404 (no such trace in the caller's org) or 409 (already finalized)."""
+    org_id = await caller_org(request, "traces:write")
+    reject_unknown(request.query, ())
+    status, metadata = outcome_body(await request.read())
+    app = request.app
+    if VERDICTS not in app:
+        raise ApiError(503, "unavailable", "outcomes need the chain agents (TRACEHOUSE_CHAIN_EVENTS=true)")
+    trace_id = request.match_info["trace_id"]
+    request_id = uuid.uuid4().hex
+    command = encode("TraceCommand", {
+        "request_id": request_id, "org_id": org_id, "trace_id": trace_id, "action": "outcome", "status": status,
+        "approval_request_id": None, "metadata": metadata, "issued_at": now_ms()})
+    publish = app[PRODUCER].send_records(TRACE_EVENTS, [(trace_id.encode(), command)])
+    try:
+        verdict: CommandVerdict = await app[VERDICTS].decide(request_id, publish, app[SETTINGS].command_timeout_seconds)
+    except TimeoutError:
+        raise ApiError(504, "timeout", "the outcome was queued but not decided in time; GET the trace to see whether "
+                       "it was recorded (a retry of a recorded outcome answers 409)") from None
+    if verdict.status == APPLIED:
+        return web.Response(status=204)
+    if verdict.status == NOT_FOUND:
+        raise not_found(f"trace {trace_id}")
+    if verdict.status == CONFLICT:
+        raise ApiError(409, "conflict", verdict.message)
+    raise ApiError(500, "internal_error", f"unexpected verdict {verdict.status}: {verdict.message}")
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/traces/{trace_id}/verify", verify_trace)
+    app.router.add_post("/api/v1/traces/{trace_id}/outcome", record_outcome)

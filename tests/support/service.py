@@ -26,6 +26,7 @@ class Service:
 
     def __init__(self, data_dir: Path, kafka_port: int, **env: str) -> None:
         self.data_dir = data_dir
+        self.kafka_port = kafka_port
         self.http_port = free_port()
         self.env = {
             **os.environ,

@@ -17,8 +17,8 @@ from streams.chaining import seal as seal_only
 def seal(kind, value, store):
     """Seal and save the head, as the agent does once the sealed record is durable."""
     out = seal_only(kind, value, store)
-    if out.head is not None:
-        store.save(out.chain, out.head)
+    if out.advance is not None:
+        out.advance.save(store)
     return out
 
 
@@ -127,11 +127,10 @@ def test_replay_sealed_restores_a_head_whose_write_was_lost():
     first = seal(TRACE_CHAIN, values[0], saved)
     seal(TRACE_CHAIN, values[0], behind)
     lost = seal_only(TRACE_CHAIN, values[1], saved)  # durable, but its head write is lost in `behind`
-    saved.save(lost.chain, lost.head)
+    lost.advance.save(saved)
 
     assert replay_sealed(first.value, behind) is None  # already reflected
-    chain, head = replay_sealed(lost.value, behind)
-    behind.save(chain, head)
+    replay_sealed(lost.value, behind).save(behind)
     assert behind.heads == saved.heads
     assert replay_sealed(lost.value, behind) is None
     # the replayed input is now a retry, not a second set of links
