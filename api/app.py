@@ -8,15 +8,27 @@ from aiohttp import web
 
 from api.auth import KeyVerifier
 from api.commands import VerdictWaiter
-from api.context import API_KEYS, CHAINS, CLICKHOUSE, EVENTS, PREPARATION, PRODUCER, SETTINGS, VERDICTS, VERIFIER
+from api.context import (
+    API_KEYS,
+    CHAINS,
+    CHECKPOINTS,
+    CLICKHOUSE,
+    EVENTS,
+    PREPARATION,
+    PRODUCER,
+    SETTINGS,
+    VERDICTS,
+    VERIFIER,
+)
 from api.errors import error_middleware
 from api.preparation import PreparationPool
-from api.routes import admin, audit, gateway, governance, health, ingest
+from api.routes import admin, audit, checkpoints, gateway, governance, health, ingest
 from schemas.producer import EventProducer
 from schemas.topics import COMMAND_VERDICTS
 from sinks.clickhouse import ClickHouse
 from sinks.repositories.api_keys import ApiKeyRepository
 from sinks.repositories.chains import ChainRepository
+from sinks.repositories.checkpoints import CheckpointRepository
 from sinks.repositories.events import EventRepository
 from tracehouse.settings import Settings
 
@@ -33,6 +45,7 @@ def create_app(settings: Settings, clickhouse: ClickHouse | None = None) -> web.
         app[CLICKHOUSE] = ch
         app[EVENTS] = EventRepository(ch)
         app[CHAINS] = ChainRepository(ch)
+        app[CHECKPOINTS] = CheckpointRepository(ch)
         app[API_KEYS] = ApiKeyRepository(ch)
         app[VERIFIER] = KeyVerifier(app[API_KEYS], settings.admin_key, settings.key_cache_seconds)
         yield
@@ -63,6 +76,6 @@ def create_app(settings: Settings, clickhouse: ClickHouse | None = None) -> web.
     app.cleanup_ctx.extend([clickhouse_ctx, producer_ctx, preparation_ctx])
     if settings.chain_events:  # without chain agents nobody decides commands
         app.cleanup_ctx.append(verdicts_ctx)
-    for module in (health, ingest, gateway, governance, audit, admin):
+    for module in (health, ingest, gateway, governance, audit, checkpoints, admin):
         module.add_routes(app)
     return app

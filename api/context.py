@@ -11,6 +11,7 @@ from schemas.producer import EventProducer
 from sinks.clickhouse import ClickHouse
 from sinks.repositories.api_keys import ApiKeyRepository
 from sinks.repositories.chains import ChainRepository
+from sinks.repositories.checkpoints import CheckpointRepository
 from sinks.repositories.events import EventRepository
 from tracehouse.settings import Settings
 
@@ -19,6 +20,7 @@ CLICKHOUSE = web.AppKey("clickhouse", ClickHouse)
 PRODUCER = web.AppKey("producer", EventProducer)
 EVENTS = web.AppKey("events", EventRepository)
 CHAINS = web.AppKey("chains", ChainRepository)
+CHECKPOINTS = web.AppKey("checkpoints", CheckpointRepository)
 API_KEYS = web.AppKey("api_keys", ApiKeyRepository)
 VERIFIER = web.AppKey("verifier", KeyVerifier)
 PREPARATION = web.AppKey("preparation", PreparationPool)

@@ -51,6 +51,13 @@ def str_param(query: Mapping[str, str], name: str, max_len: int = 256) -> str | 
     return raw
 
 
+def bool_param(query: Mapping[str, str], name: str) -> bool:
+    raw = query.get(name, "false")
+    if raw not in ("true", "false"):
+        raise bad_param(name, f"expected true or false, got {raw!r}")
+    return raw == "true"
+
+
 def encode_cursor(key: Any) -> str:
     """An opaque cursor for a keyset position."""
     raw = json.dumps(["v1", key], separators=(",", ":")).encode()

@@ -33,9 +33,13 @@ def _next_level(level: list[bytes]) -> list[bytes]:
 
 def merkle_root(leaves: Sequence[bytes]) -> bytes:
     """The Merkle tree hash (MTH) of ``leaves``; sha256(b"") for no leaves."""
-    if not leaves:
+    return root_of_hashes([leaf_hash(leaf) for leaf in leaves])
+
+
+def root_of_hashes(level: list[bytes]) -> bytes:
+    """The root of a tree whose leaf hashes (``leaf_hash``) are ``level``."""
+    if not level:
         return _sha256(b"").digest()
-    level = [_sha256(b"\x00" + leaf).digest() for leaf in leaves]
     while len(level) > 1:
         level = _next_level(level)
     return level[0]
@@ -43,9 +47,13 @@ def merkle_root(leaves: Sequence[bytes]) -> bytes:
 
 def inclusion_proof(leaves: Sequence[bytes], index: int) -> list[bytes]:
     """The RFC 6962 audit path of leaf ``index``: sibling hashes, bottom-up. ValueError if out of range."""
-    if not 0 <= index < len(leaves):
-        raise ValueError(f"leaf index {index} out of range for a tree of {len(leaves)} leaves")
-    level = [_sha256(b"\x00" + leaf).digest() for leaf in leaves]
+    return audit_path([leaf_hash(leaf) for leaf in leaves], index)
+
+
+def audit_path(level: list[bytes], index: int) -> list[bytes]:
+    """``inclusion_proof`` from the leaf hashes: what a stored checkpoint keeps."""
+    if not 0 <= index < len(level):
+        raise ValueError(f"leaf index {index} out of range for a tree of {len(level)} leaves")
     proof: list[bytes] = []
     while len(level) > 1:
         sibling = index ^ 1

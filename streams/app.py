@@ -8,8 +8,10 @@ from typing import Any
 import faust
 from aiokafka import TopicPartition
 
+from schemas.checkpoints import load_signing_key
 from schemas.topics import (
     AUDIT_EVENTS,
+    CHECKPOINTS,
     COMMAND_VERDICTS,
     INVALID_EVENTS,
     SEALED_EVENTS,
@@ -17,13 +19,17 @@ from schemas.topics import (
     WEBHOOK_EVENTS,
 )
 from sinks.clickhouse import ClickHouse
+from sinks.repositories.checkpoints import CheckpointRepository
 from sinks.writer import AUDIT_EVENTS_SINK, TRACE_EVENTS_SINK, SinkWriter
 from streams.chain import AgentTopics, ChainAgent, SealedTail, add_expiry_timer, chain_tables
 from streams.chaining import AUDIT_CHAIN, TRACE_CHAIN, ChainStore
+from streams.checkpointer import Checkpointer
 from streams.sink import Sink
 from tracehouse.settings import Settings
 
 APP_ID = "tracehouse"
+#: Faust's changelog of the chain-heads table: every head the chain agents save.
+HEADS_CHANGELOG = f"{APP_ID}-chain-heads-changelog"
 
 
 def raw_topic(app: faust.App, name: str, partitions: int) -> faust.TopicT:
@@ -119,6 +125,13 @@ def create_faust_app(settings: Settings) -> TracehouseApp:
 def sink_topics(settings: Settings) -> list[str]:
     """What the sink stores: sealed events, or the raw topics when chaining is off."""
     return [SEALED_EVENTS] if settings.chain_events else [TRACE_EVENTS, AUDIT_EVENTS]
+
+
+def create_checkpointer(settings: Settings, clickhouse: ClickHouse) -> Checkpointer:
+    """The checkpointer: chain-heads changelog -> signed checkpoints (ClickHouse, ``checkpoints``)."""
+    key = load_signing_key(settings.checkpoint_key_path, settings.checkpoint_key)
+    return Checkpointer(settings.bootstrap_servers, HEADS_CHANGELOG, CHECKPOINTS, CheckpointRepository(clickhouse),
+                        key, settings.checkpoint_interval_seconds)
 
 
 def create_sink(settings: Settings, clickhouse: ClickHouse) -> Sink:

@@ -14,7 +14,6 @@ restart lost up to 2,880 of 12,000 sealed events; ``docs/integrity-plan.md``).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Iterable
@@ -26,12 +25,11 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from schemas.codec import DecodeError, schema_of
 from sinks.writer import Rejected, SinkRecord, SinkWriter, Source
 from streams.invalid import invalid_report
+from streams.supervise import restarting
 
 log = logging.getLogger(__name__)
 
 SINK_GROUP = "tracehouse-sink"
-#: Seconds before a failed sink consumer is started again.
-RESTART_DELAY = 1.0
 
 
 class _ForgetWindows(ConsumerRebalanceListener):
@@ -64,14 +62,7 @@ class Sink:
     async def run(self) -> None:
         """Consume until cancelled; a batch cut short by the cancel is not committed.
         If the consumer fails (broker gone, fenced), it is logged and started again."""
-        while True:
-            try:
-                await self._consume()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("the sink consumer failed; restarting it in %.0f s", RESTART_DELAY)
-                await asyncio.sleep(RESTART_DELAY)
+        await restarting(self._consume, "sink consumer")
 
     async def _consume(self) -> None:
         consumer = AIOKafkaConsumer(

@@ -27,9 +27,10 @@ def start_stack(data_dir: Path, **env: str) -> tuple[EmbeddedBroker, Service]:
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """One tracehouse (broker + chdb + worker + API) shared by the e2e tests of a session.
-    Approval requests expire after 3 s (tests/e2e/test_outcomes.py)."""
+    Approval requests expire after 3 s (tests/e2e/test_outcomes.py); checkpoints every second."""
     broker, service = start_stack(tmp_path_factory.mktemp("stack"), TRACEHOUSE_APPROVAL_TTL_SECONDS="3",
-                                  TRACEHOUSE_APPROVAL_CHECK_SECONDS="0.5")
+                                  TRACEHOUSE_APPROVAL_CHECK_SECONDS="0.5",
+                                  TRACEHOUSE_CHECKPOINT_INTERVAL_SECONDS="1")
     yield service
     service.stop()
     broker.stop()

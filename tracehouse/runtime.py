@@ -27,7 +27,8 @@ from api.app import create_app
 from schemas.topics import AUDIT_EVENTS, TRACE_EVENTS
 from sinks.clickhouse import ClickHouse
 from sinks.migrate import migrate
-from streams.app import APP_ID, create_faust_app, create_sink, sink_topics
+from streams.app import APP_ID, create_checkpointer, create_faust_app, create_sink, sink_topics
+from streams.checkpointer import CHECKPOINT_GROUP
 from streams.embedded import fetch_throttle
 from streams.embedded.broker import EmbeddedBroker
 from streams.embedded.groups import evict_stale_members
@@ -126,7 +127,7 @@ async def serve(settings: Settings, *, worker: bool = True, api: bool = True,
 async def _start_worker(settings: Settings, clickhouse: ClickHouse,
                         stack: contextlib.AsyncExitStack, loop: asyncio.AbstractEventLoop) -> None:
     if settings.embedded_kafka:
-        evicted = await evict_stale_members(settings.bootstrap_servers, [APP_ID, SINK_GROUP])
+        evicted = await evict_stale_members(settings.bootstrap_servers, [APP_ID, SINK_GROUP, CHECKPOINT_GROUP])
         if any(evicted.values()):
             log.info("evicted stale group members: %s", evicted)
     sink = asyncio.create_task(create_sink(settings, clickhouse).run(), name="sink")
@@ -140,6 +141,8 @@ async def _start_worker(settings: Settings, clickhouse: ClickHouse,
         await faust_worker.start()
         stack.push_async_callback(faust_worker.stop)
         cap = app.sealed_trim_cap
+        checkpointer = asyncio.create_task(create_checkpointer(settings, clickhouse).run(), name="checkpointer")
+        stack.push_async_callback(_cancel, checkpointer)
     if settings.embedded_kafka:
         trimmer = asyncio.create_task(trim_forever(settings, cap), name="trim")
         stack.push_async_callback(_cancel, trimmer)

@@ -48,6 +48,11 @@ class Settings:
     approval_check_seconds: float = 30.0
     #: How long POST /api/v1/traces/{id}/outcome waits for the chain agent's verdict (504 after).
     command_timeout_seconds: float = 10.0
+    #: How often the worker signs a checkpoint over the chain heads that changed, and the
+    #: ed25519 key it signs with (base64 of the 32-byte private key; unset: a key generated
+    #: into <data_dir>/checkpoint_key.pem on first run).
+    checkpoint_interval_seconds: float = 3_600.0
+    checkpoint_key: str | None = None
     #: The sink flushes to ClickHouse at this many Kafka records (each a batch of up to
     #: 500 events) or after this many seconds, whichever comes first.
     sink_batch_records: int = 2_000
@@ -89,6 +94,10 @@ class Settings:
         return self.data_dir / "clickhouse"
 
     @property
+    def checkpoint_key_path(self) -> Path:
+        return self.data_dir / "checkpoint_key.pem"
+
+    @property
     def faust_dir(self) -> Path:
         return self.data_dir / "faust"
 
@@ -117,7 +126,7 @@ class Settings:
                 "records from read_committed consumers (docs/integrity-plan.md)")
         for name in ("http_port", "kafka_port", "topic_partitions", "sink_batch_records",
                      "max_body_bytes", "max_batch_events", "approval_ttl_seconds", "approval_check_seconds",
-                     "command_timeout_seconds"):
+                     "command_timeout_seconds", "checkpoint_interval_seconds"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{ENV_PREFIX}{name.upper()} must be positive")
         if self.ingest_processes < 0:

@@ -10,15 +10,17 @@ from typing import Any
 from aiohttp import web
 
 from api.commands import Verdict as CommandVerdict
-from api.context import CHAINS, PRODUCER, SETTINGS, VERDICTS, caller_org
+from api.context import CHAINS, CHECKPOINTS, PRODUCER, SETTINGS, VERDICTS, caller_org
 from api.errors import ApiError, bad_param, not_found
-from api.params import reject_unknown
+from api.params import bool_param, reject_unknown
 from schemas.canonical import canonical_json
 from schemas.codec import encode
 from schemas.integrity import Verdict, verify
+from schemas.merkle import audit_path
 from schemas.timefmt import format_ms, now_ms
 from schemas.topics import TRACE_EVENTS
 from sinks.repositories.chains import TRACE_LINKS
+from sinks.repositories.checkpoints import CheckpointRepository, Coverage
 from streams.lifecycle import APPLIED, CONFLICT, NOT_FOUND, OUTCOME_STATUSES
 
 
@@ -33,15 +35,33 @@ def verdict_json(verdict: Verdict) -> dict:
 
 
 async def verify_trace(request: web.Request) -> web.Response:
-    """Recompute a trace's chain from what ClickHouse holds."""
+    """Recompute a trace's chain from what ClickHouse holds, against the newest signed
+    checkpoint covering it (a truncated tail shows); ``proof=true`` adds the inclusion proof."""
     org_id = await caller_org(request, "traces:read")
-    reject_unknown(request.query, ())
+    reject_unknown(request.query, ("proof",))
+    with_proof = bool_param(request.query, "proof")
     trace_id = request.match_info["trace_id"]
     rows = await request.app[CHAINS].trace_links(org_id, trace_id)
     if not rows:
         raise not_found(f"trace {trace_id}")
-    verdict = await asyncio.to_thread(verify, rows, TRACE_LINKS.id_column)
-    return web.json_response({"trace_id": trace_id} | verdict_json(verdict))
+    coverage = await request.app[CHECKPOINTS].covering("trace", org_id, trace_id)
+    head = (coverage.leaf.seq, coverage.leaf.hash) if coverage else None
+    verdict = await asyncio.to_thread(verify, rows, TRACE_LINKS.id_column, expected_head=head)
+    body = {"trace_id": trace_id} | verdict_json(verdict)
+    if with_proof:
+        body["proof"] = await inclusion(request.app[CHECKPOINTS], coverage) if coverage else None
+    return web.json_response(body)
+
+
+async def inclusion(repository: CheckpointRepository, coverage: Coverage) -> dict[str, Any]:
+    """The signed checkpoint, the chain's leaf in it and its audit path (hex, bottom-up)."""
+    hashes = await repository.leaf_hashes(coverage.signed.checkpoint.number)
+    path = await asyncio.to_thread(audit_path, hashes, coverage.leaf_index)
+    leaf = coverage.leaf
+    return {"checkpoint": coverage.signed.to_json(),
+            "leaf": {"kind": leaf.kind, "org_id": leaf.org_id, "chain": leaf.chain_id, "seq": leaf.seq,
+                     "hash": leaf.hash},
+            "leaf_index": coverage.leaf_index, "tree_size": len(hashes), "path": [h.hex() for h in path]}
 
 
 MAX_OUTCOME_METADATA = 100

@@ -1,0 +1,121 @@
+"""Signed checkpoints: every period, a Merkle root over the heads of the chains that changed.
+
+The checkpointer reads the ``chain-heads`` table's changelog (a plain aiokafka consumer,
+group ``tracehouse-checkpoints``): each record there is a chain's new head, written
+only once its sealed record was durable. At the end of each period it builds one leaf
+per changed chain (``schemas.checkpoints.head_leaf``, the last head of the period),
+sorts the leaves, signs the statement (number, period, tree size, root, digest of the
+previous checkpoint) with the worker's ed25519 key, stores it in ClickHouse with its
+leaves, publishes it on ``checkpoints``, and only then commits the changelog offsets.
+A crash before the commit re-reads the period: its heads land in the next checkpoint
+(a chain covered twice is harmless; an uncovered one cannot happen).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from schemas.checkpoints import NO_PREVIOUS, Checkpoint, head_leaf, public_key_text, sign
+from schemas.merkle import leaf_hash, root_of_hashes
+from sinks.repositories.checkpoints import CheckpointRepository, Leaf, SignedCheckpoint
+from streams.chaining import Head
+from streams.supervise import restarting
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_GROUP = "tracehouse-checkpoints"
+
+
+def leaf_of(chain: bytes, head_value: bytes) -> Leaf | None:
+    """The leaf of a ``chain-heads`` entry; None for the table's bookkeeping keys."""
+    kind, _, rest = chain.decode().partition("\x00")
+    head = Head.unpack(head_value)
+    if kind == "trace":
+        org_id, _, trace_id = rest.partition("\x00")
+        return Leaf(kind, org_id, trace_id, head.seq, head.hash.hex())
+    if kind == "audit":
+        return Leaf(kind, rest, rest, head.seq, head.hash.hex())
+    return None
+
+
+def build_tree(heads: dict[bytes, bytes]) -> tuple[list[Leaf], list[bytes], bytes]:
+    """Leaves (sorted by their bytes), their hashes and the Merkle root."""
+    encoded = []
+    for chain, value in heads.items():
+        leaf = leaf_of(chain, value)
+        if leaf is not None:
+            encoded.append((head_leaf(leaf.kind, leaf.org_id, leaf.chain_id, leaf.seq, leaf.hash), leaf))
+    encoded.sort(key=lambda pair: pair[0])
+    hashes = [leaf_hash(raw) for raw, _ in encoded]
+    return [leaf for _, leaf in encoded], hashes, root_of_hashes(hashes)
+
+
+class Checkpointer:
+    """Publishes a signed checkpoint every ``interval`` seconds in which some head changed."""
+
+    def __init__(self, bootstrap: str, changelog: str, topic: str, repository: CheckpointRepository,
+                 key: Ed25519PrivateKey, interval: float) -> None:
+        self.bootstrap, self.changelog, self.topic = bootstrap, changelog, topic
+        self.repository, self.key, self.interval = repository, key, interval
+        self.public_key = public_key_text(key)
+
+    async def run(self) -> None:
+        await restarting(self._consume, "checkpointer")
+
+    async def _consume(self) -> None:
+        consumer = AIOKafkaConsumer(self.changelog, bootstrap_servers=self.bootstrap, group_id=CHECKPOINT_GROUP,
+                                    client_id=CHECKPOINT_GROUP, enable_auto_commit=False,
+                                    auto_offset_reset="earliest", isolation_level="read_committed")
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", client_id=CHECKPOINT_GROUP)
+        await producer.start()
+        try:
+            await consumer.start()
+            try:
+                await self._periods(consumer, producer)
+            finally:
+                await consumer.stop()
+        finally:
+            await producer.stop()
+
+    async def _periods(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
+        heads: dict[bytes, bytes] = {}
+        start_ms, due = _now_ms(), time.monotonic() + self.interval
+        while True:
+            wait = max(0.0, due - time.monotonic())
+            batches = await consumer.getmany(timeout_ms=int(min(wait, 1.0) * 1000))
+            for records in batches.values():
+                for record in records:
+                    if record.key and record.value and len(record.value) >= 40:
+                        heads[record.key] = record.value[:40]
+            if time.monotonic() < due:
+                continue
+            end_ms = _now_ms()
+            if heads:
+                signed = await self.publish(heads, start_ms, end_ms, producer)
+                log.info("checkpoint %d: %d chains, root %s", signed.checkpoint.number,
+                         signed.checkpoint.tree_size, signed.checkpoint.root[:16])
+            await consumer.commit()
+            heads.clear()
+            start_ms, due = end_ms, due + self.interval
+
+    async def publish(self, heads: dict[bytes, bytes], start_ms: int, end_ms: int,
+                      producer: AIOKafkaProducer) -> SignedCheckpoint:
+        """Sign, store and publish the checkpoint of ``heads`` (chain key -> head value)."""
+        leaves, hashes, root = await asyncio.to_thread(build_tree, heads)
+        previous = await self.repository.latest()
+        checkpoint = Checkpoint(previous.checkpoint.number + 1 if previous else 1, start_ms, end_ms, len(leaves),
+                                root.hex(), previous.checkpoint.digest() if previous else NO_PREVIOUS)
+        signed = SignedCheckpoint(checkpoint, sign(self.key, checkpoint.statement()), self.public_key)
+        await self.repository.save(signed, leaves, hashes)
+        await producer.send_and_wait(self.topic, json.dumps(signed.to_json()).encode())
+        return signed
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

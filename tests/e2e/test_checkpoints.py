@@ -1,0 +1,83 @@
+"""Signed checkpoints end to end: a trace's head lands in a checkpoint, the inclusion proof
+and the signature check out with nothing but the response, checkpoints chain together."""
+
+from __future__ import annotations
+
+import pytest
+
+from schemas.checkpoints import Checkpoint, head_leaf, parse_public_key, verify_signature
+from schemas.merkle import verify_inclusion
+from tests.support.service import Api, eventually, uid, wait_event_count
+
+pytestmark = pytest.mark.slow
+
+
+def check_proof(proof: dict) -> Checkpoint:
+    """What an offline verifier does: signature over the statement, then the leaf's path to the root."""
+    checkpoint, signature = Checkpoint.from_json(proof["checkpoint"])
+    assert verify_signature(parse_public_key(proof["checkpoint"]["public_key"]), checkpoint.statement(), signature)
+    leaf = proof["leaf"]
+    raw = head_leaf(leaf["kind"], leaf["org_id"], leaf["chain"], leaf["seq"], leaf["hash"])
+    assert verify_inclusion(raw, proof["leaf_index"], checkpoint.tree_size,
+                            [bytes.fromhex(h) for h in proof["path"]], bytes.fromhex(checkpoint.root))
+    return checkpoint
+
+
+async def proof_covering(api: Api, key: str, trace: str, seq: int) -> dict:
+    async def probe():
+        return await api.get(f"/api/v1/traces/{trace}/verify", key, proof="true")
+    _, body = await eventually(probe, lambda r: r[0] == 200 and (r[1]["proof"] or {}).get("leaf", {}).get("seq") == seq)
+    return body
+
+
+async def test_a_trace_head_is_checkpointed_and_its_proof_verifies(stack):
+    async with Api(stack.url) as api:
+        org = uid("org")
+        key, other = await api.org_key(org), await api.org_key(uid("org"))
+        trace = uid("tr")
+        events = [{"trace_id": trace, "event_id": f"e{i}"} for i in range(3)]
+        assert (await api.post("/v1/events", key, events))[0] == 202
+        await wait_event_count(api, key, f"/api/v1/traces/{trace}/verify", 3)
+        body = await proof_covering(api, key, trace, 3)
+        assert body["valid"] is True and body["event_count"] == 3
+        first = check_proof(body["proof"])
+        leaf = body["proof"]["leaf"]
+        assert (leaf["kind"], leaf["org_id"], leaf["chain"]) == ("trace", org, trace)
+
+        # more events: a later checkpoint covers the new head, and links back to earlier ones
+        assert (await api.post("/v1/events", key, [{"trace_id": trace, "event_id": "e3"}]))[0] == 202
+        later = check_proof((await proof_covering(api, key, trace, 4))["proof"])
+        assert later.number > first.number
+        # a forged proof fails: another seq for the same leaf
+        forged = dict(body["proof"], leaf=dict(leaf, seq=4))
+        with pytest.raises(AssertionError):
+            check_proof(forged)
+
+        assert (await api.get(f"/api/v1/traces/{trace}/verify", other, proof="true"))[0] == 404
+        status, plain = await api.get(f"/api/v1/traces/{trace}/verify", key)
+        assert status == 200 and "proof" not in plain and plain["valid"] is True
+
+
+async def test_checkpoints_are_listed_newest_first_and_chained(stack):
+    async with Api(stack.url) as api:
+        key = await api.org_key(uid("org"))
+        for _ in range(2):  # at least two checkpoints exist once two traces were checkpointed
+            trace = uid("tr")
+            assert (await api.post("/v1/events", key, [{"trace_id": trace}]))[0] == 202
+            await wait_event_count(api, key, f"/api/v1/traces/{trace}/verify", 1)
+            await proof_covering(api, key, trace, 1)
+        status, body = await api.get("/v1/checkpoints", key, limit="1")
+        assert status == 200 and len(body["checkpoints"]) == 1 and body["nextCursor"]
+        newest = body["checkpoints"][0]
+        status, older = await api.get("/v1/checkpoints", key, limit="200", cursor=body["nextCursor"])
+        assert status == 200 and older["checkpoints"][0]["number"] == newest["number"] - 1
+        public_key = parse_public_key(body["public_key"])
+        chain = [newest] + older["checkpoints"]
+        for cp, before in zip(chain, chain[1:], strict=False):
+            checkpoint, signature = Checkpoint.from_json(cp)
+            assert verify_signature(public_key, checkpoint.statement(), signature)
+            assert checkpoint.previous == Checkpoint.from_json(before)[0].digest()
+        for params, field in (({"limit": "0"}, "limit"), ({"cursor": "nope"}, "cursor"), ({"since": "x"}, "since")):
+            status, answer = await api.get("/v1/checkpoints", key, **params)
+            assert status == 400 and answer["error"]["details"]["field"] == field
+        assert (await api.get("/v1/checkpoints"))[0] == 401
