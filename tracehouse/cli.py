@@ -1,4 +1,4 @@
-"""``tracehouse run | worker | api | migrate``."""
+"""``tracehouse run | worker | api | migrate | verify-export``."""
 
 from __future__ import annotations
 
@@ -32,7 +32,14 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("worker", help="the Faust worker only")
     sub.add_parser("api", help="the HTTP API only")
     sub.add_parser("migrate", help="apply ClickHouse migrations and exit")
+    check = sub.add_parser("verify-export", help="verify a single-trace JSON export offline")
+    check.add_argument("file")
+    check.add_argument("--public-key", required=True, help="base64 or PEM public key, or a file holding it")
     args = parser.parse_args(argv)
+    if args.command == "verify-export":
+        from tracehouse.verify_export import main as verify_export
+
+        return verify_export(args.file, args.public_key)
 
     try:
         settings = Settings.from_env()

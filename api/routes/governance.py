@@ -6,6 +6,7 @@ import asyncio
 import json
 import uuid
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -13,6 +14,7 @@ from api.commands import Verdict as CommandVerdict
 from api.context import CHAINS, CHECKPOINTS, PRODUCER, SETTINGS, VERDICTS, caller_org
 from api.errors import ApiError, bad_param, not_found
 from api.params import bool_param, reject_unknown
+from api.views.governance import trace_export
 from schemas.canonical import canonical_json
 from schemas.codec import encode
 from schemas.integrity import Verdict, verify
@@ -62,6 +64,22 @@ async def inclusion(repository: CheckpointRepository, coverage: Coverage) -> dic
             "leaf": {"kind": leaf.kind, "org_id": leaf.org_id, "chain": leaf.chain_id, "seq": leaf.seq,
                      "hash": leaf.hash},
             "leaf_index": coverage.leaf_index, "tree_size": len(hashes), "path": [h.hex() for h in path]}
+
+
+async def export_trace(request: web.Request) -> web.Response:
+    """The single-trace JSON export (seed 003, admin scope) with what ``tracehouse
+    verify-export`` needs to check it offline."""
+    org_id = await caller_org(request, "admin")
+    reject_unknown(request.query, ())
+    trace_id = request.match_info["trace_id"]
+    rows = await request.app[CHAINS].trace_links(org_id, trace_id)
+    if not rows:
+        raise not_found(f"trace {trace_id}")
+    coverage = await request.app[CHECKPOINTS].covering("trace", org_id, trace_id)
+    proof = await inclusion(request.app[CHECKPOINTS], coverage) if coverage else None
+    body = trace_export(trace_id, rows, proof, now_ms())
+    return web.json_response(body, headers={
+        "Content-Disposition": f'attachment; filename="trace-{quote(trace_id, safe="")}.json"'})
 
 
 MAX_OUTCOME_METADATA = 100
@@ -122,3 +140,4 @@ async def record_outcome(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/traces/{trace_id}/verify", verify_trace)
     app.router.add_post("/api/v1/traces/{trace_id}/outcome", record_outcome)
+    app.router.add_get("/api/v1/traces/{trace_id}/export", export_trace)

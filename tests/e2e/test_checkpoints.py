@@ -3,6 +3,11 @@ and the signature check out with nothing but the response, checkpoints chain tog
 
 from __future__ import annotations
 
+import base64
+import json
+import subprocess
+import sys
+
 import pytest
 
 from schemas.checkpoints import Checkpoint, head_leaf, parse_public_key, verify_signature
@@ -81,3 +86,55 @@ async def test_checkpoints_are_listed_newest_first_and_chained(stack):
             status, answer = await api.get("/v1/checkpoints", key, **params)
             assert status == 400 and answer["error"]["details"]["field"] == field
         assert (await api.get("/v1/checkpoints"))[0] == 401
+
+
+def verify_file(path, public_key: str) -> tuple[int, str]:
+    done = subprocess.run([sys.executable, "-m", "tracehouse.cli", "verify-export", str(path), "--public-key",
+                           public_key], capture_output=True, text=True, timeout=60)
+    return done.returncode, done.stdout
+
+
+async def test_exported_trace_verifies_offline_and_any_edit_fails(stack, tmp_path):
+    async with Api(stack.url) as api:
+        org = uid("org")
+        key = await api.org_key(org)
+        admin = await api.org_key(org, scopes=["admin"])
+        trace = uid("tr")
+        events = [{"event_id": f"{trace}-{i}", "trace_id": trace, "type": t, "agent_name": "deploy-agent",
+                   "approval_request_id": "ap-1" if t.startswith("approval") else None,
+                   "metadata": {"note": "ünïcode ok", "flag_reason": "prod"} if i == 1 else {}}
+                  for i, t in enumerate(("trace_initiated", "approval_requested", "approval_granted"))]
+        assert (await api.post("/v1/events", key, events))[0] == 202
+        await wait_event_count(api, key, f"/api/v1/traces/{trace}/verify", 3)
+        outcome = {"status": "success", "metadata": {"deployment_id": "d-12345"}}
+        assert (await api.post(f"/api/v1/traces/{trace}/outcome", key, outcome))[0] == 204
+        await proof_covering(api, key, trace, 5)
+        assert (await api.get(f"/api/v1/traces/{trace}/export", key))[0] == 403  # admin scope only
+        assert (await api.get(f"/api/v1/traces/{trace}/export", await api.org_key(uid("org"), ["admin"])))[0] == 404
+        status, export = await api.get(f"/api/v1/traces/{trace}/export", admin)
+        assert status == 200
+        public_key = (await api.get("/v1/checkpoints", key))[1]["public_key"]
+
+    assert export["trace"]["final_outcome"] == "completed_with_approval" and export["trace"]["agent_name"] == \
+        "deploy-agent"
+    assert [e["event_type"] for e in export["events"]] == [
+        "trace_initiated", "approval_requested", "approval_granted", "operation_executed", "trace_closed"]
+    assert export["events"][0]["integrity_hash"].startswith("sha256:")
+    assert export["approval_requests"] == [{"id": "ap-1", "status": "approved", "flag_reason": "prod",
+                                            "approver_name": None, "decision_note": None,
+                                            "decided_at": export["events"][2]["timestamp"]}]
+    text = json.dumps(export, ensure_ascii=False)
+    (tmp_path / "ok.json").write_text(text)
+    code, out = verify_file(tmp_path / "ok.json", public_key)
+    assert code == 0 and "export verified" in out, out
+
+    # one byte changed, in the chain's copy of an event or in the readable copy: both fail
+    first, last = text.index("d-12345"), text.rindex("d-12345")
+    assert first != last
+    for name, at in (("chain.json", first), ("view.json", last)):
+        (tmp_path / name).write_text(text[:at + 6] + "6" + text[at + 7:])
+        code, out = verify_file(tmp_path / name, public_key)
+        assert code == 1 and "NOT verified" in out, out
+    wrong_key = base64.b64encode(bytes(32)).decode()
+    code, out = verify_file(tmp_path / "ok.json", wrong_key)
+    assert code == 1 and "not signed by this public key" in out, out
