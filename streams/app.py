@@ -24,7 +24,7 @@ from sinks.writer import AUDIT_EVENTS_SINK, TRACE_EVENTS_SINK, SinkWriter
 from streams.chain import AgentTopics, ChainAgent, SealedTail, add_expiry_timer, chain_tables
 from streams.chaining import AUDIT_CHAIN, TRACE_CHAIN, ChainStore
 from streams.checkpointer import Checkpointer
-from streams.sink import Sink
+from streams.sink import SINK_GROUP, Sink
 from tracehouse.settings import Settings
 
 APP_ID = "tracehouse"
@@ -130,8 +130,9 @@ def sink_topics(settings: Settings) -> list[str]:
 def create_checkpointer(settings: Settings, clickhouse: ClickHouse) -> Checkpointer:
     """The checkpointer: chain-heads changelog -> signed checkpoints (ClickHouse, ``checkpoints``)."""
     key = load_signing_key(settings.checkpoint_key_path, settings.checkpoint_key)
+    sealed = [TopicPartition(SEALED_EVENTS, p) for p in range(settings.topic_partitions)]
     return Checkpointer(settings.bootstrap_servers, HEADS_CHANGELOG, CHECKPOINTS, CheckpointRepository(clickhouse),
-                        key, settings.checkpoint_interval_seconds)
+                        key, settings.checkpoint_interval_seconds, sealed, SINK_GROUP)
 
 
 def create_sink(settings: Settings, clickhouse: ClickHouse) -> Sink:

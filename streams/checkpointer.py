@@ -2,7 +2,10 @@
 
 The checkpointer reads the ``chain-heads`` table's changelog (a plain aiokafka consumer,
 group ``tracehouse-checkpoints``): each record there is a chain's new head, written
-only once its sealed record was durable. At the end of each period it builds one leaf
+only once its sealed record was durable. At the end of each period it first waits for
+the sink to have stored every sealed record written so far (its committed offsets reach
+the ends of ``sealed-events`` as they were then), so a checkpoint never covers a link
+that ClickHouse does not hold yet (verify would call that a truncation). Then it builds one leaf
 per changed chain (``schemas.checkpoints.head_leaf``, the last head of the period),
 sorts the leaves, signs the statement (number, period, tree size, root, digest of the
 previous checkpoint) with the worker's ed25519 key, stores it in ClickHouse with its
@@ -14,11 +17,13 @@ A crash before the commit re-reads the period: its heads land in the next checkp
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from schemas.checkpoints import NO_PREVIOUS, Checkpoint, head_leaf, public_key_text, sign
@@ -60,8 +65,9 @@ class Checkpointer:
     """Publishes a signed checkpoint every ``interval`` seconds in which some head changed."""
 
     def __init__(self, bootstrap: str, changelog: str, topic: str, repository: CheckpointRepository,
-                 key: Ed25519PrivateKey, interval: float) -> None:
+                 key: Ed25519PrivateKey, interval: float, sealed: list[TopicPartition], sink_group: str) -> None:
         self.bootstrap, self.changelog, self.topic = bootstrap, changelog, topic
+        self.sealed, self.sink_group = sealed, sink_group
         self.repository, self.key, self.interval = repository, key, interval
         self.public_key = public_key_text(key)
 
@@ -73,17 +79,18 @@ class Checkpointer:
                                     client_id=CHECKPOINT_GROUP, enable_auto_commit=False,
                                     auto_offset_reset="earliest", isolation_level="read_committed")
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", client_id=CHECKPOINT_GROUP)
-        await producer.start()
-        try:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=CHECKPOINT_GROUP)
+        async with contextlib.AsyncExitStack() as stack:
+            await producer.start()
+            stack.push_async_callback(producer.stop)
+            await admin.start()
+            stack.push_async_callback(admin.close)
             await consumer.start()
-            try:
-                await self._periods(consumer, producer)
-            finally:
-                await consumer.stop()
-        finally:
-            await producer.stop()
+            stack.push_async_callback(consumer.stop)
+            await self._periods(consumer, producer, admin)
 
-    async def _periods(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
+    async def _periods(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer,
+                       admin: AIOKafkaAdminClient) -> None:
         heads: dict[bytes, bytes] = {}
         start_ms, due = _now_ms(), time.monotonic() + self.interval
         while True:
@@ -95,14 +102,31 @@ class Checkpointer:
                         heads[record.key] = record.value[:40]
             if time.monotonic() < due:
                 continue
+            due += self.interval
             end_ms = _now_ms()
+            if heads and not await self._sink_caught_up(consumer, admin):
+                log.warning("checkpoint postponed: the sink has not stored the sealed records yet")
+                continue  # the heads stay for the next period; nothing is committed
             if heads:
                 signed = await self.publish(heads, start_ms, end_ms, producer)
                 log.info("checkpoint %d: %d chains, root %s", signed.checkpoint.number,
                          signed.checkpoint.tree_size, signed.checkpoint.root[:16])
             await consumer.commit()
             heads.clear()
-            start_ms, due = end_ms, due + self.interval
+            start_ms = end_ms
+
+    async def _sink_caught_up(self, consumer: AIOKafkaConsumer, admin: AIOKafkaAdminClient) -> bool:
+        """Wait (up to one interval) until the sink committed past today's ends of ``sealed-events``:
+        every head read so far belongs to a record written before them."""
+        ends = await consumer.end_offsets(self.sealed)
+        deadline = time.monotonic() + self.interval
+        while True:
+            committed = await admin.list_consumer_group_offsets(self.sink_group, partitions=self.sealed)
+            if all(end == 0 or (tp in committed and committed[tp].offset >= end) for tp, end in ends.items()):
+                return True
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.2)
 
     async def publish(self, heads: dict[bytes, bytes], start_ms: int, end_ms: int,
                       producer: AIOKafkaProducer) -> SignedCheckpoint:
