@@ -36,16 +36,22 @@ def verdict_json(verdict: Verdict) -> dict:
     return out
 
 
-async def verify_trace(request: web.Request) -> web.Response:
-    """Recompute a trace's chain from what ClickHouse holds, against the newest signed
-    checkpoint covering it (a truncated tail shows); ``proof=true`` adds the inclusion proof."""
-    org_id = await caller_org(request, "traces:read")
-    reject_unknown(request.query, ("proof",))
-    with_proof = bool_param(request.query, "proof")
+async def stored_chain(request: web.Request, scope: str, params: tuple[str, ...]) -> tuple[str, str, list[dict]]:
+    """Authenticate, check the query, and load the trace's stored links (404 when none in the caller's org)."""
+    org_id = await caller_org(request, scope)
+    reject_unknown(request.query, params)
     trace_id = request.match_info["trace_id"]
     rows = await request.app[CHAINS].trace_links(org_id, trace_id)
     if not rows:
         raise not_found(f"trace {trace_id}")
+    return org_id, trace_id, rows
+
+
+async def verify_trace(request: web.Request) -> web.Response:
+    """Recompute a trace's chain from what ClickHouse holds, against the newest signed
+    checkpoint covering it (a truncated tail shows); ``proof=true`` adds the inclusion proof."""
+    org_id, trace_id, rows = await stored_chain(request, "traces:read", ("proof",))
+    with_proof = bool_param(request.query, "proof")
     coverage = await request.app[CHECKPOINTS].covering("trace", org_id, trace_id)
     head = (coverage.leaf.seq, coverage.leaf.hash) if coverage else None
     verdict = await asyncio.to_thread(verify, rows, TRACE_LINKS.id_column, expected_head=head)
@@ -69,12 +75,7 @@ async def inclusion(repository: CheckpointRepository, coverage: Coverage) -> dic
 async def export_trace(request: web.Request) -> web.Response:
     """The single-trace JSON export (seed 003, admin scope) with what ``tracehouse
     verify-export`` needs to check it offline."""
-    org_id = await caller_org(request, "admin")
-    reject_unknown(request.query, ())
-    trace_id = request.match_info["trace_id"]
-    rows = await request.app[CHAINS].trace_links(org_id, trace_id)
-    if not rows:
-        raise not_found(f"trace {trace_id}")
+    org_id, trace_id, rows = await stored_chain(request, "admin", ())
     coverage = await request.app[CHECKPOINTS].covering("trace", org_id, trace_id)
     proof = await inclusion(request.app[CHECKPOINTS], coverage) if coverage else None
     body = trace_export(trace_id, rows, proof, now_ms())
