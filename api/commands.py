@@ -33,6 +33,7 @@ class VerdictWaiter:
 
     def __init__(self, bootstrap: str, topic: str, partitions: int) -> None:
         self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                          isolation_level="read_committed",  # exactly_once: no aborted verdict
                                           client_id="tracehouse-api-verdicts")
         self._partitions = [TopicPartition(topic, p) for p in range(partitions)]
         self._waiting: dict[str, asyncio.Future[Verdict]] = {}
