@@ -28,9 +28,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
 from schemas.codec import DecodeError, decode, encode, schema_of
+from schemas.lifecycle import completion_notice, decide, expiry_commands
 from streams.chaining import Advance, ChainKind, ChainStore, Sealed, replay_sealed, seal
 from streams.invalid import invalid_report
-from streams.lifecycle import completion_notice, decide, expiry_commands
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ class AgentTopics:
 
 class ChainAgent:
     """Seals every record of one raw topic onto ``sealed-events`` and decides the commands
-    on its chains (``streams.lifecycle``).
+    on its chains (``schemas.lifecycle``).
 
     ``settled`` is set while no rebalance is in progress (``streams.app.TracehouseApp``):
     a record delivered during one waits, then is dropped unacked if its partition went

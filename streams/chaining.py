@@ -7,7 +7,7 @@ Pure logic over two byte mappings (Faust tables in the worker, dicts in unit tes
 - ``archive``: chain key + bucket number -> the id digests of ``BUCKET`` consecutive
   links, written once when a bucket fills. Long chains thus never rewrite their
   whole id list, and a producer retry of any id ever linked is still recognised.
-- ``states``: trace chain key -> its lifecycle (``streams.lifecycle.TraceState``), only
+- ``states``: trace chain key -> its lifecycle (``schemas.lifecycle.TraceState``), only
   for traces with governance events, written only when an event changes it.
 - ``pending``: trace chain key -> its approval requests still open, and their deadlines:
   what the expiry timer scans (the keys come and go).
@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 
 from schemas.codec import HEADER_LEN, MAGIC, DecodeError, decode, sealed_links
 from schemas.integrity import GENESIS, link_hash
+from schemas.lifecycle import TraceState, fold, touches_lifecycle
 from schemas.registry import schema
-from streams.lifecycle import TraceState, fold, touches_lifecycle
 
 #: Id digests per archived bucket (8 bytes each): bounds the size of one head write.
 BUCKET = 64
@@ -49,7 +49,7 @@ class ChainKind:
     sealed_schema: str
     id_field: str
     batch_keys: tuple[str, ...]  # the batch fields besides events; the last is the Kafka key
-    lifecycle: bool = False  # its events carry a lifecycle (streams.lifecycle)
+    lifecycle: bool = False  # its events carry a lifecycle (schemas.lifecycle)
 
     def chain_key(self, batch: dict) -> bytes:
         """The state key of the batch's chain: kind, then the batch keys (org first)."""

@@ -18,12 +18,12 @@ from api.views.governance import trace_export
 from schemas.canonical import canonical_json
 from schemas.codec import encode
 from schemas.integrity import Verdict, verify
+from schemas.lifecycle import APPLIED, CONFLICT, NOT_FOUND, OUTCOME_STATUSES
 from schemas.merkle import audit_path
 from schemas.timefmt import format_ms, now_ms
 from schemas.topics import TRACE_EVENTS
 from sinks.repositories.chains import TRACE_LINKS
 from sinks.repositories.checkpoints import CheckpointRepository, Coverage
-from streams.lifecycle import APPLIED, CONFLICT, NOT_FOUND, OUTCOME_STATUSES
 
 
 def verdict_json(verdict: Verdict) -> dict:

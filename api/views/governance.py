@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from schemas.lifecycle import TraceState, fold
 from schemas.timefmt import format_ms
-from streams.lifecycle import TraceState, fold
 
 #: Trace fields taken from the first event that carries them.
 TRACE_FIELDS = ("agent_id", "agent_name", "authority_model", "requested_operation", "target_integration",

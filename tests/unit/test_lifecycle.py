@@ -6,9 +6,7 @@ from __future__ import annotations
 import json
 
 from schemas.codec import encode
-from schemas.model import validate_trace_event
-from streams.chaining import TRACE_CHAIN, ChainStore, replay_sealed, seal
-from streams.lifecycle import (
+from schemas.lifecycle import (
     APPLIED,
     CONFLICT,
     NOT_FOUND,
@@ -18,6 +16,8 @@ from streams.lifecycle import (
     expiry_commands,
     fold,
 )
+from schemas.model import validate_trace_event
+from streams.chaining import TRACE_CHAIN, ChainStore, replay_sealed, seal
 
 TTL = 60_000
 T0 = 1_795_000_000_000  # 2026-11
