@@ -171,10 +171,14 @@ class ChainAgent:
 
     async def _seal(self, msg: Any, value: bytes) -> None:
         out = seal(self.kind, value, self.store, self._owns(msg.partition))
-        if out.misrouted:  # keyed by something else: send it where its chain lives
-            await self.topics.source.send(key=out.key, value=value, partition=self.partition_of(out.key))
+        if out.misrouted:
+            await self._forward(out.key, value)
         else:
             await self._publish(msg, out)
+
+    async def _forward(self, key: bytes, value: bytes) -> None:
+        """A record keyed by something else than its chain: send it where its chain lives."""
+        await self.topics.source.send(key=key, value=value, partition=self.partition_of(key))
 
     async def _publish(self, msg: Any, out: Sealed) -> None:
         if out.value is None or out.advance is None:
@@ -198,7 +202,7 @@ class ChainAgent:
         command = decode(value).datum
         key = command["trace_id"].encode()
         if not self._owns(msg.partition)(key):
-            await self.topics.source.send(key=key, value=value, partition=self.partition_of(key))
+            await self._forward(key, value)
             return
         chain = self.kind.chain_key(command)
         decision = decide(command, self.store.head(chain).seq, self.store.state(chain))
