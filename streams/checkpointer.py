@@ -27,6 +27,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from schemas.checkpoints import NO_PREVIOUS, Checkpoint, head_leaf, public_key_text, sign
+from schemas.lifecycle import trace_of
 from schemas.merkle import leaf_hash, root_of_hashes
 from sinks.repositories.checkpoints import CheckpointRepository, Leaf, SignedCheckpoint
 from streams.chaining import Head
@@ -42,7 +43,7 @@ def leaf_of(chain: bytes, head_value: bytes) -> Leaf | None:
     kind, _, rest = chain.decode().partition("\x00")
     head = Head.unpack(head_value)
     if kind == "trace":
-        org_id, _, trace_id = rest.partition("\x00")
+        org_id, trace_id = trace_of(chain)
         return Leaf(kind, org_id, trace_id, head.seq, head.hash.hex())
     if kind == "audit":
         return Leaf(kind, rest, rest, head.seq, head.hash.hex())
