@@ -61,6 +61,12 @@ class TracehouseApp(faust.App):
         self.settled = asyncio.Event()
         self._seeking: asyncio.Future[None] | None = None
         self.chains: ChainStore | None = None
+        self.failure: asyncio.Future[None] | None = None
+
+    def fail(self, exc: BaseException) -> None:
+        """A chain agent cannot go on safely: the process must stop (``tracehouse.runtime``)."""
+        if self.failure is not None and not self.failure.done():
+            self.failure.set_exception(exc)
 
     def sealed_trim_cap(self, tp: TopicPartition) -> int | None:
         """How far ``sealed-events`` may be trimmed: not past a record whose head write may
@@ -108,10 +114,11 @@ def create_faust_app(settings: Settings) -> TracehouseApp:
         ("sealed", SEALED_EVENTS), ("invalid", INVALID_EVENTS), ("verdicts", COMMAND_VERDICTS),
         ("notices", WEBHOOK_EVENTS))}
     trace_events, audit_events = raw_topic(app, TRACE_EVENTS, p), raw_topic(app, AUDIT_EVENTS, p)
-    store = app.chains = chain_tables(app, p, int(settings.approval_ttl_seconds * 1000))
-    tail = SealedTail(settings.bootstrap_servers, SEALED_EVENTS, store)
+    store, changelog = chain_tables(app, p, int(settings.approval_ttl_seconds * 1000))
+    app.chains = store
+    tail = SealedTail(settings.bootstrap_servers, SEALED_EVENTS, store, changelog)
     for kind, source in ((TRACE_CHAIN, trace_events), (AUDIT_CHAIN, audit_events)):
-        ChainAgent(app, kind, AgentTopics(source=source, **outputs), store, tail, app.settled, p).register()
+        ChainAgent(app, kind, AgentTopics(source=source, **outputs), store, changelog, tail, p).register()
     add_expiry_timer(app, store, trace_events, app.settled, settings.approval_check_seconds, p)
 
     @app.on_partitions_assigned.connect

@@ -5,10 +5,11 @@ Chain state lives in two changelog-backed Faust tables (``streams.chaining.Chain
 Under ``exactly_once`` the sealed record, the table writes and the input offset commit
 in one Kafka transaction. Under ``at_least_once``:
 
-- a head is written only after its sealed record is acknowledged, so a crash can never
-  advance a head past a lost record (which would drop the replayed events as retries);
+- a head reaches the changelog only after its sealed record is acknowledged
+  (``streams.changelog``), so a crash can never advance a head past a lost record
+  (which would drop the replayed events as retries);
 - a crash after the acknowledgement but before the head write reached the changelog
-  leaves the head one record behind. Before an agent seals anything from a partition
+  leaves the head some records behind. Before an agent seals anything from a partition
   after a rebalance, ``SealedTail`` replays the ``sealed-events`` records written after
   the last offset the heads are known to reflect, so the replayed input is recognised
   as already linked instead of being sealed a second time.
@@ -17,6 +18,7 @@ in one Kafka transaction. Under ``at_least_once``:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -30,16 +32,20 @@ from aiokafka.partitioner import DefaultPartitioner
 from schemas.codec import DecodeError, decode, encode, schema_of
 from schemas.lifecycle import completion_notice, decide, expiry_commands
 from streams.chaining import Advance, ChainKind, ChainStore, Sealed, replay_sealed, seal
+from streams.changelog import DeferredChangelog, Write
 from streams.invalid import invalid_report
 
 log = logging.getLogger(__name__)
 
 
-def chain_tables(app: faust.App, partitions: int, approval_ttl_ms: int) -> ChainStore:
-    """The worker's chain state (``streams.chaining.ChainStore``), as Faust tables."""
+def chain_tables(app: faust.App, partitions: int, approval_ttl_ms: int) -> tuple[ChainStore, DeferredChangelog]:
+    """The worker's chain state (``streams.chaining.ChainStore``) as Faust tables, and
+    the changelog writes its saves leave to send (``streams.changelog``)."""
     options = dict(key_type=bytes, value_type=bytes, partitions=partitions)  # bytes: raw serializer
-    tables = [app.Table(name, **options) for name in ("chain-heads", "chain-ids", "chain-states", "chain-pending")]
-    return ChainStore(*tables, approval_ttl_ms=approval_ttl_ms)
+    changelog = DeferredChangelog()
+    tables = [changelog.wrap(app.Table(name, **options))
+              for name in ("chain-heads", "chain-ids", "chain-states", "chain-pending")]
+    return ChainStore(*tables, approval_ttl_ms=approval_ttl_ms), changelog
 
 
 def partitioner(partitions: int) -> Callable[[bytes], int]:
@@ -51,10 +57,11 @@ def partitioner(partitions: int) -> Callable[[bytes], int]:
 class SealedTail:
     """Brings the heads of a partition up to the end of ``sealed-events`` (see module doc)."""
 
-    def __init__(self, bootstrap: str, topic: str, store: ChainStore) -> None:
+    def __init__(self, bootstrap: str, topic: str, store: ChainStore, changelog: DeferredChangelog) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
         self.store = store
+        self.changelog = changelog
         self._current: set[int] = set()
         self._lock = asyncio.Lock()
 
@@ -64,20 +71,20 @@ class SealedTail:
 
     async def catch_up(self, partition: int) -> list[Advance]:
         """Replay what the heads of ``partition`` miss (once per rebalance); returns the
-        heads moved. Call it while processing a record of that partition: the table
-        writes go to the changelog partition of the current event."""
+        heads moved, already saved and sent to the changelog of ``partition``."""
         if partition in self._current:
             return []
         async with self._lock:
             if partition in self._current:
                 return []
-            moved = await self._replay(partition)
+            moved = self._apply(partition, await self._missed(partition))
             self._current.add(partition)
         if moved:
             log.info("sealed-events[%d]: %d heads caught up with records their writes missed", partition, len(moved))
         return moved
 
-    async def _replay(self, partition: int) -> list[Advance]:
+    async def _missed(self, partition: int) -> list[tuple[int, bytes]]:
+        """(offset, value) of the records after the last one the heads are known to reflect."""
         tp = TopicPartition(self.topic, partition)
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
                                     isolation_level="read_committed", client_id="tracehouse-chain-tail")
@@ -89,32 +96,36 @@ class SealedTail:
             known = self.store.sealed_offset(partition)
             if known is not None:
                 start = max(start, known + 1)
+            records: list[tuple[int, bytes]] = []
             if start >= end:
-                return []
+                return records
             consumer.seek(tp, start)
-            moved: list[Advance] = []
-            last = None
-            while last is None or last < end - 1:
-                got = (await consumer.getmany(tp, timeout_ms=1000)).get(tp, [])
-                if not got and await consumer.position(tp) >= end:
-                    break
-                for msg in got:
-                    if msg.offset >= end:
-                        break
-                    try:
-                        replayed = replay_sealed(msg.value or b"", self.store)
-                    except DecodeError as exc:
-                        log.warning("sealed-events[%d]@%d: %s", partition, msg.offset, exc)
-                        replayed = None
-                    if replayed is not None:
-                        replayed.save(self.store)
-                        moved.append(replayed)
-                    last = msg.offset
-            if last is not None:
-                self.store.set_sealed_offset(partition, last)
-            return moved
+            while await consumer.position(tp) < end:
+                for msg in (await consumer.getmany(tp, timeout_ms=1000)).get(tp, []):
+                    if msg.offset < end:
+                        records.append((msg.offset, msg.value or b""))
+            return records
         finally:
             await consumer.stop()
+
+    def _apply(self, partition: int, records: list[tuple[int, bytes]]) -> list[Advance]:
+        """Replay ``records`` onto the heads; no await in here, so the changelog writes
+        taken at the end are exactly this partition's."""
+        moved: list[Advance] = []
+        for offset, value in records:
+            try:
+                replayed = replay_sealed(value, self.store)
+            except DecodeError as exc:
+                log.warning("sealed-events[%d]@%d: %s", partition, offset, exc)
+                replayed = None
+            if replayed is not None:
+                replayed.save(self.store)
+                moved.append(replayed)
+        if records:
+            self.store.set_sealed_offset(partition, records[-1][0])
+        for write in self.changelog.take():
+            write.send(partition)
+        return moved
 
 
 @dataclass(frozen=True)
@@ -128,43 +139,77 @@ class AgentTopics:
     notices: faust.TopicT  # webhook events (trace.completed)
 
 
+#: A message to send once the sealed record before it is durable: (topic, key, value).
+Followup = tuple[faust.TopicT, bytes, bytes]
+
+
+@dataclass
+class _InFlight:
+    """A sealed record on its way to the broker, and what waits for its acknowledgement."""
+
+    sent: asyncio.Future[Any] | None  # None: nothing sealed, only followups
+    message: Any  # the source message: held unacked (its offset uncommitted) until then
+    writes: list[Write]
+    followups: list[Followup]
+
+
 class ChainAgent:
     """Seals every record of one raw topic onto ``sealed-events`` and decides the commands
     on its chains (``schemas.lifecycle``).
+
+    Records are pipelined: a record is sealed against the in-memory heads and sent, and
+    the next one is sealed without waiting for the broker. A drainer takes the sends in
+    order and, once each is acknowledged, sends its head writes to the changelog, its
+    followups (verdicts, webhook notices), and releases its source offset for commit.
+    A send that fails stops the worker (``TracehouseApp.fail``): the in-memory heads are
+    then ahead of what is durable, and only a restart from the changelog is safe.
 
     ``settled`` is set while no rebalance is in progress (``streams.app.TracehouseApp``):
     a record delivered during one waits, then is dropped unacked if its partition went
     to another worker (the new owner reads it from the committed offset)."""
 
-    def __init__(self, app: faust.App, kind: ChainKind, topics: AgentTopics, store: ChainStore, tail: SealedTail,
-                 settled: asyncio.Event, partitions: int) -> None:
+    def __init__(self, app: Any, kind: ChainKind, topics: AgentTopics, store: ChainStore,
+                 changelog: DeferredChangelog, tail: SealedTail, partitions: int, in_flight: int = 1_000) -> None:
         self.app, self.kind, self.topics, self.store, self.tail = app, kind, topics, store, tail
-        self.settled = settled
+        self.changelog = changelog
         self.partition_of = partitioner(partitions)
+        self._pipeline: asyncio.Queue[_InFlight] = asyncio.Queue(maxsize=in_flight)
+        self._failed = False
 
     def register(self) -> None:
         self.app.agent(self.topics.source, name=f"chain-{self.kind.name}")(self.process)
 
     async def process(self, stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            msg, value = event.message, event.value or b""
-            if not self.settled.is_set():
-                await self.settled.wait()
-                if msg.tp not in self.app.consumer.assignment():
-                    msg.incref()  # never acked here: its offset stays uncommitted
-                    continue
-            if not self.app.in_transaction:
-                for advance in await self.tail.catch_up(msg.partition):
-                    await self._notify(advance)
-            try:
-                if self.kind.lifecycle and schema_of(value) == "TraceCommand":
-                    await self._command(msg, value)
-                else:
-                    await self._seal(msg, value)
-            except DecodeError as exc:
-                log.warning("unchainable record %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, exc)
-                report = invalid_report(msg.topic, msg.partition, msg.offset, str(exc), value)
-                await self.topics.invalid.send(value=report)
+        drainer = asyncio.ensure_future(self._drain())
+        try:
+            async for event in stream.events():
+                await self._process(event.message, event.value or b"")
+        finally:
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self._pipeline.join()), 10.0)  # a clean stop commits all
+            drainer.cancel()
+
+    async def _process(self, msg: Any, value: bytes) -> None:
+        if self._failed:
+            await asyncio.Event().wait()  # the worker is stopping; seal nothing more
+        if not self.app.settled.is_set():
+            await self.app.settled.wait()
+            if msg.tp not in self.app.consumer.assignment():
+                msg.incref()  # never acked here: its offset stays uncommitted
+                return
+        if not self.app.in_transaction:
+            for advance in await self.tail.catch_up(msg.partition):
+                for topic, key, notice in self._notices(advance):
+                    await topic.send(key=key, value=notice)
+        try:
+            if self.kind.lifecycle and schema_of(value) == "TraceCommand":
+                await self._command(msg, value)
+            else:
+                await self._seal(msg, value)
+        except DecodeError as exc:
+            log.warning("unchainable record %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, exc)
+            report = invalid_report(msg.topic, msg.partition, msg.offset, str(exc), value)
+            await self.topics.invalid.send(value=report)
 
     def _owns(self, partition: int) -> Callable[[bytes], bool]:
         return lambda key: self.partition_of(key) == partition
@@ -180,23 +225,63 @@ class ChainAgent:
         """A record keyed by something else than its chain: send it where its chain lives."""
         await self.topics.source.send(key=key, value=value, partition=self.partition_of(key))
 
-    async def _publish(self, msg: Any, out: Sealed) -> None:
-        if out.value is None or out.advance is None:
-            return
-        sent = await self.topics.sealed.send(key=out.key, value=out.value, partition=msg.partition)
-        if self.app.in_transaction:
+    async def _publish(self, msg: Any, out: Sealed | None, followups: list[Followup] | None = None) -> None:
+        """Save ``out``'s head in memory and send its sealed record; what depends on the
+        record being durable (``_InFlight``) follows once it is."""
+        followups = followups or []
+        sent, writes = None, []
+        if out is not None and out.value is not None and out.advance is not None:
             out.advance.save(self.store)
+            writes = self.changelog.take()
+            followups = self._notices(out.advance) + followups
+            try:
+                sent = await self.topics.sealed.send(key=out.key, value=out.value, partition=msg.partition)
+            except Exception as exc:
+                self._fail(exc)
+                raise
+        if sent is None and not followups:
+            return  # nothing waits: every event was a retry
+        item = _InFlight(sent, msg, writes, followups)
+        if self.app.in_transaction:  # the transaction orders it all: no waiting
+            await self._complete(item, None)
         else:
-            metadata = await sent  # durable first: a head must never get ahead of its record
-            out.advance.save(self.store)
-            self.store.set_sealed_offset(msg.partition, metadata.offset)
-        await self._notify(out.advance)
+            msg.incref()
+            await self._pipeline.put(item)
 
-    async def _notify(self, advance: Advance) -> None:
+    async def _drain(self) -> None:
+        while True:
+            item = await self._pipeline.get()
+            try:
+                offset = (await item.sent).offset if item.sent is not None else None
+                await self._complete(item, offset)
+                item.message.ack(self.app.consumer)
+            except Exception as exc:
+                self._fail(exc)
+                return
+            finally:
+                self._pipeline.task_done()
+
+    async def _complete(self, item: _InFlight, offset: int | None) -> None:
+        partition = item.message.partition
+        if offset is not None:
+            self.store.set_sealed_offset(partition, offset)
+        for write in item.writes + self.changelog.take():
+            write.send(partition)
+        for topic, key, value in item.followups:
+            await topic.send(key=key, value=value)
+
+    def _fail(self, exc: BaseException) -> None:
+        if not self._failed:
+            self._failed = True
+            log.critical("chain-%s: a sealed record could not be sent; stopping the worker: %r", self.kind.name, exc)
+            self.app.fail(exc)
+
+    def _notices(self, advance: Advance) -> list[Followup]:
         """Tell webhook subscribers about a trace that closed (at least once: ids are stable)."""
-        if advance.closed and advance.state is not None:
-            notice = completion_notice(advance.chain, advance.state)
-            await self.topics.notices.send(key=notice["org_id"].encode(), value=encode("WebhookEvent", notice))
+        if not advance.closed or advance.state is None:
+            return []
+        notice = completion_notice(advance.chain, advance.state)
+        return [(self.topics.notices, notice["org_id"].encode(), encode("WebhookEvent", notice))]
 
     async def _command(self, msg: Any, value: bytes) -> None:
         command = decode(value).datum
@@ -206,12 +291,15 @@ class ChainAgent:
             return
         chain = self.kind.chain_key(command)
         decision = decide(command, self.store.head(chain).seq, self.store.state(chain))
+        out = None
         if decision.events:
             batch = {"org_id": command["org_id"], "trace_id": command["trace_id"], "events": decision.events}
-            await self._publish(msg, seal(self.kind, encode(self.kind.batch_schema, batch), self.store))
+            out = seal(self.kind, encode(self.kind.batch_schema, batch), self.store)
+        followups: list[Followup] = []
         if decision.verdict is not None and command["request_id"]:
             verdict = {"request_id": command["request_id"], "status": decision.verdict, "message": decision.message}
-            await self.topics.verdicts.send(key=command["request_id"].encode(), value=encode("CommandVerdict", verdict))
+            followups.append((self.topics.verdicts, command["request_id"].encode(), encode("CommandVerdict", verdict)))
+        await self._publish(msg, out, followups)
 
 
 def add_expiry_timer(app: faust.App, store: ChainStore, source: faust.TopicT, settled: asyncio.Event,

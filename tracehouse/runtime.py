@@ -112,29 +112,42 @@ async def serve(settings: Settings, *, worker: bool = True, api: bool = True,
         if applied:
             log.info("applied ClickHouse migrations: %s", ", ".join(applied))
 
-        if worker:
-            await _start_worker(settings, clickhouse, stack, loop)
+        failure = await _start_worker(settings, clickhouse, stack, loop) if worker else None
         if api:
             runner = web.AppRunner(create_app(settings, clickhouse), handle_signals=False)
             await runner.setup()
             stack.push_async_callback(runner.cleanup)
             await web.TCPSite(runner, settings.http_host, settings.http_port).start()
             _announce(settings)
-        await stop.wait()
+        await _until_stopped(stop, failure)
         log.info("stopping")
+        if failure is not None and failure.done():
+            failure.result()  # the worker failed: stop everything and exit with its error
 
 
-async def _start_worker(settings: Settings, clickhouse: ClickHouse,
-                        stack: contextlib.AsyncExitStack, loop: asyncio.AbstractEventLoop) -> None:
+async def _until_stopped(stop: asyncio.Event, failure: asyncio.Future[None] | None) -> None:
+    waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(stop.wait())}
+    if failure is not None:
+        waits.add(failure)
+    _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for waiting in pending - {failure}:
+        waiting.cancel()
+
+
+async def _start_worker(settings: Settings, clickhouse: ClickHouse, stack: contextlib.AsyncExitStack,
+                        loop: asyncio.AbstractEventLoop) -> asyncio.Future[None] | None:
+    """Start the sink and, with chaining, the Faust worker and the checkpointer; returns
+    what fails when the worker can no longer go on (``TracehouseApp.fail``)."""
     if settings.embedded_kafka:
         evicted = await evict_stale_members(settings.bootstrap_servers, [APP_ID, SINK_GROUP, CHECKPOINT_GROUP])
         if any(evicted.values()):
             log.info("evicted stale group members: %s", evicted)
     sink = asyncio.create_task(create_sink(settings, clickhouse).run(), name="sink")
     stack.push_async_callback(_cancel, sink)
-    cap = None
+    cap, failure = None, None
     if settings.chain_events:
         app = create_faust_app(settings)
+        app.failure = failure = loop.create_future()
         faust_worker = faust.Worker(app, loglevel=settings.log_level, daemon=False,
                                     override_logging=False, loop=loop, redirect_stdouts=False)
         faust_worker.install_signal_handlers = lambda: None  # type: ignore[method-assign]
@@ -146,6 +159,7 @@ async def _start_worker(settings: Settings, clickhouse: ClickHouse,
     if settings.embedded_kafka:
         trimmer = asyncio.create_task(trim_forever(settings, cap), name="trim")
         stack.push_async_callback(_cancel, trimmer)
+    return failure
 
 
 async def _cancel(task: asyncio.Task[Any]) -> None:
