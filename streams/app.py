@@ -21,15 +21,28 @@ from schemas.topics import (
 from sinks.clickhouse import ClickHouse
 from sinks.repositories.checkpoints import CheckpointRepository
 from sinks.writer import AUDIT_EVENTS_SINK, TRACE_EVENTS_SINK, SinkWriter
-from streams.chain import AgentTopics, ChainAgent, SealedTail, add_expiry_timer, chain_tables
+from streams.chain import (
+    TABLE_NAMES,
+    AgentTopics,
+    ChainAgent,
+    SealedTail,
+    add_expiry_timer,
+    chain_tables,
+    partitioner,
+)
 from streams.chaining import AUDIT_CHAIN, TRACE_CHAIN, ChainStore
-from streams.checkpointer import Checkpointer
+from streams.checkpointer import CHECKPOINT_GROUP, Checkpointer
+from streams.compaction import ChangelogCompactor, add_compaction_timer
 from streams.sink import SINK_GROUP, Sink
 from tracehouse.settings import Settings
 
 APP_ID = "tracehouse"
-#: Faust's changelog of the chain-heads table: every head the chain agents save.
-HEADS_CHANGELOG = f"{APP_ID}-chain-heads-changelog"
+#: Faust's changelogs of the chain tables; chain-heads holds every head the agents save.
+CHANGELOGS = tuple(f"{APP_ID}-{name}-changelog" for name in TABLE_NAMES.values())
+HEADS_CHANGELOG = f"{APP_ID}-{TABLE_NAMES['heads']}-changelog"
+#: On the embedded broker tracehouse compacts the changelogs itself (streams.compaction),
+#: which needs DeleteRecords: noida-db refuses it on a compact-only topic. Nothing expires.
+EMBEDDED_CHANGELOG_CONFIG = {"cleanup.policy": "compact,delete", "retention.ms": "-1", "retention.bytes": "-1"}
 
 
 def raw_topic(app: faust.App, name: str, partitions: int) -> faust.TopicT:
@@ -114,12 +127,17 @@ def create_faust_app(settings: Settings) -> TracehouseApp:
         ("sealed", SEALED_EVENTS), ("invalid", INVALID_EVENTS), ("verdicts", COMMAND_VERDICTS),
         ("notices", WEBHOOK_EVENTS))}
     trace_events, audit_events = raw_topic(app, TRACE_EVENTS, p), raw_topic(app, AUDIT_EVENTS, p)
-    store, changelog = chain_tables(app, p, int(settings.approval_ttl_seconds * 1000))
+    chains = chain_tables(app, p, int(settings.approval_ttl_seconds * 1000))
+    store, changelog = chains.store, chains.changelog
     app.chains = store
     tail = SealedTail(settings.bootstrap_servers, SEALED_EVENTS, store, changelog)
     for kind, source in ((TRACE_CHAIN, trace_events), (AUDIT_CHAIN, audit_events)):
         ChainAgent(app, kind, AgentTopics(source=source, **outputs), store, changelog, tail, p).register()
     add_expiry_timer(app, store, trace_events, app.settled, settings.approval_check_seconds, p)
+    if settings.embedded_kafka:
+        compactor = ChangelogCompactor(settings.bootstrap_servers, chains, partitioner(p),
+                                       settings.compact_min_records, heads_readers=[CHECKPOINT_GROUP])
+        add_compaction_timer(app, compactor, settings.trim_interval_seconds)
 
     @app.on_partitions_assigned.connect
     async def _forget_per_assignment_state(app: faust.App, assigned: set, **kwargs: object) -> None:

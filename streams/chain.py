@@ -32,20 +32,33 @@ from aiokafka.partitioner import DefaultPartitioner
 from schemas.codec import DecodeError, decode, encode, schema_of
 from schemas.lifecycle import completion_notice, decide, expiry_commands
 from streams.chaining import Advance, ChainKind, ChainStore, Sealed, replay_sealed, seal
-from streams.changelog import DeferredChangelog, Write
+from streams.changelog import DeferredChangelog, WriteBatch
 from streams.invalid import invalid_report
 
 log = logging.getLogger(__name__)
 
 
-def chain_tables(app: faust.App, partitions: int, approval_ttl_ms: int) -> tuple[ChainStore, DeferredChangelog]:
-    """The worker's chain state (``streams.chaining.ChainStore``) as Faust tables, and
-    the changelog writes its saves leave to send (``streams.changelog``)."""
+#: The Faust table behind each ``ChainStore`` mapping.
+TABLE_NAMES = {"heads": "chain-heads", "archive": "chain-ids", "states": "chain-states", "pending": "chain-pending"}
+
+
+@dataclass(frozen=True)
+class ChainTables:
+    """The worker's chain state: the store the agents use, the changelog writes its saves
+    leave to send (``streams.changelog``), and the Faust tables behind both."""
+
+    store: ChainStore
+    changelog: DeferredChangelog
+    tables: dict[str, faust.types.TableT]  # by ChainStore attribute (TABLE_NAMES)
+
+
+def chain_tables(app: faust.App, partitions: int, approval_ttl_ms: int) -> ChainTables:
+    """Create the chain tables of ``app``."""
     options = dict(key_type=bytes, value_type=bytes, partitions=partitions)  # bytes: raw serializer
+    tables = {attr: app.Table(name, **options) for attr, name in TABLE_NAMES.items()}
     changelog = DeferredChangelog()
-    tables = [changelog.wrap(app.Table(name, **options))
-              for name in ("chain-heads", "chain-ids", "chain-states", "chain-pending")]
-    return ChainStore(*tables, approval_ttl_ms=approval_ttl_ms), changelog
+    store = ChainStore(**{attr: changelog.wrap(t) for attr, t in tables.items()}, approval_ttl_ms=approval_ttl_ms)
+    return ChainTables(store, changelog, tables)
 
 
 def partitioner(partitions: int) -> Callable[[bytes], int]:
@@ -123,8 +136,7 @@ class SealedTail:
                 moved.append(replayed)
         if records:
             self.store.set_sealed_offset(partition, records[-1][0])
-        for write in self.changelog.take():
-            write.send(partition)
+        self.changelog.take().send(partition)
         return moved
 
 
@@ -149,7 +161,7 @@ class _InFlight:
 
     sent: asyncio.Future[Any] | None  # None: nothing sealed, only followups
     message: Any  # the source message: held unacked (its offset uncommitted) until then
-    writes: list[Write]
+    writes: WriteBatch
     followups: list[Followup]
 
 
@@ -229,17 +241,19 @@ class ChainAgent:
         """Save ``out``'s head in memory and send its sealed record; what depends on the
         record being durable (``_InFlight``) follows once it is."""
         followups = followups or []
-        sent, writes = None, []
-        if out is not None and out.value is not None and out.advance is not None:
+        sealing = out is not None and out.value is not None and out.advance is not None
+        if sealing:
             out.advance.save(self.store)
-            writes = self.changelog.take()
             followups = self._notices(out.advance) + followups
+        writes = self.changelog.take()  # this record's table writes (none when nothing is sealed)
+        sent = None
+        if sealing:
             try:
                 sent = await self.topics.sealed.send(key=out.key, value=out.value, partition=msg.partition)
             except Exception as exc:
                 self._fail(exc)
                 raise
-        if sent is None and not followups:
+        elif not followups:
             return  # nothing waits: every event was a retry
         item = _InFlight(sent, msg, writes, followups)
         if self.app.in_transaction:  # the transaction orders it all: no waiting
@@ -265,8 +279,8 @@ class ChainAgent:
         partition = item.message.partition
         if offset is not None:
             self.store.set_sealed_offset(partition, offset)
-        for write in item.writes + self.changelog.take():
-            write.send(partition)
+        item.writes.send(partition)
+        self.changelog.take().send(partition)
         for topic, key, value in item.followups:
             await topic.send(key=key, value=value)
 

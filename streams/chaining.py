@@ -52,8 +52,12 @@ class ChainKind:
     lifecycle: bool = False  # its events carry a lifecycle (schemas.lifecycle)
 
     def chain_key(self, batch: dict) -> bytes:
-        """The state key of the batch's chain: kind, then the batch keys (org first)."""
-        return "\x00".join((self.name, *(batch[k] for k in self.batch_keys))).encode()
+        """The state key of the batch's chain: kind, then the batch keys (org first),
+        NUL-separated; only the last (the Kafka key) may itself hold a NUL."""
+        parts = [batch[k] for k in self.batch_keys]
+        if any("\x00" in part for part in parts[:-1]):
+            raise DecodeError(f"{self.batch_keys[0]} must not contain NUL characters")
+        return "\x00".join((self.name, *parts)).encode()
 
     def kafka_key(self, batch: dict) -> bytes:
         return batch[self.batch_keys[-1]].encode()
@@ -64,6 +68,7 @@ TRACE_CHAIN = ChainKind("trace", "TraceEventBatch", "TraceEvent", "SealedTraceEv
 AUDIT_CHAIN = ChainKind("audit", "AuditEventBatch", "AuditEvent", "SealedAuditEventBatch", "id",
                         ("org_id",))
 _BY_SEALED_SCHEMA = {k.sealed_schema: k for k in (TRACE_CHAIN, AUDIT_CHAIN)}
+_BY_NAME = {k.name.encode(): k for k in (TRACE_CHAIN, AUDIT_CHAIN)}
 #: Heads-table key prefix of "the sealed-events offset the heads of partition p reflect".
 _SEALED_OFFSET = b"\x00sealed-offset\x00"
 
@@ -162,6 +167,16 @@ class ChainStore:
 
 def _bucket_key(chain: bytes, bucket: int) -> bytes:
     return chain + b"\x00#" + str(bucket).encode()
+
+
+def kafka_key_of(key: bytes, table: str) -> bytes | int:
+    """What places a key of chain table ``table`` on a partition: the Kafka key of the
+    chain it belongs to, or, for a sealed offset, the partition number itself."""
+    if table == "heads" and key.startswith(_SEALED_OFFSET):
+        return int(key[len(_SEALED_OFFSET):])
+    chain = key.rsplit(b"\x00#", 1)[0] if table == "archive" else key
+    kind = _BY_NAME[chain.split(b"\x00", 1)[0]]
+    return chain.split(b"\x00", len(kind.batch_keys))[-1]
 
 
 @dataclass(frozen=True)

@@ -5,18 +5,25 @@ describes is durable, yet it wants to seal the next record of the chain right aw
 (one broker round trip per record would cap throughput at a few hundred records/s).
 Wrapped tables apply every write to the table's in-memory data at once, so the next
 record sees the new head, and keep the changelog write until ``DeferredChangelog.take``
-hands it to the caller, which sends it once the record is acknowledged.
+hands it to the caller as a ``WriteBatch``, which it sends once the record is
+acknowledged.
 
 A crash loses only the in-memory data; the worker then recovers the tables from their
-changelogs, which hold nothing a durable record does not back.
+changelogs, which hold nothing a durable record does not back. The batches taken but
+not yet sent are what ``streams.compaction`` must not overtake.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
+from typing import Any
 
 import faust
+
+#: Header of the records a changelog compaction republishes (``streams.compaction``).
+COMPACTION_HEADER = "tracehouse-compaction"
 
 
 @dataclass(frozen=True)
@@ -27,13 +34,32 @@ class Write:
     key: bytes
     value: bytes | None
 
-    def send(self, partition: int) -> None:
+    def send(self, partition: int) -> Any:
         """To the changelog partition of the source partition the write came from (as
         Faust's own ``Table.on_key_set``/``on_key_del`` do, with the partition given)."""
         if self.value is None:
-            self.table.send_changelog(partition, self.key, None, value_serializer="raw")
-        else:
-            self.table.send_changelog(partition, self.key, self.value)
+            return self.table.send_changelog(partition, self.key, None, value_serializer="raw")
+        return self.table.send_changelog(partition, self.key, self.value)
+
+
+class WriteBatch:
+    """The writes of one saved record, sent together to one changelog partition."""
+
+    def __init__(self, writes: list[Write], owner: DeferredChangelog) -> None:
+        self.writes = writes
+        self._owner = owner
+        self._sent = asyncio.Event()
+        self._futures: list[Any] = []
+
+    def send(self, partition: int) -> None:
+        self._futures = [write.send(partition) for write in self.writes]
+        self._sent.set()
+        self._owner._outstanding.discard(self)
+
+    async def durable(self) -> None:
+        """Wait until the batch was sent and the broker acknowledged every write."""
+        await self._sent.wait()
+        await asyncio.gather(*self._futures)
 
 
 class DeferredChangelog:
@@ -41,14 +67,27 @@ class DeferredChangelog:
 
     def __init__(self) -> None:
         self._writes: list[Write] = []
+        self._outstanding: set[WriteBatch] = set()
 
     def wrap(self, table: faust.types.TableT) -> MutableMapping[bytes, bytes]:
         return _DeferredTable(table, self._writes)
 
-    def take(self) -> list[Write]:
-        """The writes made since the last call, oldest first."""
-        writes, self._writes[:] = list(self._writes), []
-        return writes
+    def take(self) -> WriteBatch:
+        """The writes made since the last call, oldest first, to send later."""
+        batch = WriteBatch(list(self._writes), self)
+        self._writes.clear()
+        if batch.writes:
+            self._outstanding.add(batch)
+        return batch
+
+    def outstanding(self) -> list[WriteBatch]:
+        """Batches taken and not sent yet."""
+        return list(self._outstanding)
+
+    def unsent_keys(self, table: faust.types.TableT) -> set[bytes]:
+        """Keys of ``table`` whose latest write has not been sent to its changelog."""
+        batches = [b.writes for b in self._outstanding] + [self._writes]
+        return {w.key for writes in batches for w in writes if w.table is table}
 
 
 class _DeferredTable(MutableMapping[bytes, bytes]):

@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import time
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -31,6 +32,7 @@ from schemas.lifecycle import trace_of
 from schemas.merkle import leaf_hash, root_of_hashes
 from sinks.repositories.checkpoints import CheckpointRepository, Leaf, SignedCheckpoint
 from streams.chaining import Head
+from streams.changelog import COMPACTION_HEADER
 from streams.supervise import restarting
 
 log = logging.getLogger(__name__)
@@ -99,7 +101,7 @@ class Checkpointer:
             batches = await consumer.getmany(timeout_ms=int(min(wait, 1.0) * 1000))
             for records in batches.values():
                 for record in records:
-                    if record.key and record.value and len(record.value) >= 40:
+                    if record.key and record.value and len(record.value) >= 40 and not _republished(record):
                         heads[record.key] = record.value[:40]
             if time.monotonic() < due:
                 continue
@@ -140,6 +142,11 @@ class Checkpointer:
         await self.repository.save(signed, leaves, hashes)
         await producer.send_and_wait(self.topic, json.dumps(signed.to_json()).encode())
         return signed
+
+
+def _republished(record: Any) -> bool:
+    """A head a changelog compaction wrote again (``streams.compaction``): not a change."""
+    return any(key == COMPACTION_HEADER for key, _ in record.headers or ())
 
 
 def _now_ms() -> int:

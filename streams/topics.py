@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 
 from schemas.topics import SOURCE_TOPICS
@@ -13,11 +14,12 @@ log = logging.getLogger(__name__)
 
 
 async def ensure_topics(bootstrap: str, partitions: int, replication_factor: int = 1,
-                        topics: tuple[str, ...] = SOURCE_TOPICS) -> None:
+                        topics: tuple[str, ...] = SOURCE_TOPICS, configs: dict[str, str] | None = None) -> None:
     """Create missing topics; raise if an existing one has another partition count.
 
     Faust stalls on PartitionsMismatch when a source topic was auto-created with one
-    partition, so the count is checked, not assumed.
+    partition, so the count is checked, not assumed. ``configs`` are set on every one of
+    ``topics``, existing ones included.
     """
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="tracehouse-admin")
     await admin.start()
@@ -27,8 +29,8 @@ async def ensure_topics(bootstrap: str, partitions: int, replication_factor: int
         if missing:
             try:
                 await admin.create_topics(
-                    [NewTopic(t, num_partitions=partitions, replication_factor=replication_factor)
-                     for t in missing]
+                    [NewTopic(t, num_partitions=partitions, replication_factor=replication_factor,
+                              topic_configs=configs or {}) for t in missing]
                 )
                 log.info("created topics %s with %d partitions", missing, partitions)
             except TopicAlreadyExistsError:  # another replica won the race; counts checked below
@@ -40,5 +42,7 @@ async def ensure_topics(bootstrap: str, partitions: int, replication_factor: int
                     f"topic {topic['topic']} has {count} partitions, tracehouse needs {partitions} "
                     "(TRACEHOUSE_TOPIC_PARTITIONS); recreate it or change the setting"
                 )
+        if configs:
+            await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, t, configs=configs) for t in topics])
     finally:
         await admin.close()

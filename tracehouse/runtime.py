@@ -27,7 +27,15 @@ from api.app import create_app
 from schemas.topics import AUDIT_EVENTS, TRACE_EVENTS
 from sinks.clickhouse import ClickHouse
 from sinks.migrate import migrate
-from streams.app import APP_ID, create_checkpointer, create_faust_app, create_sink, sink_topics
+from streams.app import (
+    APP_ID,
+    CHANGELOGS,
+    EMBEDDED_CHANGELOG_CONFIG,
+    create_checkpointer,
+    create_faust_app,
+    create_sink,
+    sink_topics,
+)
 from streams.checkpointer import CHECKPOINT_GROUP
 from streams.embedded import fetch_throttle
 from streams.embedded.broker import EmbeddedBroker
@@ -105,6 +113,9 @@ async def serve(settings: Settings, *, worker: bool = True, api: bool = True,
             log.info("embedded Kafka broker (noida-db) on %s", broker.bootstrap)
         await ensure_topics(settings.bootstrap_servers, settings.topic_partitions,
                             settings.topic_replication_factor)
+        if settings.embedded_kafka and worker and settings.chain_events:
+            await ensure_topics(settings.bootstrap_servers, settings.topic_partitions,
+                                settings.topic_replication_factor, CHANGELOGS, EMBEDDED_CHANGELOG_CONFIG)
 
         clickhouse = ClickHouse.from_settings(settings)
         stack.push_async_callback(clickhouse.close)

@@ -64,8 +64,11 @@ class Settings:
     ingest_processes: int = 1
     #: How long a verified API key stays cached (revocation latency).
     key_cache_seconds: float = 30.0
-    #: How often the embedded broker's consumed records are deleted (DeleteRecords).
+    #: How often the embedded broker's consumed records are deleted (DeleteRecords), and
+    #: its chain-table changelogs compacted once they hold more than twice as many records
+    #: as their tables have keys, plus compact_min_records (noida-db does not compact).
     trim_interval_seconds: float = 30.0
+    compact_min_records: int = 10_000
     log_level: str = "INFO"
     #: Faust consumer commit interval, seconds.
     commit_interval_seconds: float = 1.0
@@ -126,7 +129,7 @@ class Settings:
                 "records from read_committed consumers (docs/integrity-plan.md)")
         for name in ("http_port", "kafka_port", "topic_partitions", "sink_batch_records",
                      "max_body_bytes", "max_batch_events", "approval_ttl_seconds", "approval_check_seconds",
-                     "command_timeout_seconds", "checkpoint_interval_seconds"):
+                     "command_timeout_seconds", "checkpoint_interval_seconds", "compact_min_records"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{ENV_PREFIX}{name.upper()} must be positive")
         if self.ingest_processes < 0:

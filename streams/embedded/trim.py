@@ -10,8 +10,9 @@ unconsumed records are never deleted (unlike ``retention.ms``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 
 from aiokafka import AIOKafkaClient, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
@@ -32,11 +33,7 @@ async def trim_consumed(bootstrap: str, readers: dict[str, list[str]],
     Returns ``{(topic, partition): new low watermark}`` for the partitions
     trimmed. Unknown topics and topics without readers are logged and skipped.
     """
-    client = AIOKafkaClient(bootstrap_servers=bootstrap, client_id="tracehouse-trim")
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="tracehouse-trim")
-    await client.bootstrap()
-    await admin.start()
-    try:
+    async with _clients(bootstrap) as (client, admin):
         leaders = await _leaders(client, [t for t, groups in readers.items() if groups])
         targets: dict[TopicPartition, int] = {}
         for topic, groups in readers.items():
@@ -50,28 +47,65 @@ async def trim_consumed(bootstrap: str, readers: dict[str, list[str]],
                 limit = cap(tp)
                 if limit is not None:
                     targets[tp] = min(low, limit)
-        if not targets:
-            return {}
-        earliest = await _list_offsets(client, leaders, targets, OffsetResetStrategy.EARLIEST)
-        latest = await _list_offsets(client, leaders, targets, OffsetResetStrategy.LATEST)
-        deletes = {
-            tp: RecordsToDelete(before_offset=min(low, latest[tp]))
-            for tp, low in targets.items()
-            if tp in earliest and tp in latest and min(low, latest[tp]) > earliest[tp]
-        }
-        if not deletes:
-            return {}
-        try:
-            trimmed = await admin.delete_records(deletes)
-        except (UnknownTopicOrPartitionError, NotLeaderForPartitionError) as exc:
-            log.warning("trim: a topic vanished while trimming, skipped: %r", exc)
-            return {}
-        for tp, low in trimmed.items():
-            log.info("trim: %s[%d] low watermark %d -> %d", tp.topic, tp.partition, earliest[tp], low)
-        return {(tp.topic, tp.partition): low for tp, low in trimmed.items()}
+        return await _delete_below(client, admin, leaders, targets)
+
+
+async def trim_to(bootstrap: str, targets: dict[TopicPartition, int],
+                  readers: list[str] | None = None) -> dict[tuple[str, int], int]:
+    """Delete the records below ``targets``, never past what the consumer groups
+    ``readers`` committed (a partition one of them never committed is left alone)."""
+    async with _clients(bootstrap) as (client, admin):
+        leaders = await _leaders(client, sorted({tp.topic for tp in targets}))
+        targets = {tp: offset for tp, offset in targets.items() if tp in leaders}
+        if readers:
+            committed = await _lowest_committed(admin, readers, list(targets))
+            targets = {tp: min(offset, committed[tp]) for tp, offset in targets.items() if tp in committed}
+        return await _delete_below(client, admin, leaders, targets)
+
+
+async def log_extents(bootstrap: str, topics: list[str]) -> dict[TopicPartition, tuple[int, int]]:
+    """(earliest, latest) offset of every partition of ``topics``."""
+    async with _clients(bootstrap) as (client, _admin):
+        leaders = await _leaders(client, topics)
+        earliest = await _list_offsets(client, leaders, leaders, OffsetResetStrategy.EARLIEST)
+        latest = await _list_offsets(client, leaders, leaders, OffsetResetStrategy.LATEST)
+        return {tp: (earliest[tp], latest[tp]) for tp in leaders if tp in earliest and tp in latest}
+
+
+@contextlib.asynccontextmanager
+async def _clients(bootstrap: str) -> AsyncIterator[tuple[AIOKafkaClient, AIOKafkaAdminClient]]:
+    client = AIOKafkaClient(bootstrap_servers=bootstrap, client_id="tracehouse-trim")
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="tracehouse-trim")
+    await client.bootstrap()
+    await admin.start()
+    try:
+        yield client, admin
     finally:
         await admin.close()
         await client.close()
+
+
+async def _delete_below(client: AIOKafkaClient, admin: AIOKafkaAdminClient, leaders: dict[TopicPartition, int],
+                        targets: dict[TopicPartition, int]) -> dict[tuple[str, int], int]:
+    if not targets:
+        return {}
+    earliest = await _list_offsets(client, leaders, targets, OffsetResetStrategy.EARLIEST)
+    latest = await _list_offsets(client, leaders, targets, OffsetResetStrategy.LATEST)
+    deletes = {
+        tp: RecordsToDelete(before_offset=min(low, latest[tp]))
+        for tp, low in targets.items()
+        if tp in earliest and tp in latest and min(low, latest[tp]) > earliest[tp]
+    }
+    if not deletes:
+        return {}
+    try:
+        trimmed = await admin.delete_records(deletes)
+    except (UnknownTopicOrPartitionError, NotLeaderForPartitionError) as exc:
+        log.warning("trim: a topic vanished while trimming, skipped: %r", exc)
+        return {}
+    for tp, low in trimmed.items():
+        log.info("trim: %s[%d] low watermark %d -> %d", tp.topic, tp.partition, earliest[tp], low)
+    return {(tp.topic, tp.partition): low for tp, low in trimmed.items()}
 
 
 async def _leaders(client: AIOKafkaClient, topics: list[str]) -> dict[TopicPartition, int]:

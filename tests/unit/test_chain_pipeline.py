@@ -41,8 +41,11 @@ class Table:
         self.data: dict[bytes, bytes] = {}
         self.changelog: list[tuple[int, bytes, bytes | None]] = []
 
-    def send_changelog(self, partition, key, value, value_serializer=None) -> None:
+    def send_changelog(self, partition, key, value, value_serializer=None) -> asyncio.Future:
         self.changelog.append((partition, key, value))
+        sent = asyncio.get_running_loop().create_future()
+        sent.set_result(None)
+        return sent
 
 
 @dataclass
