@@ -24,7 +24,7 @@ from aiohttp import web
 from aiokafka import TopicPartition
 
 from api.app import create_app
-from schemas.topics import AUDIT_EVENTS, TRACE_EVENTS
+from schemas.topics import AUDIT_EVENTS, COMMAND_VERDICTS, TRACE_EVENTS
 from sinks.clickhouse import ClickHouse
 from sinks.migrate import migrate
 from streams.app import (
@@ -40,7 +40,7 @@ from streams.checkpointer import CHECKPOINT_GROUP
 from streams.embedded import fetch_throttle
 from streams.embedded.broker import EmbeddedBroker
 from streams.embedded.groups import evict_stale_members
-from streams.embedded.trim import trim_consumed
+from streams.embedded.trim import log_extents, trim_consumed, trim_to
 from streams.sink import SINK_GROUP
 from streams.topics import ensure_topics
 from tracehouse.settings import Settings
@@ -72,11 +72,20 @@ def ensure_admin_key(settings: Settings) -> Settings:
 
 
 async def trim_forever(settings: Settings, cap: Callable[[TopicPartition], int | None] | None = None) -> None:
-    """Delete consumed records from the embedded broker so its snapshot stays small."""
+    """Delete consumed records from the embedded broker so its snapshot stays small.
+
+    ``command-verdicts`` has no consumer group (every API process reads it from its end,
+    waiting at most ``command_timeout_seconds``): each round deletes what the previous
+    round saw, records at least one interval old."""
+    seen_verdicts: dict[TopicPartition, int] = {}
     while True:
         await asyncio.sleep(settings.trim_interval_seconds)
         try:
             await trim_consumed(settings.bootstrap_servers, topic_readers(settings), cap)
+            if settings.trim_interval_seconds > settings.command_timeout_seconds:
+                await trim_to(settings.bootstrap_servers, seen_verdicts)
+                extents = await log_extents(settings.bootstrap_servers, [COMMAND_VERDICTS])
+                seen_verdicts = {tp: end for tp, (_, end) in extents.items()}
         except Exception as exc:  # the next round tries again
             log.warning("trimming the embedded broker failed: %s", exc)
 

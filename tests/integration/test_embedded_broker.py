@@ -18,10 +18,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.consumer.fetcher import Fetcher
 
+from schemas.topics import COMMAND_VERDICTS
 from streams.embedded import fetch_throttle
 from streams.embedded.broker import BrokerError, EmbeddedBroker, free_port, port_open
 from streams.embedded.groups import evict_stale_members
-from streams.embedded.trim import trim_consumed
+from streams.embedded.trim import log_extents, trim_consumed, trim_to
+from streams.topics import ensure_topics
+from tracehouse.runtime import trim_forever
+from tracehouse.settings import Settings
 
 
 @pytest.fixture
@@ -312,6 +316,52 @@ async def test_trim_respects_a_cap_from_a_reader_outside_the_groups(broker: Embe
     await commit(broker.bootstrap, g, {p0: 10, p1: 10})
     caps = {p0: 4, p1: None}  # p0: a record at offset 4 may still be needed; p1: no cap
     assert await trim_consumed(broker.bootstrap, {topic: [g]}, caps.get) == {(topic, 0): 4, (topic, 1): 10}
+
+
+@pytest.mark.asyncio
+async def test_trim_to_stops_at_what_the_readers_committed(broker: EmbeddedBroker) -> None:
+    topic, g = unique("to"), unique("g")
+    p0, p1 = TopicPartition(topic, 0), TopicPartition(topic, 1)
+    await create_topic(broker.bootstrap, topic, 2)
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
+    await producer.start()
+    try:
+        for i in range(20):
+            await producer.send(topic, b"x", partition=i % 2)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    assert await log_extents(broker.bootstrap, [topic]) == {p0: (0, 10), p1: (0, 10)}
+    await commit(broker.bootstrap, g, {p0: 3})  # g never committed p1: left alone
+    assert await trim_to(broker.bootstrap, {p0: 8, p1: 8}, [g]) == {(topic, 0): 3}
+    assert await trim_to(broker.bootstrap, {p1: 6}) == {(topic, 1): 6}
+    assert await log_extents(broker.bootstrap, [topic]) == {p0: (3, 10), p1: (6, 10)}
+
+
+@pytest.mark.asyncio
+async def test_command_verdicts_are_trimmed_one_round_after_they_were_seen(broker: EmbeddedBroker) -> None:
+    await ensure_topics(broker.bootstrap, 4)
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
+    await producer.start()
+    try:
+        for i in range(8):
+            await producer.send(COMMAND_VERDICTS, b"verdict", partition=i % 4)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    ends = {tp: end for tp, (_, end) in (await log_extents(broker.bootstrap, [COMMAND_VERDICTS])).items()}
+    settings = Settings(kafka_port=broker.port, trim_interval_seconds=0.2, command_timeout_seconds=0.1,
+                        chain_events=False)
+    trimmer = asyncio.create_task(trim_forever(settings))
+    try:
+        async def starts() -> dict:
+            return {tp: start for tp, (start, _) in (await log_extents(broker.bootstrap, [COMMAND_VERDICTS])).items()}
+        deadline = time.monotonic() + 10
+        while await starts() != ends:
+            assert time.monotonic() < deadline, await starts()
+            await asyncio.sleep(0.1)
+    finally:
+        trimmer.cancel()
 
 
 # -- a known broker limitation --------------------------------------------------------------
