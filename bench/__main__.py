@@ -232,7 +232,8 @@ async def chained(work: Path, report: Callable[[str], None], unchained_http20: f
     broker = EmbeddedBroker(work / "chained" / "broker", "127.0.0.1", free_port())
     broker.start()
     service = Service(work / "chained", broker.port, TRACEHOUSE_SINK_BATCH_SECONDS="1.0",
-                      TRACEHOUSE_CHAIN_EVENTS="true", TRACEHOUSE_LOG_LEVEL="WARNING")
+                      TRACEHOUSE_CHAIN_EVENTS="true", TRACEHOUSE_TRIM_INTERVAL_SECONDS="5",
+                      TRACEHOUSE_LOG_LEVEL="WARNING")
     service.start()
     try:
         async with Api(service.url) as api:
@@ -256,6 +257,10 @@ async def chained(work: Path, report: Callable[[str], None], unchained_http20: f
                     times.append((time.monotonic() - t0) * 1000)
                     assert status == 200 and verdict["valid"] and verdict["event_count"] == n, verdict
                 report(f"verify a {n:,}-event trace: p50 {pct(times, 50):8.1f} ms")
+            await asyncio.sleep(15)  # let the trimmer and the changelog compaction run
+            stored = 100_000 + 10 + 1_000 + 100_000
+            report(f"chained data dir after {stored:,} events: broker {dir_mb(work / 'chained' / 'broker'):.1f} MB,"
+                   f" ClickHouse {dir_mb(work / 'chained' / 'clickhouse'):.1f} MB")
     finally:
         service.stop()
         broker.stop()
