@@ -13,8 +13,8 @@ import pytest
 from streams.app import HEADS_CHANGELOG
 from streams.embedded.trim import log_extents
 from tests.conftest import start_stack
-from tests.e2e.test_crash_recovery import count, post_until_killed, verify_all
-from tests.support.service import Api, all_events, eventually
+from tests.e2e.test_crash_recovery import post_until_killed, resend_and_check, verify_all
+from tests.support.service import Api, eventually
 
 pytestmark = pytest.mark.slow
 TRACES = 30
@@ -56,14 +56,7 @@ async def test_changelogs_are_compacted_and_a_kill_9_meanwhile_forks_nothing(tmp
 
         service.start()
         async with Api(service.url) as api:
-            done = len(todo) - len(unknown)
-            retried, rest = await post_until_killed(api, key, todo[done - 2:] + requests("d", 20), asyncio.Event())
-            assert not rest
-            expected = set(accepted) | set(retried)
-            await eventually(lambda: count(api, key), lambda n: n >= len(expected), timeout=90)
-            events = await all_events(api, key)
-            ids = [e["event_id"] for e in events]
-            assert len(ids) == len(set(ids)) and set(ids) == expected
+            _, events = await resend_and_check(api, key, todo, accepted, unknown, requests("d", 20), 2)
             assert await verify_all(api, key, {e["trace_id"] for e in events}) == {}
             sizes = collections.Counter(e["trace_id"] for e in events)
             for trace, size in sizes.items():

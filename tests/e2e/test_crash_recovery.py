@@ -46,6 +46,27 @@ async def post_until_killed(api: Api, key: str, todo: list[list[dict]], killed: 
     return accepted, []
 
 
+Batches = list[list[dict]]
+
+
+async def resend_and_check(api: Api, key: str, todo: Batches, accepted: list[str], unknown: Batches,
+                           more: Batches, resent: int) -> tuple[set[str], list[dict]]:
+    """After the restart: resend what the producer does not know the fate of, plus the last
+    ``resent`` batches that were acknowledged (already linked), then ``more``; wait until
+    every accepted event is stored and check each is stored exactly once. Returns the
+    accepted ids and the stored events."""
+    done = len(todo) - len(unknown)
+    retried, rest = await post_until_killed(api, key, todo[done - resent:] + more, asyncio.Event())
+    assert not rest
+    expected = set(accepted) | set(retried)
+    await eventually(lambda: count(api, key), lambda n: n >= len(expected), timeout=90)
+    events = await all_events(api, key)
+    ids = [e["event_id"] for e in events]
+    assert len(ids) == len(set(ids)), "duplicates after the crash"
+    assert set(ids) == expected, "lost events after the crash"
+    return expected, events
+
+
 async def verify_all(api: Api, key: str, trace_ids: set[str]) -> dict[str, dict]:
     """GET .../verify for every trace, eight at a time: the verdicts that are not valid."""
     gate = asyncio.Semaphore(8)
@@ -97,17 +118,7 @@ async def test_kill_9_mid_stream_loses_duplicates_and_forks_nothing(tmp_path, ch
 
         service.start()  # same data dir, same broker: recovers from committed offsets and changelogs
         async with Api(service.url) as api:
-            # producers retry what they do not know the fate of, and the last batches that
-            # were acknowledged (already linked), then send more
-            done = len(todo) - len(unknown)
-            retried, rest = await post_until_killed(api, key, todo[done - 3:] + batches("b", 1000), asyncio.Event())
-            assert not rest
-            expected = set(accepted) | set(retried)
-            await eventually(lambda: count(api, key), lambda n: n >= len(expected), timeout=90)
-            events = await all_events(api, key)
-            ids = [e["event_id"] for e in events]
-            assert len(ids) == len(set(ids)), "duplicates after the crash"
-            assert set(ids) == expected, "lost events after the crash"
+            expected, events = await resend_and_check(api, key, todo, accepted, unknown, batches("b", 1000), 3)
             if chained:  # verify also checks each trace against its newest checkpointed head
                 assert await verify_all(api, key, {e["trace_id"] for e in events}) == {}
                 await checkpointed(api, key, events)

@@ -52,6 +52,18 @@ async def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
         await admin.close()
 
 
+async def produce(bootstrap: str, topic: str, values: list[bytes], partitions: int) -> None:
+    """Send ``values`` round-robin over ``partitions`` partitions and wait for them."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        for i, value in enumerate(values):
+            await producer.send(topic, value, partition=i % partitions)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
 async def list_topics(bootstrap: str) -> list[str]:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
@@ -305,14 +317,7 @@ async def test_trim_respects_a_cap_from_a_reader_outside_the_groups(broker: Embe
     topic, g = unique("capped"), unique("g")
     p0, p1 = TopicPartition(topic, 0), TopicPartition(topic, 1)
     await create_topic(broker.bootstrap, topic, 2)
-    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
-    await producer.start()
-    try:
-        for i in range(20):
-            await producer.send(topic, b"x", partition=i % 2)
-        await producer.flush()
-    finally:
-        await producer.stop()
+    await produce(broker.bootstrap, topic, [b"x"] * 20, partitions=2)
     await commit(broker.bootstrap, g, {p0: 10, p1: 10})
     caps = {p0: 4, p1: None}  # p0: a record at offset 4 may still be needed; p1: no cap
     assert await trim_consumed(broker.bootstrap, {topic: [g]}, caps.get) == {(topic, 0): 4, (topic, 1): 10}
@@ -323,14 +328,7 @@ async def test_trim_to_stops_at_what_the_readers_committed(broker: EmbeddedBroke
     topic, g = unique("to"), unique("g")
     p0, p1 = TopicPartition(topic, 0), TopicPartition(topic, 1)
     await create_topic(broker.bootstrap, topic, 2)
-    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
-    await producer.start()
-    try:
-        for i in range(20):
-            await producer.send(topic, b"x", partition=i % 2)
-        await producer.flush()
-    finally:
-        await producer.stop()
+    await produce(broker.bootstrap, topic, [b"x"] * 20, partitions=2)
     assert await log_extents(broker.bootstrap, [topic]) == {p0: (0, 10), p1: (0, 10)}
     await commit(broker.bootstrap, g, {p0: 3})  # g never committed p1: left alone
     assert await trim_to(broker.bootstrap, {p0: 8, p1: 8}, [g]) == {(topic, 0): 3}
@@ -341,14 +339,7 @@ async def test_trim_to_stops_at_what_the_readers_committed(broker: EmbeddedBroke
 @pytest.mark.asyncio
 async def test_command_verdicts_are_trimmed_one_round_after_they_were_seen(broker: EmbeddedBroker) -> None:
     await ensure_topics(broker.bootstrap, 4)
-    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
-    await producer.start()
-    try:
-        for i in range(8):
-            await producer.send(COMMAND_VERDICTS, b"verdict", partition=i % 4)
-        await producer.flush()
-    finally:
-        await producer.stop()
+    await produce(broker.bootstrap, COMMAND_VERDICTS, [b"verdict"] * 8, partitions=4)
     ends = {tp: end for tp, (_, end) in (await log_extents(broker.bootstrap, [COMMAND_VERDICTS])).items()}
     settings = Settings(kafka_port=broker.port, trim_interval_seconds=0.2, command_timeout_seconds=0.1,
                         chain_events=False)
