@@ -10,7 +10,7 @@ from schemas.integrity import GENESIS, verify
 from schemas.model import validate_trace_event
 from schemas.producer import trace_records
 from schemas.registry import schema
-from streams.chaining import AUDIT_CHAIN, BUCKET, TRACE_CHAIN, ChainStore, Head, replay_sealed
+from streams.chaining import AUDIT_CHAIN, BUCKET, TRACE_CHAIN, ChainStore, Head, kafka_key_of, replay_sealed
 from streams.chaining import seal as seal_only
 
 
@@ -154,3 +154,23 @@ def test_sealed_offsets_are_kept_per_partition():
     store.set_sealed_offset(0, 41)
     store.set_sealed_offset(3, 7)
     assert (store.sealed_offset(0), store.sealed_offset(3), store.sealed_offset(1)) == (41, 7, None)
+
+
+def test_every_table_key_names_the_kafka_key_of_its_chain():
+    store = ChainStore({}, {})
+    values = [v for i in range(0, BUCKET + 10, 10)
+              for v in records([trace_event(j, trace="t\x00#1") for j in range(i, i + 10)])]
+    for value in values:
+        seal(TRACE_CHAIN, value, store)
+    store.set_sealed_offset(3, 42)
+    assert {kafka_key_of(k, "heads") for k in store.heads} == {b"t\x00#1", 3}
+    assert {kafka_key_of(k, "archive") for k in store.archive} == {b"t\x00#1"}
+    audit = {"org_id": "o1", "events": [{"id": "a1", "org_id": "o1", "actor": "x", "action": "y", "target": "z",
+                                          "metadata": {}, "occurred_at": 0}]}
+    assert kafka_key_of(AUDIT_CHAIN.chain_key(audit), "heads") == b"o1"
+
+
+def test_an_org_id_holding_nul_is_refused():
+    batch = {"org_id": "o\x001", "trace_id": "t1", "events": [trace_event(1, org="o\x001")]}
+    with pytest.raises(DecodeError, match="NUL"):
+        seal(TRACE_CHAIN, encode("TraceEventBatch", batch), ChainStore({}, {}))
