@@ -37,9 +37,10 @@ from streams.sink import SINK_GROUP, Sink
 from tracehouse.settings import Settings
 
 APP_ID = "tracehouse"
-#: Faust's changelogs of the chain tables; chain-heads holds every head the agents save.
-CHANGELOGS = tuple(f"{APP_ID}-{name}-changelog" for name in TABLE_NAMES.values())
-HEADS_CHANGELOG = f"{APP_ID}-{TABLE_NAMES['heads']}-changelog"
+#: Faust's changelogs of the chain tables (Faust names them ``<app id>-<table>-changelog``);
+#: chain-heads holds every head the agents save.
+CHANGELOGS = {attr: f"{APP_ID}-{name}-changelog" for attr, name in TABLE_NAMES.items()}
+HEADS_CHANGELOG = CHANGELOGS["heads"]
 #: On the embedded broker tracehouse compacts the changelogs itself (streams.compaction),
 #: which needs DeleteRecords: noida-db refuses it on a compact-only topic. Nothing expires.
 EMBEDDED_CHANGELOG_CONFIG = {"cleanup.policy": "compact,delete", "retention.ms": "-1", "retention.bytes": "-1"}

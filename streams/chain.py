@@ -211,8 +211,7 @@ class ChainAgent:
                 return
         if not self.app.in_transaction:
             for advance in await self.tail.catch_up(msg.partition):
-                for topic, key, notice in self._notices(advance):
-                    await topic.send(key=key, value=notice)
+                await self._send(self._notices(advance))  # their records are durable already
         try:
             if self.kind.lifecycle and schema_of(value) == "TraceCommand":
                 await self._command(msg, value)
@@ -281,7 +280,11 @@ class ChainAgent:
             self.store.set_sealed_offset(partition, offset)
         item.writes.send(partition)
         self.changelog.take().send(partition)
-        for topic, key, value in item.followups:
+        await self._send(item.followups)
+
+    @staticmethod
+    async def _send(followups: list[Followup]) -> None:
+        for topic, key, value in followups:
             await topic.send(key=key, value=value)
 
     def _fail(self, exc: BaseException) -> None:

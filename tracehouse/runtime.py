@@ -48,7 +48,6 @@ from tracehouse.settings import Settings
 log = logging.getLogger("tracehouse")
 
 
-
 def topic_readers(settings: Settings) -> dict[str, list[str]]:
     """Which consumer groups read which topic: what the embedded broker may trim."""
     readers: dict[str, list[str]] = {topic: [SINK_GROUP] for topic in sink_topics(settings)}
@@ -124,7 +123,8 @@ async def serve(settings: Settings, *, worker: bool = True, api: bool = True,
                             settings.topic_replication_factor)
         if settings.embedded_kafka and worker and settings.chain_events:
             await ensure_topics(settings.bootstrap_servers, settings.topic_partitions,
-                                settings.topic_replication_factor, CHANGELOGS, EMBEDDED_CHANGELOG_CONFIG)
+                                settings.topic_replication_factor, tuple(CHANGELOGS.values()),
+                                EMBEDDED_CHANGELOG_CONFIG)
 
         clickhouse = ClickHouse.from_settings(settings)
         stack.push_async_callback(clickhouse.close)
