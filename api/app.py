@@ -53,7 +53,8 @@ def create_app(settings: Settings, clickhouse: ClickHouse | None = None) -> web.
             await ch.close()
 
     async def producer_ctx(app: web.Application) -> AsyncIterator[None]:
-        producer = EventProducer(settings.bootstrap_servers, client_id="tracehouse-api")
+        # no linger: a request's records are sent together and the reply waits for their acks
+        producer = EventProducer(settings.bootstrap_servers, client_id="tracehouse-api", linger_ms=0)
         await producer.start()
         app[PRODUCER] = producer
         yield

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -30,6 +31,12 @@ from streams.embedded.broker import EmbeddedBroker, free_port
 from tests.support.service import Api, Service
 
 TOTAL = int(os.environ.get("BENCH_EVENTS", "1000000"))
+ROUNDS = 3
+N20 = 200_000  # events per 20-per-trace round: long enough that the sink's last 1 s flush is a small part
+#: The service runs with the production defaults but for these (the test harness's
+#: 0.5 s key cache would send a key lookup to ClickHouse twice a second)
+BENCH_ENV = {"TRACEHOUSE_SINK_BATCH_SECONDS": "1.0", "TRACEHOUSE_TRIM_INTERVAL_SECONDS": "5",
+             "TRACEHOUSE_LOG_LEVEL": "WARNING", "TRACEHOUSE_KEY_CACHE_SECONDS": "30"}
 PAYLOAD = "x" * 120  # ~380-byte Avro events, as DESIGN.md measured
 
 
@@ -90,7 +97,7 @@ async def drop_records(bootstrap: str, topic: str) -> None:
         await admin.close()
 
 
-async def http_rate(api: Api, key: str, n: int, per_trace: int, prefix: str, concurrency: int = 4) -> float:
+async def http_rate(api: Api, key: str, n: int, per_trace: int, prefix: str, concurrency: int = 8) -> float:
     base = now_ms() - 3_600_000
     per_request = max(200, per_trace)
     # bodies are serialized before the clock starts: the client's JSON work is not tracehouse's
@@ -167,8 +174,7 @@ async def main() -> None:
     broker.start()
     broker_pid = next(p.pid for p in psutil.process_iter(["cmdline"])
                       if p.info["cmdline"] and str(work / "broker") in " ".join(p.info["cmdline"]))
-    service = Service(work, broker.port, TRACEHOUSE_SINK_BATCH_SECONDS="1.0", TRACEHOUSE_CHAIN_EVENTS="false",
-                      TRACEHOUSE_TRIM_INTERVAL_SECONDS="5", TRACEHOUSE_LOG_LEVEL="WARNING")
+    service = Service(work, broker.port, TRACEHOUSE_CHAIN_EVENTS="false", **BENCH_ENV)
     service.start()
     lines = []
 
@@ -178,19 +184,33 @@ async def main() -> None:
 
     try:
         async with Api(service.url) as api:
-            # the best of three runs: the baseline swings 40-68k/s run to run, and the highest
-            # one gives the most conservative ratios
-            raw = max([await raw_produce_rate(broker.bootstrap) for _ in range(3)])
-            report(f"raw aiokafka produce (baseline)       {raw:10,.0f} events/s  1.00x  (best of 3 x 50,000)")
-            done = 0
-            keys = {}
-            http_rates = {}
-            for per_trace, n in ((1, 20_000), (20, 100_000), (100, 100_000)):
+            # The baseline swings 35-77k/s on this machine from one minute to the next, so the
+            # 20-per-trace target is measured in paired rounds (baseline, then HTTP right after)
+            # and judged on the median of the rounds' ratios.
+            raws, http20 = [], []
+            for r in range(ROUNDS):
+                raws.append(await raw_produce_rate(broker.bootstrap))
+                key = await api.org_key(f"bench-http20-{r}")
+                http20.append(await http_rate(api, key, N20, 20, f"h20-{r}-"))
+            raw = statistics.median(raws)
+            ratios = [h / b for h, b in zip(http20, raws, strict=True)]
+            report(f"raw aiokafka produce (baseline)       {raw:10,.0f} events/s  1.00x  (median of {ROUNDS} x 50,000: "
+                   f"{min(raws):,.0f}-{max(raws):,.0f})")
+            done = ROUNDS * N20
+            keys, http_rates = {}, {}
+            for per_trace, n in ((1, 20_000), (100, 100_000)):
                 key = keys[per_trace] = await api.org_key(f"bench-http{per_trace}")
-                rate = http_rates[per_trace] = await http_rate(api, key, n, per_trace, f"h{per_trace}-")
+                http_rates[per_trace] = await http_rate(api, key, n, per_trace, f"h{per_trace}-")
                 done += n
+            http_rates[20] = statistics.median(http20)
+            for per_trace, n in ((1, 20_000), (20, N20), (100, 100_000)):
+                rate = http_rates[per_trace]
+                how = (f"median of {ROUNDS} rounds of {n:,} events, each paired with a baseline run: "
+                       + " ".join(f"{x:.2f}x" for x in ratios)) if per_trace == 20 else \
+                    f"end to end until queryable, {n:,} events"
+                shown = statistics.median(ratios) if per_trace == 20 else rate / raw
                 report(f"HTTP ingest, {per_trace:3d} events/trace/request {rate:10,.0f} events/s  "
-                       f"{rate / raw:.2f}x  (end to end until queryable, {n:,} events)")
+                       f"{shown:.2f}x  ({how})")
             key = await api.org_key("bench-direct")
             rate = await direct_rate(api, broker.bootstrap, "bench-direct", key, 100_000, "d-")
             done += 100_000
@@ -200,14 +220,14 @@ async def main() -> None:
             report(f"ingest-to-queryable latency           p50 {pct(lat, 50):6.0f} ms   p99 {pct(lat, 99):6.0f} ms"
                    f"  (sink flushes every 1 s)")
 
-            fill_key = await api.org_key("bench-fill") if TOTAL > done else keys[20]
+            fill_key = await api.org_key("bench-fill") if TOTAL > done else keys[100]
             remaining = max(0, TOTAL - done)
             t0 = time.monotonic()
             if remaining:
                 await http_rate(api, fill_key, remaining, 20, "f-")
             report(f"filled to {max(TOTAL, done):,} stored events in {time.monotonic() - t0:.0f} s")
             first, deep = await page_latency(api, fill_key)
-            report(f"GET /v1/traces limit=200 at {TOTAL:,}:  first page p50 {pct(first, 50):5.1f} ms "
+            report(f"GET /v1/traces limit=200 at {max(TOTAL, done):,}:  first page p50 {pct(first, 50):5.1f} ms "
                    f"p99 {pct(first, 99):5.1f} ms;  cursor pages p50 {pct(deep, 50):5.1f} ms "
                    f"p99 {pct(deep, 99):5.1f} ms")
 
@@ -231,9 +251,7 @@ async def chained(work: Path, report: Callable[[str], None], unchained_http20: f
     unchained HTTP 20/trace rate of this run, and verify latency by trace length."""
     broker = EmbeddedBroker(work / "chained" / "broker", "127.0.0.1", free_port())
     broker.start()
-    service = Service(work / "chained", broker.port, TRACEHOUSE_SINK_BATCH_SECONDS="1.0",
-                      TRACEHOUSE_CHAIN_EVENTS="true", TRACEHOUSE_TRIM_INTERVAL_SECONDS="5",
-                      TRACEHOUSE_LOG_LEVEL="WARNING")
+    service = Service(work / "chained", broker.port, TRACEHOUSE_CHAIN_EVENTS="true", **BENCH_ENV)
     service.start()
     try:
         async with Api(service.url) as api:

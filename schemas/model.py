@@ -37,10 +37,21 @@ class ValidationError(ValueError):
 Check = Callable[[str, Any], Any]
 
 
+def _unicode(name: str, v: str) -> str:
+    """``v`` if it is valid Unicode: JSON's ``\\ud800`` escapes can make lone surrogates, which
+    have no UTF-8 encoding."""
+    if not v.isascii():
+        try:
+            v.encode()
+        except UnicodeEncodeError as exc:
+            raise ValidationError(name, f"not valid Unicode: lone surrogate at position {exc.start}") from None
+    return v
+
+
 def _string(name: str, v: Any) -> str:
     if v.__class__ is not str:
         raise ValidationError(name, f"expected a string, got {_kind(v)}")
-    return v
+    return _unicode(name, v)
 
 
 def _id(name: str, v: Any) -> str:
@@ -48,7 +59,7 @@ def _id(name: str, v: Any) -> str:
         raise ValidationError(name, f"expected a string, got {_kind(v)}")
     if not (0 < len(v) <= MAX_ID_LEN):
         raise ValidationError(name, f"must be 1 to {MAX_ID_LEN} characters")
-    return v
+    return _unicode(name, v)
 
 
 def _long(name: str, v: Any) -> int:
@@ -60,9 +71,15 @@ def _long(name: str, v: Any) -> int:
 
 
 def _double(name: str, v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise ValidationError(name, f"expected a finite number, got {_kind(v)}")
-    return float(v)
+    try:
+        v = float(v)
+    except OverflowError:
+        raise ValidationError(name, "number out of range") from None
+    if not math.isfinite(v):
+        raise ValidationError(name, f"expected a finite number, got {v}")
+    return v
 
 
 def _timestamp(name: str, v: Any) -> int:
@@ -79,11 +96,14 @@ def _timestamp(name: str, v: Any) -> int:
 
 def _json_text(name: str, v: Any) -> str:
     if v.__class__ is str:  # the common case: the same text canonical_json gives, much cheaper
-        return encode_json_string(v)
+        return _unicode(name, encode_json_string(v))
     try:
-        return canonical_json(v)
+        text = canonical_json(v)
     except (TypeError, ValueError) as exc:
         raise ValidationError(name, f"not representable as JSON: {exc}") from None
+    except RecursionError:
+        raise ValidationError(name, "nested too deeply") from None
+    return _unicode(name, text)
 
 
 def _string_map(name: str, v: Any) -> dict[str, str]:
@@ -92,13 +112,15 @@ def _string_map(name: str, v: Any) -> dict[str, str]:
     for k, item in v.items():
         if not isinstance(item, str):
             raise ValidationError(f"{name}.{k}", f"expected a string value, got {_kind(item)}")
+        _unicode(f"{name}.{k}", k)
+        _unicode(f"{name}.{k}", item)
     return v
 
 
 def _double_map(name: str, v: Any) -> dict[str, float]:
     if not isinstance(v, dict):
         raise ValidationError(name, f"expected an object of numbers, got {_kind(v)}")
-    return {k: _double(f"{name}.{k}", item) for k, item in v.items()}
+    return {_unicode(f"{name}.{k}", k): _double(f"{name}.{k}", item) for k, item in v.items()}
 
 
 def _string_array(name: str, v: Any) -> list[str]:
@@ -107,6 +129,7 @@ def _string_array(name: str, v: Any) -> list[str]:
     for i, item in enumerate(v):
         if not isinstance(item, str):
             raise ValidationError(f"{name}[{i}]", f"expected a string, got {_kind(item)}")
+        _unicode(f"{name}[{i}]", item)
     return v
 
 

@@ -17,32 +17,48 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from schemas.codec import encode
+from schemas.codec import MAGIC
+from schemas.compiled import long_bytes
+from schemas.registry import schema
 from schemas.topics import AUDIT_EVENTS, INVALID_EVENTS, TRACE_EVENTS
 
 #: Upper bounds of one batch record; bigger groups are split into several records.
 MAX_EVENTS_PER_RECORD = 500
 MAX_RECORD_BYTES = 768 * 1024
+#: The event schema inside each batch schema.
+BATCH_OF = {"TraceEventBatch": "TraceEvent", "AuditEventBatch": "AuditEvent"}
 
 
 def batch_records(schema_name: str, header: dict[str, Any], events: list[dict[str, Any]]) -> Iterator[bytes]:
-    """Encoded batch records holding ``events`` in order, each within the record limits.
+    """Encoded batch records holding ``events`` in order, each within the record limits."""
+    encode_event = schema(BATCH_OF[schema_name]).codec.encode
+    return pack_batches(schema_name, header, [encode_event(e) for e in events])
 
-    Encodes first and splits only a record that came out too big: measuring every
-    event up front would cost more than the rare second encode.
+
+def pack_batches(schema_name: str, header: dict[str, Any], events: list[bytes]) -> Iterator[bytes]:
+    """Batch records of already encoded events, in order: at most ``MAX_EVENTS_PER_RECORD``
+    events and ``MAX_RECORD_BYTES`` bytes each (an event bigger than that travels alone).
+
+    A batch schema ends with its ``events`` array, so a record is the header's encoding,
+    one array block (count, events) and the end marker: what fastavro writes for it.
     """
-    for start in range(0, len(events), MAX_EVENTS_PER_RECORD):
-        yield from _fitted(schema_name, header, events[start:start + MAX_EVENTS_PER_RECORD])
+    s = schema(schema_name)
+    # the header fields, then an empty events array (b"\x00") that the block replaces
+    prefix = MAGIC + s.fingerprint + s.codec.encode({**header, "events": []})[:-1]
+    chunk: list[bytes] = []
+    size = len(prefix) + 4  # + the block count (at most 3 bytes) and the end marker
+    for event in events:
+        if chunk and (len(chunk) == MAX_EVENTS_PER_RECORD or size + len(event) > MAX_RECORD_BYTES):
+            yield _record(prefix, chunk)
+            chunk, size = [], len(prefix) + 4
+        chunk.append(event)
+        size += len(event)
+    if chunk:
+        yield _record(prefix, chunk)
 
 
-def _fitted(schema_name: str, header: dict[str, Any], events: list[dict[str, Any]]) -> Iterator[bytes]:
-    value = encode(schema_name, {**header, "events": events})
-    if len(value) <= MAX_RECORD_BYTES or len(events) == 1:
-        yield value
-        return
-    half = len(events) // 2
-    yield from _fitted(schema_name, header, events[:half])
-    yield from _fitted(schema_name, header, events[half:])
+def _record(prefix: bytes, events: list[bytes]) -> bytes:
+    return b"".join((prefix, long_bytes(len(events)), *events, b"\x00"))
 
 
 def group_by_trace(events: Iterable[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:

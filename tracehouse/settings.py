@@ -61,7 +61,7 @@ class Settings:
     max_body_bytes: int = 10 * 1024 * 1024
     max_batch_events: int = 5_000
     #: Processes that parse, validate and encode ingest requests off the event loop (0: inline).
-    ingest_processes: int = 1
+    ingest_processes: int = 2
     #: How long a verified API key stays cached (revocation latency).
     key_cache_seconds: float = 30.0
     #: How often the embedded broker's consumed records are deleted (DeleteRecords), and

@@ -94,3 +94,18 @@ def test_missing_required_field_is_not_encodable():
     del datum["s"]
     with pytest.raises(NotEncodable):
         compile_codec(EVERY_TYPE).encode(datum)
+
+
+def test_zigzag_matches_fastavro_around_every_length_boundary():
+    """The unrolled six-byte case (epoch milliseconds) and the loop agree with fastavro."""
+    from schemas.compiled import zigzag
+
+    values = [0, -1, 1, 2**63 - 1, -(2**63)]
+    for bits in range(1, 64):
+        for edge in (2**bits, -(2**bits)):
+            values += [edge - 1, edge, edge + 1]
+    values += [1_795_428_000_123, 946_684_800_000, 4_102_444_800_000, -1_795_428_000_123]
+    for v in (v for v in values if -(2**63) <= v < 2**63):
+        out = io.BytesIO()
+        schemaless_writer(out, parse_schema("long"), v)
+        assert zigzag(v) == out.getvalue(), v

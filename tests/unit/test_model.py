@@ -75,3 +75,27 @@ def test_audit_event_requires_actor_and_action():
     d = validate_audit_event({"actor": "bob", "action": "key.created", "metadata": {"a": "b"}},
                              org_id="o", now=NOW)
     assert d["target"] == "" and d["occurred_at"] == NOW and d["id"]
+
+
+@pytest.mark.parametrize("patch,field,reason", [
+    ({"name": "ok\ud800"}, "name", "not valid Unicode: lone surrogate at position 2"),
+    ({"input": "\udfff"}, "input", "not valid Unicode: lone surrogate at position 1"),
+    ({"output": {"k": ["\ud800"]}}, "output", "not valid Unicode: lone surrogate at position 7"),
+    ({"metadata": {"\ud800": "v"}}, "metadata.\ud800", "not valid Unicode: lone surrogate at position 0"),
+    ({"tags": ["a", "\ud800"]}, "tags[1]", "not valid Unicode: lone surrogate at position 0"),
+    ({"cost": 10**400}, "cost", "number out of range"),
+    ({"scores": {"s": 10**400}}, "scores.s", "number out of range"),
+])
+def test_values_without_an_encoding_are_refused_by_field(patch, field, reason):
+    """JSON can carry lone surrogates (\\ud800) and integers no double holds: 400s, not crashes."""
+    with pytest.raises(ValidationError) as e:
+        validate_trace_event({"trace_id": "t", **patch}, org_id="o", now=NOW)
+    assert (e.value.field, e.value.reason) == (field, reason)
+
+
+def test_json_nested_too_deeply_is_refused():
+    deep: list = []
+    for _ in range(100_000):
+        deep = [deep]
+    with pytest.raises(ValidationError, match="model_config: nested too deeply"):
+        validate_trace_event({"trace_id": "t", "model_config": deep}, org_id="o", now=NOW)

@@ -33,10 +33,23 @@ def test_invalid_items_are_rejected_by_index_and_reported():
 @pytest.mark.parametrize("body, status, code", [
     (b"{not json", 400, "invalid_json"), ({"x": 1}, 400, "validation_error"), ([], 400, "validation_error"),
     ([{"trace_id": "t"}] * 11, 413, "batch_too_large"), ([{"trace_id": 1}], 400, "validation_error"),
+    (b"[" * 100_000, 400, "invalid_json"),
 ])
 def test_refused_requests_say_why(body, status, code):
     p = run(body)
     assert p.error[:2] == (status, code) and p.records == []
+
+
+def test_events_the_fast_path_declines_are_decided_by_validation():
+    """Lone surrogates, huge numbers, nulls and an id-less event: the same answer as validate."""
+    p = run([{"trace_id": "t", "name": "\ud800"}, {"trace_id": "t", "cost": 10**400},
+             {"trace_id": "t", "event_id": "e2", "cost": 2, "tags": ["a"]}, {"trace_id": "t", "type": None},
+             {"trace_id": "t"}])
+    assert [(r["index"], r["field"]) for r in p.rejected] == [(0, "name"), (1, "cost"), (3, "type")]
+    (key, value), = p.records
+    events = decode(value).datum["events"]
+    assert key == b"t" and [e["event_id"] for e in events] == p.accepted and p.accepted[0] == "e2"
+    assert events[0]["cost"] == 2.0 and events[0]["tags"] == ["a"] and events[1]["type"] == "EVENT"
 
 
 def test_malformed_json_is_reported_with_its_payload():
