@@ -30,6 +30,19 @@ async def test_malformed_json_is_400(stack):
         assert status == 400
 
 
+async def test_values_json_allows_but_no_event_can_hold_are_rejected_by_field(stack):
+    """A lone surrogate escape, an integer beyond any double, nesting deeper than the parser goes."""
+    async with Api(stack.url) as api:
+        key = await api.org_key(org())
+        body = b'[{"trace_id": "t", "event_id": "ok"}, {"trace_id": "t", "name": "\\ud800"}, ' \
+               b'{"trace_id": "t", "cost": 1' + b"0" * 400 + b"}]"
+        status, reply = await raw_post(api, "/v1/events", key, body)
+        assert status == 202 and reply["accepted"] == ["ok"], reply
+        assert [(r["index"], r["field"]) for r in reply["rejected"]] == [(1, "name"), (2, "cost")]
+        status, reply = await raw_post(api, "/v1/events", key, b"[" * 100_000)
+        assert status == 400 and reply["error"]["code"] == "invalid_json", reply
+
+
 async def test_oversize_body_and_batch_are_413(stack):
     async with Api(stack.url) as api:
         key = await api.org_key(org())
