@@ -9,6 +9,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 from schemas.codec import decode, encode
+from streams import chain
 from streams.chain import AgentTopics, ChainAgent
 from streams.chaining import TRACE_CHAIN, ChainStore
 from streams.changelog import DeferredChangelog
@@ -195,6 +196,25 @@ def test_verdicts_wait_for_the_sealed_record_they_answer():
         await asyncio.sleep(0)
         assert [decode(s.value).datum["status"] for s in topics.verdicts.sent] == [204]
         assert len(topics.notices.sent) == 1  # trace.completed
+        drainer.cancel()
+
+    asyncio.run(run())
+
+
+def test_the_sealed_offset_marker_is_written_every_few_records_and_when_drained(monkeypatch):
+    monkeypatch.setattr(chain, "MARK_EVERY", 2)
+
+    async def run():
+        agent, app, topics, heads = make_agent()
+        values = [records([trace_event(i)])[0] for i in range(1, 6)]
+        drainer, _ = await stream(agent, values)
+        marks = []
+        for n, sent in enumerate(topics.sealed.sent):
+            sent.future.set_result(type("Metadata", (), {"offset": 100 + n})())
+            await asyncio.sleep(0)
+            marks.append(agent.store.sealed_offset(0))
+        # every second record under load, and the last one once nothing is in flight
+        assert marks == [None, 101, 101, 103, 104]
         drainer.cancel()
 
     asyncio.run(run())
