@@ -235,7 +235,7 @@ async def main() -> None:
             cpu = idle_cpu(service.proc.pid)
             cpu_broker = idle_cpu(broker_pid)
             report(f"idle CPU: tracehouse {cpu:.1f} % of a core, noida-db {cpu_broker:.1f} %")
-            report(f"data dir after {TOTAL:,} events: broker {dir_mb(work / 'broker'):.1f} MB, "
+            report(f"data dir after {max(TOTAL, done):,} events: broker {dir_mb(work / 'broker'):.1f} MB, "
                    f"ClickHouse {dir_mb(work / 'clickhouse'):.1f} MB")
             rss = psutil.Process(service.proc.pid).memory_info().rss / 1e6
             report(f"tracehouse RSS after the run: {rss:.0f} MB")
