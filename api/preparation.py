@@ -23,8 +23,7 @@ from typing import Any
 
 from schemas.edge import Declined, edge_encoder
 from schemas.model import ValidationError, validate_audit_event, validate_trace_event
-from schemas.producer import pack_batches
-from schemas.registry import schema
+from schemas.producer import audit_batch_records, trace_batch_records
 from schemas.timefmt import format_ms, now_ms
 
 log = logging.getLogger(__name__)
@@ -71,12 +70,12 @@ def prepare(kind: str, raw: bytes, org_id: str, source: str, max_events: int) ->
 
     event_schema, validate = ("TraceEvent", validate_trace_event) if kind == "trace" else \
         ("AuditEvent", validate_audit_event)
-    fast, encode_datum = edge_encoder(event_schema).encode, schema(event_schema).codec.encode
+    edge = edge_encoder(event_schema)
     groups: dict[str | None, list[bytes]] = {}  # trace_id (None for audit) -> encoded events
     accepted, rejected, reports = [], [], []
     for index, item in enumerate(body):
         try:
-            encoded, event_id, trace_id = fast(item, org_id, now)
+            encoded, event_id, trace_id = edge.encode(item, org_id, now)
         except Declined:  # the general path: the error that names the field, or the same bytes
             try:
                 datum = validate(item, org_id=org_id, now=now)
@@ -86,26 +85,23 @@ def prepare(kind: str, raw: bytes, org_id: str, source: str, max_events: int) ->
                                 "index": index, "field": exc.field, "reason": exc.reason,
                                 "payload": json.dumps(item, default=str)[:MAX_REPORTED_PAYLOAD]})
                 continue
-            encoded, event_id, trace_id = encode_datum(datum), datum.get("event_id", datum.get("id")), \
-                datum.get("trace_id")
+            encoded, event_id, trace_id = edge.encode_datum(datum)
         groups.setdefault(trace_id, []).append(encoded)
         accepted.append(event_id)
-    records = list(_records(kind, org_id, groups))
+    records = list(_records(org_id, groups))
     error = None
     if not accepted:
         error = (400, "validation_error", "no valid events in the request", {"rejected": rejected})
     return Prepared(records, accepted, rejected, reports, error)
 
 
-def _records(kind: str, org_id: str, groups: dict[str | None, list[bytes]]) -> Iterator[tuple[bytes, bytes]]:
+def _records(org_id: str, groups: dict[str | None, list[bytes]]) -> Iterator[tuple[bytes, bytes]]:
     """Kafka (key, value) records: a trace's events keyed by trace_id, an org's audit events by org_id."""
     for trace_id, events in groups.items():
-        if kind == "trace":
-            key, header = trace_id, {"org_id": org_id, "trace_id": trace_id}
+        if trace_id is None:
+            yield from audit_batch_records(org_id, events)
         else:
-            key, header = org_id, {"org_id": org_id}
-        for value in pack_batches(f"{'Trace' if kind == 'trace' else 'Audit'}EventBatch", header, events):
-            yield key.encode(), value
+            yield from trace_batch_records(org_id, trace_id, events)
 
 
 def _warm() -> None:

@@ -202,6 +202,10 @@ def _new_id() -> str:
     return str(uuid.uuid4())
 
 
+#: Fields the server fills in when a body leaves them out: a fresh id, or (None) the request time.
+SERVER_DEFAULTS: dict[str, Callable[[], str] | None] = {"event_id": _new_id, "id": _new_id, "occurred_at": None}
+
+
 @cache
 def spec(name: str) -> RecordSpec:
     """The edge spec of ``TraceEvent`` or ``AuditEvent``."""
@@ -209,16 +213,16 @@ def spec(name: str) -> RecordSpec:
     template: dict[str, Any] = {}
     fresh: list[tuple[str, Callable[[], Any]]] = []
     required: set[str] = set()
-    server_defaults = {"event_id": _new_id, "id": _new_id, "occurred_at": None}
     for f in record_fields(name):
         fname = f["name"]
         template[fname] = None
         if fname in SERVER_FIELDS:
             continue
         checks[fname] = _check_for(f)
-        if fname in server_defaults:
-            if server_defaults[fname] is not None:
-                fresh.append((fname, server_defaults[fname]))
+        if fname in SERVER_DEFAULTS:
+            make = SERVER_DEFAULTS[fname]
+            if make is not None:
+                fresh.append((fname, make))
         elif "default" in f:
             d = f["default"]
             if isinstance(d, (dict, list)):

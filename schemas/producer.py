@@ -25,14 +25,6 @@ from schemas.topics import AUDIT_EVENTS, INVALID_EVENTS, TRACE_EVENTS
 #: Upper bounds of one batch record; bigger groups are split into several records.
 MAX_EVENTS_PER_RECORD = 500
 MAX_RECORD_BYTES = 768 * 1024
-#: The event schema inside each batch schema.
-BATCH_OF = {"TraceEventBatch": "TraceEvent", "AuditEventBatch": "AuditEvent"}
-
-
-def batch_records(schema_name: str, header: dict[str, Any], events: list[dict[str, Any]]) -> Iterator[bytes]:
-    """Encoded batch records holding ``events`` in order, each within the record limits."""
-    encode_event = schema(BATCH_OF[schema_name]).codec.encode
-    return pack_batches(schema_name, header, [encode_event(e) for e in events])
 
 
 def pack_batches(schema_name: str, header: dict[str, Any], events: list[bytes]) -> Iterator[bytes]:
@@ -71,16 +63,28 @@ def group_by_trace(events: Iterable[dict[str, Any]]) -> dict[tuple[str, str], li
 
 def trace_records(events: Iterable[dict[str, Any]]) -> Iterator[tuple[bytes, bytes]]:
     """(key, value) records for ``trace-events``: one batch per trace (and chunk), keyed by trace_id."""
+    encode_event = schema("TraceEvent").codec.encode
     for (org_id, trace_id), group in group_by_trace(events).items():
-        key = trace_id.encode()
-        for value in batch_records("TraceEventBatch", {"org_id": org_id, "trace_id": trace_id}, group):
-            yield key, value
+        yield from trace_batch_records(org_id, trace_id, [encode_event(e) for e in group])
 
 
 def audit_records(org_id: str, events: list[dict[str, Any]]) -> Iterator[tuple[bytes, bytes]]:
     """(key, value) records for ``audit-events``: one org's events in batches keyed by org_id."""
+    encode_event = schema("AuditEvent").codec.encode
+    return audit_batch_records(org_id, [encode_event(e) for e in events])
+
+
+def trace_batch_records(org_id: str, trace_id: str, encoded: list[bytes]) -> Iterator[tuple[bytes, bytes]]:
+    """``trace_records`` of one trace's already encoded ``TraceEvent`` bodies."""
+    key = trace_id.encode()
+    for value in pack_batches("TraceEventBatch", {"org_id": org_id, "trace_id": trace_id}, encoded):
+        yield key, value
+
+
+def audit_batch_records(org_id: str, encoded: list[bytes]) -> Iterator[tuple[bytes, bytes]]:
+    """``audit_records`` of already encoded ``AuditEvent`` bodies."""
     key = org_id.encode()
-    for value in batch_records("AuditEventBatch", {"org_id": org_id}, events):
+    for value in pack_batches("AuditEventBatch", {"org_id": org_id}, encoded):
         yield key, value
 
 

@@ -1,6 +1,7 @@
 from schemas import producer
 from schemas.codec import decode
-from schemas.producer import batch_records, group_by_trace
+from schemas.producer import group_by_trace, pack_batches
+from schemas.registry import schema
 
 
 def test_group_by_trace_keeps_arrival_order():
@@ -18,6 +19,11 @@ def test_same_trace_id_in_two_orgs_is_two_groups():
 def trace_event(i: int, **kw) -> dict:
     return {"event_id": f"e{i}", "org_id": "o", "trace_id": "t", "type": "SPAN",
             "occurred_at": 1_795_428_000_000, "scores": {}, "tags": [], "metadata": {}} | kw
+
+
+def batch_records(schema_name: str, header: dict, events: list[dict]) -> list[bytes]:
+    encode_event = schema("TraceEvent").codec.encode
+    return list(pack_batches(schema_name, header, [encode_event(e) for e in events]))
 
 
 def ids(records: list[bytes]) -> list[list[str]]:
