@@ -197,20 +197,20 @@ async def main() -> None:
             report(f"raw aiokafka produce (baseline)       {raw:10,.0f} events/s  1.00x  (median of {ROUNDS} x 50,000: "
                    f"{min(raws):,.0f}-{max(raws):,.0f})")
             done = ROUNDS * N20
-            keys, http_rates = {}, {}
-            for per_trace, n in ((1, 20_000), (100, 100_000)):
+            sizes = {1: 20_000, 100: 100_000}
+            keys, http_rates = {}, {20: statistics.median(http20)}
+            for per_trace, n in sizes.items():
                 key = keys[per_trace] = await api.org_key(f"bench-http{per_trace}")
                 http_rates[per_trace] = await http_rate(api, key, n, per_trace, f"h{per_trace}-")
                 done += n
-            http_rates[20] = statistics.median(http20)
-            for per_trace, n in ((1, 20_000), (20, N20), (100, 100_000)):
-                rate = http_rates[per_trace]
-                how = (f"median of {ROUNDS} rounds of {n:,} events, each paired with a baseline run: "
-                       + " ".join(f"{x:.2f}x" for x in ratios)) if per_trace == 20 else \
-                    f"end to end until queryable, {n:,} events"
-                shown = statistics.median(ratios) if per_trace == 20 else rate / raw
-                report(f"HTTP ingest, {per_trace:3d} events/trace/request {rate:10,.0f} events/s  "
-                       f"{shown:.2f}x  ({how})")
+            shown = {per_trace: (rate / raw, f"end to end until queryable, {sizes[per_trace]:,} events")
+                     for per_trace, rate in http_rates.items() if per_trace != 20}
+            shown[20] = (statistics.median(ratios), f"median of {ROUNDS} rounds of {N20:,} events, each paired "
+                         "with a baseline run: " + " ".join(f"{x:.2f}x" for x in ratios))
+            for per_trace in (1, 20, 100):
+                ratio, how = shown[per_trace]
+                report(f"HTTP ingest, {per_trace:3d} events/trace/request {http_rates[per_trace]:10,.0f} events/s  "
+                       f"{ratio:.2f}x  ({how})")
             key = await api.org_key("bench-direct")
             rate = await direct_rate(api, broker.bootstrap, "bench-direct", key, 100_000, "d-")
             done += 100_000
