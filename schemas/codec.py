@@ -47,6 +47,17 @@ def sealed_links(first_seq: int, prev_hash: bytes, hashes: list[bytes]) -> bytes
     return long_bytes(first_seq) + long_bytes(len(prev_hash)) + prev_hash + bytes_array(hashes)
 
 
+def trace_summary(started_at: int, final_outcome: str | None = None, completed_at: int | None = None) -> bytes:
+    """The Avro encoding of a sealed trace batch's summary fields (``started_at``,
+    ``final_outcome``, ``completed_at``): they follow its links."""
+    outcome = b"\x00"
+    if final_outcome is not None:
+        raw = final_outcome.encode()
+        outcome = b"\x02" + long_bytes(len(raw)) + raw
+    completed = b"\x00" if completed_at is None else b"\x02" + long_bytes(completed_at)
+    return long_bytes(started_at) + outcome + completed
+
+
 def schema_of(value: bytes) -> str:
     """The name of the schema a single-object record was written with (DecodeError if none)."""
     if not value or len(value) < HEADER_LEN or value[:2] != MAGIC:

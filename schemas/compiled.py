@@ -74,6 +74,14 @@ def bytes_array(items: list[bytes]) -> bytes:
     return bytes(out)
 
 
+def long_array(items: list[int]) -> bytes:
+    """Avro ``array<long>``: one block holding every item (none for an empty array), then
+    the end marker."""
+    if not items:
+        return b"\x00"
+    return long_bytes(len(items)) + b"".join(long_bytes(i) for i in items) + b"\x00"
+
+
 def read_long(data: bytes, pos: int) -> tuple[int, int]:
     """Decode a zig-zag varint at ``pos``; return (value, next position)."""
     shift = 0

@@ -3,17 +3,20 @@
 Each record's Avro batch goes to ClickHouse as it arrived, followed by its source
 (topic, partition, offset), as one row of an Avro container inserted into the
 ``<table>_in`` Null table; a materialized view unpacks the batch into event rows
-(``sinks/migrations/0004_sink_staging.sql``, ``0005_chain_links.sql``). Python never
+(``sinks/migrations/0004_sink_staging.sql``, ``0005_chain_links.sql``, ``0007_traces.sql``)
+and, for traces, another one aggregates it into the ``traces`` read model. Python never
 decodes an event on the way in. A sealed batch (``Sealed*EventBatch``) is a raw batch
-followed by its links, so the container row has exactly its layout; a raw batch (the
-unchained benchmark baseline) gets empty links appended.
+followed by its links (and a trace's summary fields), so the container row has exactly
+its layout; a raw batch (the unchained benchmark baseline) gets empty links appended.
 
 Offsets are committed only after an insert succeeded, so a crash replays records
 that may already be stored. The first time a partition shows up after an
 assignment (or after a failed insert, which may have stored part of a batch), the
 writer loads the (offset, id) pairs stored from that offset on: the replay window.
-Records inside it are decoded and only their missing events are sent; records past
-it go through untouched. Reads then never pay for deduplication.
+Records inside it are sent whole again with the indexes of their stored events, which the
+view leaves out; records past it go through untouched. The summary row of a record is
+written with the same insert in one part, so the highest offset summarized in a partition
+tells which replayed records still need theirs. Reads then never pay for deduplication.
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from schemas.codec import HEADER_LEN, DecodeError, decode, schema_of, sealed_links
-from schemas.compiled import long_bytes
+from schemas.codec import HEADER_LEN, DecodeError, decode, schema_of, sealed_links, trace_summary
+from schemas.compiled import long_array, long_bytes
 from schemas.registry import schema
 from sinks.clickhouse import ClickHouse
 from sinks.container import ContainerWriter, avro_string
@@ -71,6 +74,8 @@ class SinkTable:
     single_schema: str
     sealed_schema: str
     batch_keys: tuple[str, ...]  # batch fields a single event supplies when it is wrapped
+    unchained_tail: bytes  # what follows a raw batch to make it sealed-shaped: no links
+    summary_table: str | None = None  # the read model fed from the same rows (exactly once, see below)
 
     @property
     def staging_table(self) -> str:
@@ -81,13 +86,14 @@ class SinkTable:
         return (self.sealed_schema, self.batch_schema, self.single_schema)
 
     def staging_schema(self) -> dict[str, Any]:
-        """The container row: the batch's fields, its links, then the record's source."""
-        batch = schema(self.batch_schema).wire
-        return {"type": "record", "name": f"{batch['name']}WithSource", "fields": [
-            *batch["fields"],
-            {"name": "_first_seq", "type": "long"},
-            {"name": "_prev_hash", "type": "bytes"},
-            {"name": "_hashes", "type": {"type": "array", "items": "bytes"}},
+        """The container row: the sealed record's fields (those after the batch's with a ``_``
+        prefix), which of its events are already stored, whether to summarize it, its source."""
+        sealed = schema(self.sealed_schema).wire
+        batch = {f["name"] for f in schema(self.batch_schema).wire["fields"]}
+        return {"type": "record", "name": f"{sealed['name']}WithSource", "fields": [
+            *(f if f["name"] in batch else f | {"name": f"_{f['name']}"} for f in sealed["fields"]),
+            {"name": "_stored", "type": {"type": "array", "items": "long"}},
+            {"name": "_summarize", "type": "boolean"},
             {"name": "_topic", "type": "string"},
             {"name": "_partition", "type": "long"},
             {"name": "_offset", "type": "long"},
@@ -95,19 +101,19 @@ class SinkTable:
 
 
 TRACE_EVENTS_SINK = SinkTable("events", "event_id", "TraceEventBatch", "TraceEvent", "SealedTraceEventBatch",
-                              ("org_id", "trace_id"))
+                              ("org_id", "trace_id"), sealed_links(0, b"", []) + trace_summary(0), "traces")
 AUDIT_EVENTS_SINK = SinkTable("audit_events", "id", "AuditEventBatch", "AuditEvent", "SealedAuditEventBatch",
-                              ("org_id",))
-#: The links of an unchained batch: first_seq 0, empty prev_hash, no hashes.
-NO_LINKS = sealed_links(0, b"", [])
+                              ("org_id",), sealed_links(0, b"", []))
 
 
 @dataclass
 class _ReplayWindow:
-    """Rows already stored for one partition at or above the first offset seen."""
+    """Rows already stored for one partition at or above the first offset seen, and the
+    last offset whose summary row is stored."""
 
     stored: set[tuple[int, str]] = field(default_factory=set)
     last_offset: int = -1
+    summarized: int = -1
 
 
 class SinkWriter:
@@ -133,13 +139,18 @@ class SinkWriter:
         key = (source.topic, source.partition)
         window = self._windows.get(key)
         if window is None:
+            db, params = self.ch.database, {"t": source.topic, "p": source.partition, "o": source.offset}
             rows = await self.ch.query(
-                f"SELECT _offset, {self.spec.id_column} FROM {self.ch.database}.{self.spec.table} "
-                "WHERE _topic = {t:String} AND _partition = {p:UInt32} AND _offset >= {o:UInt64}",
-                parameters={"t": source.topic, "p": source.partition, "o": source.offset},
-            )
+                f"SELECT _offset, {self.spec.id_column} FROM {db}.{self.spec.table} "
+                "WHERE _topic = {t:String} AND _partition = {p:UInt32} AND _offset >= {o:UInt64}", parameters=params)
             stored = {(int(o), i) for o, i in rows.rows}
             window = _ReplayWindow(stored, max((o for o, _ in stored), default=-1))
+            if self.spec.summary_table:
+                # one part per insert: every record up to the highest offset summarized is summarized
+                found = await self.ch.query(f"SELECT max(_offset), count() FROM {db}.{self.spec.summary_table} "
+                                            "WHERE _partition = {p:UInt32}", parameters=params)
+                last, n = found.rows[0]
+                window.summarized = int(last) if n else -1
             self._windows[key] = window
         return window
 
@@ -149,45 +160,28 @@ class SinkWriter:
             raise DecodeError(f"{name} records do not belong in {self.spec.table}")
         return name
 
-    async def _container_rows(self, record: SinkRecord, name: str) -> list[bytes]:
-        """The record (written with schema ``name``) as container rows, without the events
-        already stored: one row, or one per run of consecutive missing links after a crash."""
+    async def _container_row(self, record: SinkRecord, name: str) -> bytes | None:
+        """The record (written with schema ``name``) as one container row, sealed-shaped,
+        naming the events already stored (1-based); None when nothing of it is missing."""
         src = record.source
-        source = avro_string(src.topic) + long_bytes(src.partition) + long_bytes(src.offset)
         window = await self._window(src)
-        if src.offset > window.last_offset and name != self.spec.single_schema:
-            # the common case: pass the bytes through
-            links = b"" if name == self.spec.sealed_schema else NO_LINKS
-            return [record.value[HEADER_LEN:] + links + source]
-        datum = decode(record.value).datum
-        events = datum["events"] if name != self.spec.single_schema else [datum]
-        if name == self.spec.sealed_schema:
-            first_seq, prev, hashes = datum["first_seq"], datum["prev_hash"], datum["hashes"]
+        summarize = self.spec.summary_table is not None and src.offset > window.summarized
+        if name == self.spec.single_schema:
+            event = decode(record.value).datum
+            body = schema(self.spec.batch_schema).codec.encode(
+                {k: event[k] for k in self.spec.batch_keys} | {"events": [event]}) + self.spec.unchained_tail
         else:
-            first_seq, prev, hashes = 0, b"", None
-        codec = schema(self.spec.batch_schema).codec
-        keys = {k: events[0][k] for k in self.spec.batch_keys} if events else {}
-        rows: list[bytes] = []
-        run: list[dict[str, Any]] = []
-        run_start = 0
-        for i, event in enumerate([*events, None]):
-            missing = event is not None and (src.offset, event[self.spec.id_column]) not in window.stored
-            if missing:
-                if not run:
-                    run_start = i
-                run.append(event)
-                continue
-            if event is not None:
-                self.rows_skipped += 1
-            if run:
-                if hashes is None:
-                    links = NO_LINKS
-                else:
-                    run_prev = prev if run_start == 0 else hashes[run_start - 1]
-                    links = sealed_links(first_seq + run_start, run_prev, hashes[run_start:run_start + len(run)])
-                rows.append(codec.encode(keys | {"events": run}) + links + source)
-                run = []
-        return rows
+            body = record.value[HEADER_LEN:] + (self.spec.unchained_tail if name == self.spec.batch_schema else b"")
+        stored: list[int] = []
+        if src.offset <= window.last_offset:  # a replay: leave out what is already stored
+            datum = decode(record.value).datum
+            events = [datum] if name == self.spec.single_schema else datum["events"]
+            stored = [i for i, e in enumerate(events, 1) if (src.offset, e[self.spec.id_column]) in window.stored]
+            self.rows_skipped += len(stored)
+            if len(stored) == len(events) and not summarize:
+                return None
+        source = avro_string(src.topic) + long_bytes(src.partition) + long_bytes(src.offset)
+        return body + long_array(stored) + (b"\x01" if summarize else b"\x00") + source
 
     @staticmethod
     def _corrupt(records: list[SinkRecord]) -> list[Rejected]:
@@ -217,9 +211,7 @@ class SinkWriter:
         scanned = False
         while True:
             try:
-                rows: list[bytes] = []
-                for r, name in pending:
-                    rows += await self._container_rows(r, name)
+                rows = [row for r, name in pending if (row := await self._container_row(r, name)) is not None]
                 if rows:
                     await self.ch.insert_formatted(self.spec.staging_table, self.container.file(rows), "Avro",
                                                    settings=INSERT_SETTINGS)

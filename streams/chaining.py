@@ -27,7 +27,7 @@ from collections import OrderedDict
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 
-from schemas.codec import HEADER_LEN, MAGIC, DecodeError, decode, sealed_links
+from schemas.codec import HEADER_LEN, MAGIC, DecodeError, decode, sealed_links, trace_summary
 from schemas.integrity import GENESIS, link_hash
 from schemas.lifecycle import TraceState, fold, touches_lifecycle
 from schemas.registry import schema
@@ -36,6 +36,8 @@ from schemas.registry import schema
 BUCKET = 64
 GENESIS_BYTES = bytes.fromhex(GENESIS)
 _SEQ = struct.Struct(">Q")
+#: First byte of a packed Head that holds started_at (the first layout starts with seq's 0 byte).
+_LAYOUT_2 = b"\x01"
 Bytes = MutableMapping[bytes, bytes]
 
 
@@ -75,17 +77,23 @@ _SEALED_OFFSET = b"\x00sealed-offset\x00"
 
 @dataclass
 class Head:
-    """Where a chain stands: last seq and hash, and the id digests of the unarchived tail."""
+    """Where a chain stands: last seq and hash, when its first link occurred (epoch ms), and
+    the id digests of the unarchived tail."""
 
     seq: int = 0
     hash: bytes = GENESIS_BYTES
     recent: bytearray = field(default_factory=bytearray)
+    started_at: int = 0
 
     def pack(self) -> bytes:
-        return _SEQ.pack(self.seq) + self.hash + bytes(self.recent)
+        return _LAYOUT_2 + _SEQ.pack(self.seq) + self.hash + _SEQ.pack(self.started_at) + bytes(self.recent)
 
     @classmethod
     def unpack(cls, value: bytes) -> Head:
+        if value[:1] == _LAYOUT_2:
+            seq, started_at = _SEQ.unpack_from(value, 1)[0], _SEQ.unpack_from(value, 41)[0]
+            return cls(seq, value[9:41], bytearray(value[49:]), started_at)
+        # the first layout (before started_at): seq, hash, digests; its seq's first byte is 0
         return cls(_SEQ.unpack_from(value)[0], value[8:40], bytearray(value[40:]))
 
 
@@ -247,6 +255,8 @@ def seal(kind: ChainKind, value: bytes, store: ChainStore,
         if digest in recent or digest in archived:
             continue
         recent.add(digest)
+        if head.seq == 0:
+            head.started_at = event["occurred_at"]
         head.seq += 1
         head.hash = bytes.fromhex(link_hash(event, head.seq, head.hash.hex()))
         head.recent += digest
@@ -259,9 +269,13 @@ def seal(kind: ChainKind, value: bytes, store: ChainStore,
         body = schema(kind.batch_schema).codec.encode(batch | {"events": kept})
     else:
         body = value[HEADER_LEN:]
-    sealed = MAGIC + schema(kind.sealed_schema).fingerprint + body + sealed_links(first_seq, prev, hashes)
-    return Sealed(kind.kafka_key(batch), sealed, len(kept), retried, advance=_advance(kind, store, chain, head, kept))
-
+    advance = _advance(kind, store, chain, head, kept)
+    tail = sealed_links(first_seq, prev, hashes)
+    if kind.lifecycle:
+        closed = advance.state if advance.closed else None
+        tail += trace_summary(head.started_at, closed and closed.final_outcome, closed and closed.completed_at)
+    sealed = MAGIC + schema(kind.sealed_schema).fingerprint + body + tail
+    return Sealed(kind.kafka_key(batch), sealed, len(kept), retried, advance=advance)
 
 
 def replay_sealed(value: bytes, store: ChainStore) -> Advance | None:
@@ -279,6 +293,8 @@ def replay_sealed(value: bytes, store: ChainStore) -> Advance | None:
     if datum["first_seq"] != head.seq + 1 or datum["prev_hash"] != head.hash:
         return None
     for event, link in zip(datum["events"], datum["hashes"], strict=True):
+        if head.seq == 0:
+            head.started_at = event["occurred_at"]
         head.seq += 1
         head.hash = link
         head.recent += id_digest(event[kind.id_field])

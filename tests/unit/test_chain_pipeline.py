@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from schemas.codec import decode, encode
 from streams import chain
 from streams.chain import AgentTopics, ChainAgent
-from streams.chaining import TRACE_CHAIN, ChainStore
+from streams.chaining import TRACE_CHAIN, ChainStore, Head
 from streams.changelog import DeferredChangelog
 from tests.unit.test_chaining import records, trace_event
 
@@ -137,7 +137,7 @@ def test_the_next_record_is_sealed_before_the_first_is_acknowledged():
         topics.sealed.sent[0].future.set_result(type("Metadata", (), {"offset": 10})())
         await asyncio.sleep(0)
         first_head = [v for _, k, v in heads.changelog if k.startswith(b"trace")]
-        assert len(first_head) == 1 and first_head[0][:8] == (3).to_bytes(8, "big")
+        assert len(first_head) == 1 and Head.unpack(first_head[0]).seq == 3
         assert app.consumer.acked == [0] and not messages[1].acked
 
         topics.sealed.sent[1].future.set_result(type("Metadata", (), {"offset": 11})())

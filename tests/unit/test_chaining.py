@@ -117,8 +117,35 @@ def test_nothing_is_stored_until_the_head_is_saved():
 
 
 def test_head_round_trips():
-    head = Head(7, bytes(range(32)), bytearray(b"x" * 16))
+    head = Head(7, bytes(range(32)), bytearray(b"x" * 16), started_at=1_795_428_000_123)
     assert Head.unpack(head.pack()) == head
+
+
+def test_a_head_written_before_started_at_still_reads():
+    first_layout = (7).to_bytes(8, "big") + bytes(range(32)) + b"x" * 16
+    assert Head.unpack(first_layout) == Head(7, bytes(range(32)), bytearray(b"x" * 16), started_at=0)
+
+
+def summary(value: bytes) -> tuple:
+    d = decode(value).datum
+    return d["started_at"], d["final_outcome"], d["completed_at"]
+
+
+def test_sealed_trace_records_carry_the_trace_start_and_close():
+    early, late = trace_event(1), trace_event(2)
+    early["occurred_at"], late["occurred_at"] = 2_000, 1_000  # the second arrives with an earlier time
+    closing = trace_event(3) | {"type": "operation_denied", "occurred_at": 3_000}
+    store = ChainStore({}, {})
+    first = seal(TRACE_CHAIN, records([early])[0], store)
+    second = seal(TRACE_CHAIN, records([late])[0], store)
+    third = seal(TRACE_CHAIN, records([closing])[0], store)
+    # started_at is the first link's time and never moves; the close is in the record that closed
+    assert [summary(o.value) for o in (first, second, third)] == [
+        (2_000, None, None), (2_000, None, None), (2_000, "denied", 3_000)]
+    # a replayed head gets its start from the sealed record that holds seq 1
+    rebuilt = ChainStore({}, {})
+    replay_sealed(first.value, rebuilt).save(rebuilt)
+    assert rebuilt.head(b"trace\x00o1\x00t1").started_at == 2_000
 
 
 def test_replay_sealed_restores_a_head_whose_write_was_lost():

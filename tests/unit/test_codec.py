@@ -1,6 +1,6 @@
 import pytest
 
-from schemas.codec import DecodeError, decode, encode, sealed_links
+from schemas.codec import DecodeError, decode, encode, sealed_links, trace_summary
 from schemas.registry import NAMES, schema
 
 
@@ -48,8 +48,14 @@ def test_truncated_body_is_a_decode_error():
 
 
 @pytest.mark.parametrize("hashes", [[], [bytes(32)], [bytes(range(32)), b"\xff" * 32]])
-def test_sealed_links_are_the_avro_of_the_sealed_fields(hashes):
+@pytest.mark.parametrize("closed", [(None, None), ("completed_with_approval", 1_795_428_999_000), ("blocked", 0)])
+def test_sealed_links_and_summary_are_the_avro_of_the_sealed_fields(hashes, closed):
     batch = {"org_id": "o", "trace_id": "t", "events": [event(1)]}
     raw = encode("TraceEventBatch", batch)
-    sealed = encode("SealedTraceEventBatch", batch | {"first_seq": 7, "prev_hash": b"\x01" * 32, "hashes": hashes})
-    assert sealed[10:] == raw[10:] + sealed_links(7, b"\x01" * 32, hashes)
+    outcome, completed = closed
+    sealed = encode("SealedTraceEventBatch", batch | {"first_seq": 7, "prev_hash": b"\x01" * 32, "hashes": hashes,
+                                                      "started_at": 1_795_428_000_124, "final_outcome": outcome,
+                                                      "completed_at": completed})
+    assert sealed[10:] == (raw[10:] + sealed_links(7, b"\x01" * 32, hashes)
+                           + trace_summary(1_795_428_000_124, outcome, completed))
+    assert decode(sealed).datum["final_outcome"] == outcome

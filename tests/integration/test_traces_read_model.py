@@ -1,0 +1,150 @@
+"""The traces read model: the sink's view aggregates sealed batches into one summary per
+trace; reads merge partial rows exactly, filter, page by key and by offset, and count."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from schemas.codec import encode
+from sinks.repositories.traces import TraceQuery, TraceRepository, contains_any, first_value_is, outcome_is
+from sinks.writer import TRACE_EVENTS_SINK, SinkRecord, SinkWriter, Source
+from streams.chaining import TRACE_CHAIN, ChainStore
+from tests.integration.test_chain_storage import mutate
+from tests.unit.test_chaining import seal
+
+T0 = 1_795_428_000_000
+
+
+def event(trace: str, n: int, org: str = "o", **kw) -> dict:
+    return {"event_id": f"{trace}-e{n}", "org_id": org, "trace_id": trace, "type": "SPAN",
+            "occurred_at": T0 + n * 1000, "tags": [], "metadata": {}, "scores": {}} | kw
+
+
+class Pipeline:
+    """Seals batches like the chain agent and stores each call's records in one sink insert."""
+
+    def __init__(self, ch) -> None:
+        self.ch, self.chains, self.offset, self.records = ch, ChainStore({}, {}), 0, []
+
+    async def store(self, *batches: list[dict]) -> None:
+        records = []
+        for events in batches:
+            value = encode("TraceEventBatch", {"org_id": events[0]["org_id"], "trace_id": events[0]["trace_id"],
+                                               "events": events})
+            sealed = seal(TRACE_CHAIN, value, self.chains).value
+            records.append(SinkRecord(Source("sealed-events", 0, self.offset), sealed))
+            self.offset += 1
+        self.records += records
+        assert await SinkWriter(self.ch, TRACE_EVENTS_SINK).write(records) == []
+
+
+async def test_a_trace_summary_merges_every_record_of_the_trace(clickhouse):
+    p = Pipeline(clickhouse)
+    await p.store([event("t1", 1, agent_id="a-1", input_tokens=10, output_tokens=5, cost=0.25, tags=["x"]),
+                   event("t1", 2, type="approval_requested", model="m-1")])
+    # the second record arrives with an earlier event and a later one, in a separate insert
+    await p.store([event("t1", 0, agent_id="a-2", input_tokens=1, tags=["y", "x"]),
+                   event("t1", 3, type="operation_denied", status="STATUS_CODE_ERROR", cost=0.5)])
+    await p.store([event("t1", 4, total_tokens=100)])
+    repo = TraceRepository(clickhouse)
+    (trace,) = (await repo.page("o", TraceQuery(), 10)).traces
+    assert (trace.started_at, trace.event_count, trace.last_event_at) == (T0 + 1000, 5, T0 + 4000)
+    assert (trace.final_outcome, trace.completed_at, trace.duration_ms) == ("denied", T0 + 3000, 2000)
+    assert (trace.has_approval, trace.has_error, trace.tags) == (True, True, ("x", "y"))
+    assert (trace.input_tokens, trace.output_tokens, trace.total_tokens, trace.cost) == (11, 5, 116, 0.75)
+    assert trace.first["agent_id"] == "a-1" and trace.first["model"] == "m-1" and trace.first["agent_name"] is None
+    # merged in Python (pages) and in ClickHouse (lookups, filtered pages): the same trace
+    assert await repo.get("o", "t1") == trace
+    assert (await repo.page("o", TraceQuery(filters=(first_value_is("agent_id", "a-1"),)), 10)).traces == [trace]
+    await clickhouse.command(f"OPTIMIZE TABLE {clickhouse.database}.traces FINAL")
+    assert await repo.get("o", "t1") == trace and (await repo.page("o", TraceQuery(), 10)).traces == [trace]
+
+
+async def test_other_orgs_and_unknown_traces_are_not_seen(clickhouse):
+    p = Pipeline(clickhouse)
+    await p.store([event("t1", 1, org="o")], [event("t1", 1, org="other")])
+    repo = TraceRepository(clickhouse)
+    assert [t.trace_id for t in (await repo.page("o", TraceQuery(), 10)).traces] == ["t1"]
+    assert await repo.count("nobody", TraceQuery()) == 0 and await repo.get("nobody", "t1") is None
+    assert (await repo.page("nobody", TraceQuery(), 10)).traces == []
+
+
+@pytest.fixture
+async def many(clickhouse):
+    """40 traces, one per second, in inserts of a few records, some spread over two inserts."""
+    rng = random.Random(7)
+    p = Pipeline(clickhouse)
+    pending, later = [], []
+    for i in range(40):
+        trace = f"t{i:02d}"
+        head = event(trace, 1, agent_id=f"agent-{i % 3}", prompt_name=f"Prompt-{i % 5}",
+                     model="gpt-x" if i % 4 else "claude")
+        head["occurred_at"] = T0 + i * 1000
+        closing = event(trace, 2, type="trace_closed", outcome=["executed", "blocked"][i % 2])
+        if i % 3 == 2:
+            pending.append([head])
+            later.append([closing])  # the close comes in a later insert
+        else:
+            pending.append([head, closing] if i % 7 else [head])
+    rng.shuffle(pending)
+    rng.shuffle(later)
+    for batches in (pending, later):
+        for start in range(0, len(batches), 5):
+            await p.store(*batches[start:start + 5])
+    return TraceRepository(clickhouse)
+
+
+def expected(i: int) -> str:
+    return "in_progress" if i % 3 != 2 and i % 7 == 0 else ["executed", "blocked"][i % 2]
+
+
+@pytest.mark.parametrize("flt, keep", [
+    (None, lambda i: True),
+    (lambda: first_value_is("agent_id", "agent-1"), lambda i: i % 3 == 1),
+    (lambda: outcome_is("blocked"), lambda i: expected(i) == "blocked"),
+    (lambda: outcome_is("in_progress"), lambda i: expected(i) == "in_progress"),
+    (lambda: contains_any("prompt-2", ("prompt_name", "model")), lambda i: i % 5 == 2),
+    (lambda: contains_any("CLAUDE", ("prompt_name", "model")), lambda i: i % 4 == 0),
+])
+async def test_key_pages_offset_pages_and_counts_agree(many, flt, keep):
+    query = TraceQuery(filters=(flt(),) if flt else ())
+    want = [f"t{i:02d}" for i in reversed(range(40)) if keep(i)]
+    seen, after = [], None
+    while True:
+        page = await many.page("o", query, 3, after)
+        seen += [t.trace_id for t in page.traces]
+        if page.next_key is None:
+            break
+        after = page.next_key
+    assert seen == want
+    assert await many.count("o", query) == len(want)
+    by_offset = [t.trace_id for off in range(0, len(want) + 3, 3) for t in await many.offset_page("o", query, 3, off)]
+    assert by_offset == want
+
+
+async def test_time_bounds_are_inclusive(many):
+    query = TraceQuery(since_ms=T0 + 10_000, until_ms=T0 + 12_000)
+    assert [t.trace_id for t in (await many.page("o", query, 10)).traces] == ["t12", "t11", "t10"]
+    assert await many.count("o", query) == 3
+
+
+async def test_a_replay_after_a_crash_stores_each_summary_once(clickhouse):
+    p = Pipeline(clickhouse)
+    await p.store([event("t1", 1, input_tokens=5)], [event("t1", 2, input_tokens=7)])
+    await p.store([event("t1", 3, input_tokens=11)])
+    repo = TraceRepository(clickhouse)
+    before = await repo.get("o", "t1")
+    # the crash hit after the events of the last insert were stored but before its summary
+    await mutate(clickhouse, f"ALTER TABLE {clickhouse.database}.traces DELETE WHERE _offset = 2")
+    assert (await repo.get("o", "t1")).input_tokens == 12
+    restarted = SinkWriter(clickhouse, TRACE_EVENTS_SINK)
+    assert await restarted.write(p.records) == []
+    assert await repo.get("o", "t1") == before and restarted.rows_skipped == 3
+    # and the other way round: the summary is stored, one of its events is not
+    await mutate(clickhouse, "ALTER TABLE {t} DELETE WHERE event_id = 't1-e2'")
+    assert await SinkWriter(clickhouse, TRACE_EVENTS_SINK).write(p.records) == []
+    assert await repo.get("o", "t1") == before
+    rows = await clickhouse.query(f"SELECT event_id FROM {clickhouse.database}.events ORDER BY event_id")
+    assert [r[0] for r in rows.rows] == ["t1-e1", "t1-e2", "t1-e3"]
