@@ -17,12 +17,13 @@ from api.context import (
     PREPARATION,
     PRODUCER,
     SETTINGS,
+    TRACES,
     VERDICTS,
     VERIFIER,
 )
 from api.errors import error_middleware
 from api.preparation import PreparationPool
-from api.routes import admin, audit, checkpoints, gateway, governance, health, ingest
+from api.routes import admin, audit, checkpoints, gateway, governance, health, ingest, tenants
 from schemas.producer import EventProducer
 from schemas.topics import COMMAND_VERDICTS
 from sinks.clickhouse import ClickHouse
@@ -30,6 +31,7 @@ from sinks.repositories.api_keys import ApiKeyRepository
 from sinks.repositories.chains import ChainRepository
 from sinks.repositories.checkpoints import CheckpointRepository
 from sinks.repositories.events import EventRepository
+from sinks.repositories.traces import TraceRepository
 from tracehouse.settings import Settings
 
 
@@ -45,6 +47,7 @@ def create_app(settings: Settings, clickhouse: ClickHouse | None = None) -> web.
         app[CLICKHOUSE] = ch
         app[EVENTS] = EventRepository(ch)
         app[CHAINS] = ChainRepository(ch)
+        app[TRACES] = TraceRepository(ch)
         app[CHECKPOINTS] = CheckpointRepository(ch)
         app[API_KEYS] = ApiKeyRepository(ch)
         app[VERIFIER] = KeyVerifier(app[API_KEYS], settings.admin_key, settings.key_cache_seconds)
@@ -77,6 +80,6 @@ def create_app(settings: Settings, clickhouse: ClickHouse | None = None) -> web.
     app.cleanup_ctx.extend([clickhouse_ctx, producer_ctx, preparation_ctx])
     if settings.chain_events:  # without chain agents nobody decides commands
         app.cleanup_ctx.append(verdicts_ctx)
-    for module in (health, ingest, gateway, governance, audit, checkpoints, admin):
+    for module in (health, ingest, gateway, governance, tenants, audit, checkpoints, admin):
         module.add_routes(app)
     return app

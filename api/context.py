@@ -13,6 +13,7 @@ from sinks.repositories.api_keys import ApiKeyRepository
 from sinks.repositories.chains import ChainRepository
 from sinks.repositories.checkpoints import CheckpointRepository
 from sinks.repositories.events import EventRepository
+from sinks.repositories.traces import TraceRepository
 from tracehouse.settings import Settings
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -20,6 +21,7 @@ CLICKHOUSE = web.AppKey("clickhouse", ClickHouse)
 PRODUCER = web.AppKey("producer", EventProducer)
 EVENTS = web.AppKey("events", EventRepository)
 CHAINS = web.AppKey("chains", ChainRepository)
+TRACES = web.AppKey("traces", TraceRepository)
 CHECKPOINTS = web.AppKey("checkpoints", CheckpointRepository)
 API_KEYS = web.AppKey("api_keys", ApiKeyRepository)
 VERIFIER = web.AppKey("verifier", KeyVerifier)

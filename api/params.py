@@ -51,6 +51,35 @@ def str_param(query: Mapping[str, str], name: str, max_len: int = 256) -> str | 
     return raw
 
 
+def float_param(query: Mapping[str, str], name: str) -> float | None:
+    raw = query.get(name)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise bad_param(name, f"expected a number, got {raw!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise bad_param(name, "must be a finite number")
+    return value
+
+
+def enum_param(query: Mapping[str, str], name: str, allowed: Iterable[str]) -> str | None:
+    raw = query.get(name)
+    allowed = tuple(allowed)
+    if raw is not None and raw not in allowed:
+        raise bad_param(name, f"expected one of {', '.join(allowed)}, got {raw!r}")
+    return raw
+
+
+def time_range(query: Mapping[str, str], start: str, end: str) -> tuple[int | None, int | None]:
+    """Two time parameters (either may be absent); 400 naming ``start`` when it is after ``end``."""
+    lo, hi = time_param(query, start), time_param(query, end)
+    if lo is not None and hi is not None and lo > hi:
+        raise bad_param(start, f"must not be after {end}")
+    return lo, hi
+
+
 def bool_param(query: Mapping[str, str], name: str) -> bool:
     raw = query.get(name, "false")
     if raw not in ("true", "false"):
@@ -73,3 +102,13 @@ def decode_cursor(raw: str, name: str = "cursor") -> Any:
         return data[1]
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise bad_param(name, "not a cursor returned by this API") from None
+
+
+def key_cursor(raw: str | None, name: str = "cursor") -> tuple[int, str] | None:
+    """The (time in ms, id) keyset position inside a cursor, None when there is none."""
+    if raw is None:
+        return None
+    key = decode_cursor(raw, name)
+    if not (isinstance(key, list) and len(key) == 2 and isinstance(key[0], int) and isinstance(key[1], str)):
+        raise bad_param(name, "not a cursor returned by this API")
+    return key[0], key[1]

@@ -88,6 +88,10 @@ class Head:
     def pack(self) -> bytes:
         return _LAYOUT_2 + _SEQ.pack(self.seq) + self.hash + _SEQ.pack(self.started_at) + bytes(self.recent)
 
+    def link_only(self) -> Head:
+        """This head without the id digests (what a checkpoint needs of it)."""
+        return Head(self.seq, self.hash, bytearray(), self.started_at)
+
     @classmethod
     def unpack(cls, value: bytes) -> Head:
         if value[:1] == _LAYOUT_2:
@@ -175,6 +179,11 @@ class ChainStore:
 
 def _bucket_key(chain: bytes, bucket: int) -> bytes:
     return chain + b"\x00#" + str(bucket).encode()
+
+
+def is_chain_key(key: bytes) -> bool:
+    """Whether a heads-table key is a chain's (not bookkeeping, such as a sealed offset)."""
+    return key.split(b"\x00", 1)[0] in _BY_NAME
 
 
 def kafka_key_of(key: bytes, table: str) -> bytes | int:

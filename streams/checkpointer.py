@@ -31,7 +31,7 @@ from schemas.checkpoints import NO_PREVIOUS, Checkpoint, head_leaf, public_key_t
 from schemas.lifecycle import trace_of
 from schemas.merkle import leaf_hash, root_of_hashes
 from sinks.repositories.checkpoints import CheckpointRepository, Leaf, SignedCheckpoint
-from streams.chaining import Head
+from streams.chaining import Head, is_chain_key
 from streams.changelog import COMPACTION_HEADER
 from streams.supervise import restarting
 
@@ -43,13 +43,13 @@ CHECKPOINT_GROUP = "tracehouse-checkpoints"
 def leaf_of(chain: bytes, head_value: bytes) -> Leaf | None:
     """The leaf of a ``chain-heads`` entry; None for the table's bookkeeping keys."""
     kind, _, rest = chain.decode().partition("\x00")
+    if kind not in ("trace", "audit"):
+        return None
     head = Head.unpack(head_value)
     if kind == "trace":
         org_id, trace_id = trace_of(chain)
         return Leaf(kind, org_id, trace_id, head.seq, head.hash.hex())
-    if kind == "audit":
-        return Leaf(kind, rest, rest, head.seq, head.hash.hex())
-    return None
+    return Leaf(kind, rest, rest, head.seq, head.hash.hex())
 
 
 def build_tree(heads: dict[bytes, bytes]) -> tuple[list[Leaf], list[bytes], bytes]:
@@ -101,8 +101,8 @@ class Checkpointer:
             batches = await consumer.getmany(timeout_ms=int(min(wait, 1.0) * 1000))
             for records in batches.values():
                 for record in records:
-                    if record.key and record.value and len(record.value) >= 40 and not _republished(record):
-                        heads[record.key] = record.value[:40]
+                    if record.key and record.value and not _republished(record) and is_chain_key(record.key):
+                        heads[record.key] = Head.unpack(record.value).link_only().pack()
             if time.monotonic() < due:
                 continue
             due += self.interval

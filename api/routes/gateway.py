@@ -2,37 +2,68 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from aiohttp import web
 
 from api.context import EVENTS, caller_org
 from api.errors import bad_param, not_found
-from api.params import decode_cursor, encode_cursor, int_param, reject_unknown, str_param, time_param
+from api.params import (
+    encode_cursor,
+    enum_param,
+    float_param,
+    int_param,
+    key_cursor,
+    reject_unknown,
+    str_param,
+    time_range,
+)
 from schemas.timefmt import format_ms, now_ms
 from sinks.repositories.events import EventFilter
 
-LIST_PARAMS = ("limit", "cursor", "class", "type", "since", "until")
+#: Seed 000's parameters, then seed 001's filters (AgentMark trace export) as extras.
+GATEWAY_PARAMS = ("limit", "cursor", "class", "type", "since", "until")
+AGENTMARK_PARAMS = ("startDate", "endDate", "model", "status", "name", "minScore", "maxScore", "userId", "tag",
+                    "metadata_key", "metadata_value")
 DEFAULT_LIMIT, MAX_LIMIT = 50, 200
+STATUSES = ("STATUS_CODE_UNSET", "STATUS_CODE_OK", "STATUS_CODE_ERROR")
+#: Seed 001's default window when none is given: the last 30 days (only when a seed 001 filter is used).
+AGENTMARK_WINDOW_MS = 30 * 86_400_000
 
 
-def _after(raw: str | None) -> tuple[int, str] | None:
-    if raw is None:
-        return None
-    key = decode_cursor(raw)
-    if not (isinstance(key, list) and len(key) == 2 and isinstance(key[0], int) and isinstance(key[1], str)):
-        raise bad_param("cursor", "not a cursor returned by this API")
-    return key[0], key[1]
+def _one_of(query: Mapping[str, str], gateway: str, agentmark: str) -> str:
+    if gateway in query and agentmark in query:
+        raise bad_param(agentmark, f"give {gateway} or {agentmark}, not both")
+    return agentmark if agentmark in query else gateway
+
+
+def event_filter(query: Mapping[str, str]) -> EventFilter:
+    """The event list's filters: seed 000's (class, type, since, until) and seed 001's."""
+    start, end = _one_of(query, "since", "startDate"), _one_of(query, "until", "endDate")
+    since_ms, until_ms = time_range(query, start, end)
+    if since_ms is None and any(name in query for name in AGENTMARK_PARAMS):
+        since_ms = (until_ms if until_ms is not None else now_ms()) - AGENTMARK_WINDOW_MS
+    key, value = str_param(query, "metadata_key"), str_param(query, "metadata_value", 4096)
+    if (key is None) != (value is None):
+        raise bad_param("metadata_key" if key is None else "metadata_value",
+                        "metadata_key and metadata_value must be given together")
+    event_type = str_param(query, "type")
+    return EventFilter(
+        event_class=str_param(query, "class"), event_type=None if event_type == "all" else event_type,
+        since_ms=since_ms, until_ms=until_ms, model=str_param(query, "model"),
+        status=enum_param(query, "status", STATUSES), name_contains=str_param(query, "name"),
+        min_score=float_param(query, "minScore"), max_score=float_param(query, "maxScore"),
+        user_id=str_param(query, "userId"), tag=str_param(query, "tag"),
+        metadata=(key, value) if key is not None and value is not None else None)
 
 
 async def list_traces(request: web.Request) -> web.Response:
     org_id = await caller_org(request, "traces:read")
     q = request.query
-    reject_unknown(q, LIST_PARAMS)
+    reject_unknown(q, GATEWAY_PARAMS + AGENTMARK_PARAMS)
     limit = int_param(q, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
-    flt = EventFilter(event_class=str_param(q, "class"), event_type=str_param(q, "type"),
-                      since_ms=time_param(q, "since"), until_ms=time_param(q, "until"))
-    if flt.since_ms is not None and flt.until_ms is not None and flt.since_ms > flt.until_ms:
-        raise bad_param("since", "must not be after until")
-    page = await request.app[EVENTS].page(org_id, flt, limit, _after(q.get("cursor")))
+    flt = event_filter(q)
+    page = await request.app[EVENTS].page(org_id, flt, limit, key_cursor(q.get("cursor")))
     next_cursor = encode_cursor(list(page.next_key)) if page.next_key else None
     return web.json_response({"events": page.events, "nextCursor": next_cursor})
 
@@ -52,12 +83,9 @@ async def metrics(request: web.Request) -> web.Response:
     org_id = await caller_org(request, "traces:read")
     q = request.query
     reject_unknown(q, ("since", "until"))
-    until_ms = time_param(q, "until")
-    since_ms = time_param(q, "since")
+    since_ms, until_ms = time_range(q, "since", "until")
     if since_ms is None:
-        since_ms = now_ms() - 24 * 3_600_000
-    if until_ms is not None and since_ms > until_ms:
-        raise bad_param("since", "must not be after until")
+        since_ms = (until_ms if until_ms is not None else now_ms()) - 24 * 3_600_000
     buckets = await request.app[EVENTS].hourly_counts(org_id, since_ms, until_ms)
     return web.json_response({"since": format_ms(since_ms), "buckets": buckets,
                               "total": sum(b["count"] for b in buckets)})

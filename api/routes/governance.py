@@ -1,29 +1,74 @@
-"""Governance traces (seed 003): verify a trace, record its outcome."""
+"""Governance traces (seed 003): list and read traces, verify a trace, record its outcome."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import uuid
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
 
 from api.commands import Verdict as CommandVerdict
-from api.context import CHAINS, CHECKPOINTS, PRODUCER, SETTINGS, VERDICTS, caller_org
+from api.context import CHAINS, CHECKPOINTS, PRODUCER, SETTINGS, TRACES, VERDICTS, caller_org
 from api.errors import ApiError, bad_param, not_found
-from api.params import bool_param, reject_unknown
-from api.views.governance import trace_export
+from api.paging import paging, read_page
+from api.params import bool_param, enum_param, int_param, reject_unknown, str_param, time_range
+from api.views.governance import approval_requests, event_view, trace_export, trace_list_item, trace_view
 from schemas.canonical import canonical_json
 from schemas.codec import encode
 from schemas.integrity import Verdict, verify
-from schemas.lifecycle import APPLIED, CONFLICT, NOT_FOUND, OUTCOME_STATUSES
+from schemas.lifecycle import APPLIED, CONFLICT, FINAL_OUTCOMES, IN_PROGRESS, NOT_FOUND, OUTCOME_STATUSES
 from schemas.merkle import audit_path
 from schemas.timefmt import format_ms, now_ms
 from schemas.topics import TRACE_EVENTS
 from sinks.repositories.chains import TRACE_LINKS
 from sinks.repositories.checkpoints import CheckpointRepository, Coverage
+from sinks.repositories.traces import TraceQuery, first_value_is, outcome_is
+
+LIST_PARAMS = ("agent_id", "outcome", "from", "to", "limit", "offset", "cursor")
+DEFAULT_LIMIT, MAX_LIMIT = 20, 100
+#: The seed's outcome filter values; ``pending`` is the seed's word for in_progress.
+OUTCOME_FILTERS = ("pending", IN_PROGRESS, *sorted(FINAL_OUTCOMES))
+
+
+def trace_query(query: Mapping[str, str]) -> TraceQuery:
+    """The list's filters: agent_id, outcome, and from/to on started_at."""
+    since_ms, until_ms = time_range(query, "from", "to")
+    filters = []
+    agent_id = str_param(query, "agent_id")
+    if agent_id is not None:
+        filters.append(first_value_is("agent_id", agent_id))
+    outcome = enum_param(query, "outcome", OUTCOME_FILTERS)
+    if outcome is not None:
+        filters.append(outcome_is(IN_PROGRESS if outcome == "pending" else outcome))
+    return TraceQuery(since_ms, until_ms, tuple(filters))
+
+
+async def list_traces(request: web.Request) -> web.Response:
+    """Traces newest first: ``{data, pagination: {total, limit, offset, next_cursor}}``."""
+    org_id = await caller_org(request, "traces:read")
+    q = request.query
+    reject_unknown(q, LIST_PARAMS)
+    limit = int_param(q, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    offset = int_param(q, "offset", 0, 0, 2**31)
+    page = paging(q, limit, offset, "offset")
+    query = trace_query(q)
+    repo = request.app[TRACES]
+    found, total = await asyncio.gather(read_page(repo, org_id, query, page), repo.count(org_id, query))
+    return web.json_response({
+        "data": [trace_list_item(t) for t in found.traces],
+        "pagination": {"total": total, "limit": limit, "offset": offset, "next_cursor": found.next_cursor},
+    })
+
+
+async def get_trace(request: web.Request) -> web.Response:
+    """One trace with its ordered events and approval requests, derived from its chain."""
+    _, trace_id, rows = await stored_chain(request, "traces:read", ())
+    return web.json_response(trace_view(trace_id, rows) | {
+        "events": [event_view(r) for r in rows], "approval_requests": approval_requests(rows)})
 
 
 def verdict_json(verdict: Verdict) -> dict:
@@ -139,6 +184,8 @@ async def record_outcome(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api/v1/traces", list_traces)
+    app.router.add_get("/api/v1/traces/{trace_id}", get_trace)
     app.router.add_get("/api/v1/traces/{trace_id}/verify", verify_trace)
     app.router.add_post("/api/v1/traces/{trace_id}/outcome", record_outcome)
     app.router.add_get("/api/v1/traces/{trace_id}/export", export_trace)

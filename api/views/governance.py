@@ -8,14 +8,18 @@ same trace summary, events and approval requests from the same chain.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from schemas.lifecycle import TraceState, fold
 from schemas.timefmt import format_ms
 
-#: Trace fields taken from the first event that carries them.
+if TYPE_CHECKING:
+    from sinks.repositories.traces import Trace
+
+#: Trace fields taken from the first event that carries them (the list leaves out the last).
 TRACE_FIELDS = ("agent_id", "agent_name", "authority_model", "requested_operation", "target_integration",
                 "resource_scope", "parent_trace_id")
+LIST_FIELDS = TRACE_FIELDS[:-1]
 APPROVAL_DECISIONS = {"approval_granted": "approved", "approval_denied": "denied", "approval_expired": "expired"}
 
 Row = Mapping[str, Any]
@@ -30,16 +34,29 @@ def _iso(ms: int | None) -> str | None:
 
 
 def trace_view(trace_id: str, rows: Sequence[Row]) -> dict[str, Any]:
-    """The seed's trace object (detail and export): agent, operation, outcome and timing."""
+    """The seed's trace object (detail and export): agent, operation, outcome and timing. A
+    trace starts at its first link (seq 1), as in the traces read model."""
     state = TraceState()
     fold(state, rows, approval_ttl_ms=0)
-    started = min(r["occurred_at"] for r in rows) if rows else None
+    started = rows[0]["occurred_at"] if rows else None
     completed = state.completed_at
     return {"id": trace_id} | {name: _first(rows, name) for name in TRACE_FIELDS} | {
         "final_outcome": state.final_outcome,
         "started_at": _iso(started),
         "completed_at": _iso(completed),
         "duration_ms": completed - started if completed is not None and started is not None else None,
+    }
+
+
+def trace_list_item(trace: Trace) -> dict[str, Any]:
+    """The seed's list item, from the traces read model."""
+    return {"id": trace.trace_id} | {name: trace.first[name] for name in LIST_FIELDS} | {
+        "final_outcome": trace.final_outcome,
+        "started_at": format_ms(trace.started_at),
+        "completed_at": _iso(trace.completed_at),
+        "duration_ms": trace.duration_ms,
+        "event_count": trace.event_count,
+        "has_approval": trace.has_approval,
     }
 
 

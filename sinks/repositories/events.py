@@ -30,12 +30,61 @@ def render_event(row: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class EventFilter:
-    """Filters of the event list; None means not filtered."""
+    """Filters of the event list (seed 000's, and seed 001's); None means not filtered."""
 
     event_class: str | None = None
     event_type: str | None = None
     since_ms: int | None = None
     until_ms: int | None = None
+    model: str | None = None
+    status: str | None = None  # STATUS_CODE_UNSET also matches events without a status
+    name_contains: str | None = None  # case-insensitive
+    min_score: float | None = None  # any score >= this
+    max_score: float | None = None  # any score <= this
+    user_id: str | None = None
+    tag: str | None = None
+    metadata: tuple[str, str] | None = None  # (key, value)
+
+    def conditions(self) -> tuple[list[str], dict[str, Any]]:
+        """SQL conditions on the events table and their parameters."""
+        where: list[str] = []
+        params: dict[str, Any] = {}
+
+        def add(condition: str, **values: Any) -> None:
+            where.append(condition)
+            params.update(values)
+
+        if self.event_class is not None:
+            add("class = {cls:String}", cls=self.event_class)
+        if self.event_type is not None:
+            add("type = {typ:String}", typ=self.event_type)
+        if self.since_ms is not None:
+            add("occurred_at >= {since:DateTime64(3, 'UTC')}", since=ms_datetime(self.since_ms))
+        if self.until_ms is not None:
+            add("occurred_at <= {until:DateTime64(3, 'UTC')}", until=ms_datetime(self.until_ms))
+        if self.model is not None:
+            add("model = {model:String}", model=self.model)
+        if self.status == UNSET_STATUS:
+            add("ifNull(status, {status:String}) = {status:String}", status=self.status)
+        elif self.status is not None:
+            add("status = {status:String}", status=self.status)
+        if self.name_contains is not None:
+            add("positionCaseInsensitiveUTF8(ifNull(name, ''), {name:String}) > 0", name=self.name_contains)
+        if self.min_score is not None:
+            add("arrayExists(v -> v >= {min_score:Float64}, mapValues(scores))", min_score=self.min_score)
+        if self.max_score is not None:
+            add("arrayExists(v -> v <= {max_score:Float64}, mapValues(scores))", max_score=self.max_score)
+        if self.user_id is not None:
+            add("user_id = {user:String}", user=self.user_id)
+        if self.tag is not None:
+            add("has(tags, {tag:String})", tag=self.tag)
+        if self.metadata is not None:
+            add("mapContains(metadata, {mkey:String}) AND metadata[{mkey:String}] = {mvalue:String}",
+                mkey=self.metadata[0], mvalue=self.metadata[1])
+        return where, params
+
+
+UNSET_STATUS = "STATUS_CODE_UNSET"
 
 
 @dataclass(frozen=True)
@@ -54,20 +103,9 @@ class EventRepository:
     async def page(self, org_id: str, flt: EventFilter, limit: int,
                    after: tuple[int, str] | None = None) -> EventPage:
         """Up to ``limit`` events ordered by (occurred_at, event_id), strictly after ``after``."""
-        where = ["org_id = {org:String}"]
-        params: dict[str, Any] = {"org": org_id, "lim": limit + 1}
-        if flt.event_class is not None:
-            where.append("class = {cls:String}")
-            params["cls"] = flt.event_class
-        if flt.event_type is not None:
-            where.append("type = {typ:String}")
-            params["typ"] = flt.event_type
-        if flt.since_ms is not None:
-            where.append("occurred_at >= {since:DateTime64(3, 'UTC')}")
-            params["since"] = ms_datetime(flt.since_ms)
-        if flt.until_ms is not None:
-            where.append("occurred_at <= {until:DateTime64(3, 'UTC')}")
-            params["until"] = ms_datetime(flt.until_ms)
+        conditions, params = flt.conditions()
+        where = ["org_id = {org:String}", *conditions]
+        params |= {"org": org_id, "lim": limit + 1}
         if after is not None:
             where.append("occurred_at >= {a_ts:DateTime64(3, 'UTC')}")
             where.append("(occurred_at, event_id) > ({a_ts:DateTime64(3, 'UTC')}, {a_id:String})")

@@ -22,3 +22,10 @@ def test_heads_become_sorted_leaves_and_bookkeeping_keys_are_left_out():
     raw = [head_leaf(leaf.kind, leaf.org_id, leaf.chain_id, leaf.seq, leaf.hash) for leaf in leaves]
     assert raw == sorted(raw) and len(hashes) == 3
     assert root == merkle_root(raw) and leaves[1].hash == (bytes([1]) * 32).hex()
+
+
+def test_a_head_kept_without_its_ids_gives_the_same_leaf():
+    key = b"trace\x00org-a\x00t1"
+    value = Head(7, bytes([7]) * 32, bytearray(b"d" * 64), started_at=1_795_428_000_000).pack()
+    assert leaf_of(key, Head.unpack(value).link_only().pack()) == leaf_of(key, value)
+    assert leaf_of(key, value).seq == 7
