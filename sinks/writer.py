@@ -166,16 +166,18 @@ class SinkWriter:
         src = record.source
         window = await self._window(src)
         summarize = self.spec.summary_table is not None and src.offset > window.summarized
+        replay = src.offset <= window.last_offset
+        events: list[dict[str, Any]] = []
         if name == self.spec.single_schema:
-            event = decode(record.value).datum
+            events = [decode(record.value).datum]
             body = schema(self.spec.batch_schema).codec.encode(
-                {k: event[k] for k in self.spec.batch_keys} | {"events": [event]}) + self.spec.unchained_tail
+                {k: events[0][k] for k in self.spec.batch_keys} | {"events": events}) + self.spec.unchained_tail
         else:
             body = record.value[HEADER_LEN:] + (self.spec.unchained_tail if name == self.spec.batch_schema else b"")
+            if replay:
+                events = decode(record.value).datum["events"]
         stored: list[int] = []
-        if src.offset <= window.last_offset:  # a replay: leave out what is already stored
-            datum = decode(record.value).datum
-            events = [datum] if name == self.spec.single_schema else datum["events"]
+        if replay:  # leave out what is already stored
             stored = [i for i, e in enumerate(events, 1) if (src.offset, e[self.spec.id_column]) in window.stored]
             self.rows_skipped += len(stored)
             if len(stored) == len(events) and not summarize:

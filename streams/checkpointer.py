@@ -42,9 +42,9 @@ CHECKPOINT_GROUP = "tracehouse-checkpoints"
 
 def leaf_of(chain: bytes, head_value: bytes) -> Leaf | None:
     """The leaf of a ``chain-heads`` entry; None for the table's bookkeeping keys."""
-    kind, _, rest = chain.decode().partition("\x00")
-    if kind not in ("trace", "audit"):
+    if not is_chain_key(chain):
         return None
+    kind, _, rest = chain.decode().partition("\x00")
     head = Head.unpack(head_value)
     if kind == "trace":
         org_id, trace_id = trace_of(chain)

@@ -225,9 +225,8 @@ class TraceRepository:
         return [_trace(r) for r in rows.dicts()]
 
     async def offset_page(self, org_id: str, query: TraceQuery, limit: int, offset: int) -> list[Trace]:
-        """Traces ``offset`` to ``offset + limit`` (newest first); costs grow with the offset."""
-        if offset == 0:
-            return (await self.page(org_id, query, limit)).traces
+        """Traces ``offset`` to ``offset + limit`` (newest first), merged in ClickHouse; costs
+        grow with the offset (a first page is cheaper as a key page: ``page``)."""
         where, params = self._where(org_id, query, None, candidates=True)
         rows = await self.ch.query(
             f"SELECT {_MERGED} FROM {self.table} WHERE {where} GROUP BY started_at, trace_id {self._having(query)} "
