@@ -4,7 +4,7 @@ number) paging where a seed has it, capped: deep offsets cost more with every pa
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from api.errors import bad_param
@@ -41,15 +41,12 @@ class TracesPage:
     next_cursor: str | None  # where the next page starts; None on the last page
 
 
-async def read_page(repo: TraceRepository, org_id: str, query: TraceQuery, page: Paging) -> TracesPage:
-    """The traces of ``page``, newest first, and the cursor of the page after it."""
-    if page.after is not None or page.offset == 0:
-        found = await repo.page(org_id, query, page.limit, page.after)
-        traces, key = found.traces, found.next_key
+async def read_page(repo: TraceRepository, org_id: str, query: TraceQuery, page: Paging,
+                    first: Sequence[str]) -> TracesPage:
+    """The traces of ``page``, newest first, with the ``first`` values the surface shows, and
+    the cursor of the page after it."""
+    if page.after is not None:
+        found = await repo.page(org_id, query, page.limit, page.after, first)
     else:
-        traces = await repo.offset_page(org_id, query, page.limit + 1, page.offset)
-        key = None
-        if len(traces) > page.limit:
-            traces = traces[:page.limit]
-            key = (traces[-1].started_at, traces[-1].trace_id)
-    return TracesPage(traces, encode_cursor(list(key)) if key else None)
+        found = await repo.offset_page(org_id, query, page.limit, page.offset, first)
+    return TracesPage(found.traces, encode_cursor(list(found.next_key)) if found.next_key else None)

@@ -16,7 +16,14 @@ from api.context import CHAINS, CHECKPOINTS, PRODUCER, SETTINGS, TRACES, VERDICT
 from api.errors import ApiError, bad_param, not_found
 from api.paging import paging, read_page
 from api.params import bool_param, enum_param, int_param, reject_unknown, str_param, time_range
-from api.views.governance import approval_requests, event_view, trace_export, trace_list_item, trace_view
+from api.views.governance import (
+    LIST_FIELDS,
+    approval_requests,
+    event_view,
+    trace_export,
+    trace_list_item,
+    trace_view,
+)
 from schemas.canonical import canonical_json
 from schemas.codec import encode
 from schemas.integrity import Verdict, verify
@@ -57,7 +64,7 @@ async def list_traces(request: web.Request) -> web.Response:
     page = paging(q, limit, offset, "offset")
     query = trace_query(q)
     repo = request.app[TRACES]
-    found, total = await asyncio.gather(read_page(repo, org_id, query, page), repo.count(org_id, query))
+    found, total = await asyncio.gather(read_page(repo, org_id, query, page, LIST_FIELDS), repo.count(org_id, query))
     return web.json_response({
         "data": [trace_list_item(t) for t in found.traces],
         "pagination": {"total": total, "limit": limit, "offset": offset, "next_cursor": found.next_cursor},

@@ -12,7 +12,7 @@ from api.context import CHAINS, TRACES, caller_org
 from api.errors import not_found
 from api.paging import paging, read_page
 from api.params import int_param, reject_unknown, str_param
-from api.views.tenant import detail, list_item
+from api.views.tenant import DETAIL_FIRST, LIST_FIRST, detail, list_item
 from sinks.repositories.traces import TraceQuery, contains_any
 
 LIST_PARAMS = ("page", "per_page", "search", "cursor")
@@ -38,7 +38,7 @@ async def list_traces(request: web.Request) -> web.Response:
     page = paging(q, per_page, (number - 1) * per_page, "page")
     search = str_param(q, "search")
     query = TraceQuery(filters=(contains_any(search, SEARCHED),) if search is not None else ())
-    found = await read_page(request.app[TRACES], org_id, query, page)
+    found = await read_page(request.app[TRACES], org_id, query, page, LIST_FIRST)
     return web.json_response({"data": [list_item(t) for t in found.traces], "page": number, "per_page": per_page,
                               "has_more": found.next_cursor is not None, "next_cursor": found.next_cursor})
 
@@ -48,7 +48,7 @@ async def get_trace(request: web.Request) -> web.Response:
     org_id = await _tenant_org(request)
     reject_unknown(request.query, ())
     trace_id = request.match_info["trace_id"]
-    trace = await request.app[TRACES].get(org_id, trace_id)
+    trace = await request.app[TRACES].get(org_id, trace_id, DETAIL_FIRST)
     if trace is None:
         raise not_found(f"trace {trace_id}")
     rows = await request.app[CHAINS].trace_links(org_id, trace_id)

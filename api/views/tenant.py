@@ -20,6 +20,9 @@ if TYPE_CHECKING:
     from sinks.repositories.traces import Trace
 
 Row = Mapping[str, Any]
+#: The first values (traces read model) the list item and the detail show.
+LIST_FIRST = ("prompt_name", "name", "model", "model_config")
+DETAIL_FIRST = (*LIST_FIRST, "cost_currency")
 
 
 def _json(text: str | None) -> Any:

@@ -16,14 +16,28 @@ EVENT_COLUMNS = tuple(f["name"] for f in record_fields("TraceEvent"))
 TIME_COLUMNS = ("occurred_at", "end_time")
 
 
-def render_event(row: dict[str, Any]) -> dict[str, Any]:
-    """A stored row as the event JSON a producer sent (timestamps ISO 8601, JSON fields parsed)."""
-    out = dict(row)
+#: The order of the fields in ``_doc`` (migration 0009), one JSON array per event.
+DOC_COLUMNS = EVENT_COLUMNS
+INT_COLUMNS = frozenset(f["name"] for f in record_fields("TraceEvent")
+                        if "long" in str(f["type"]) and f["name"] not in TIME_COLUMNS)
+
+
+def _iso(text: str) -> str:
+    """ClickHouse's ``YYYY-MM-DD HH:MM:SS.mmm`` (UTC) as ``YYYY-MM-DDTHH:MM:SS.mmmZ``."""
+    return text if text.endswith("Z") else text.replace(" ", "T", 1) + "Z"
+
+
+def render_doc(doc: str) -> dict[str, Any]:
+    """An event's ``_doc`` as the event JSON a producer sent (what ``render_event`` makes of its row)."""
+    out = dict(zip(DOC_COLUMNS, json.loads(doc), strict=True))
     for key in TIME_COLUMNS:
-        if out.get(key) is not None:
-            out[key] = format_ms(datetime_ms(out[key]))
+        if out[key] is not None:
+            out[key] = _iso(out[key])
+    for key in INT_COLUMNS:  # 64-bit integers may come quoted, depending on output settings
+        if isinstance(out[key], str):
+            out[key] = int(out[key])
     for key in JSON_COLUMNS:
-        if out.get(key) is not None:
+        if out[key] is not None:
             out[key] = json.loads(out[key])
     return out
 
@@ -111,23 +125,22 @@ class EventRepository:
             where.append("(occurred_at, event_id) > ({a_ts:DateTime64(3, 'UTC')}, {a_id:String})")
             params["a_ts"] = ms_datetime(after[0])
             params["a_id"] = after[1]
-        sql = (f"SELECT {', '.join(EVENT_COLUMNS)} FROM {self.table} WHERE {' AND '.join(where)} "
+        sql = (f"SELECT occurred_at, event_id, _doc FROM {self.table} WHERE {' AND '.join(where)} "
                "ORDER BY occurred_at, event_id LIMIT {lim:UInt32}")
-        rows = (await self.ch.query(sql, params)).dicts()
+        rows = (await self.ch.query(sql, params)).rows
         more = len(rows) > limit
         rows = rows[:limit]
         next_key = None
         if more:
-            last = rows[-1]
-            next_key = (datetime_ms(last["occurred_at"]), last["event_id"])
-        return EventPage([render_event(r) for r in rows], next_key)
+            next_key = (datetime_ms(rows[-1][0]), rows[-1][1])
+        return EventPage([render_doc(doc) for _, _, doc in rows], next_key)
 
     async def trace(self, org_id: str, trace_id: str) -> list[dict[str, Any]]:
         """Every event of one trace in order; empty when the org has no such trace."""
-        sql = (f"SELECT {', '.join(EVENT_COLUMNS)} FROM {self.table} "
+        sql = (f"SELECT _doc FROM {self.table} "
                "WHERE org_id = {org:String} AND trace_id = {tid:String} ORDER BY occurred_at, event_id")
         rows = await self.ch.query(sql, {"org": org_id, "tid": trace_id})
-        return [render_event(r) for r in rows.dicts()]
+        return [render_doc(doc) for (doc,) in rows.rows]
 
     async def count(self, org_id: str) -> int:
         rows = await self.ch.query(f"SELECT count() FROM {self.table} WHERE org_id = {{org:String}}",

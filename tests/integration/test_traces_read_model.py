@@ -73,7 +73,9 @@ async def test_other_orgs_and_unknown_traces_are_not_seen(clickhouse):
 
 @pytest.fixture
 async def many(clickhouse):
-    """40 traces, one per second, in inserts of a few records, some spread over two inserts."""
+    """40 traces, one per second, in inserts of a few records, some spread over two inserts
+    (whose partial rows stay apart: merges are stopped)."""
+    await clickhouse.command(f"SYSTEM STOP MERGES {clickhouse.database}.traces")
     rng = random.Random(7)
     p = Pipeline(clickhouse)
     pending, later = [], []
@@ -120,8 +122,44 @@ async def test_key_pages_offset_pages_and_counts_agree(many, flt, keep):
         after = page.next_key
     assert seen == want
     assert await many.count("o", query) == len(want)
-    by_offset = [t.trace_id for off in range(0, len(want) + 3, 3) for t in await many.offset_page("o", query, 3, off)]
+    by_offset = [t.trace_id for off in range(0, len(want) + 3, 3)
+                 for t in (await many.offset_page("o", query, 3, off)).traces]
     assert by_offset == want
+
+
+@pytest.mark.parametrize("filters, keep", [
+    # two filters: counted by merging the candidates, not by a tally
+    ((lambda: first_value_is("agent_id", "agent-1"), lambda: outcome_is("blocked")),
+     lambda i: i % 3 == 1 and expected(i) == "blocked"),
+    ((lambda: outcome_is("in_progress"), lambda: contains_any("prompt-2", ("prompt_name",))),
+     lambda i: expected(i) == "in_progress" and i % 5 == 2),
+])
+async def test_combined_filters_page_and_count_alike(many, filters, keep):
+    query = TraceQuery(filters=tuple(f() for f in filters))
+    want = [f"t{i:02d}" for i in reversed(range(40)) if keep(i)]
+    assert [t.trace_id for t in (await many.page("o", query, 40)).traces] == want
+    assert await many.count("o", query) == len(want) > 0
+
+
+async def test_counts_by_tally_hold_in_a_time_window_and_after_merging(many, clickhouse):
+    for merged in (False, True):
+        if merged:
+            await clickhouse.command(f"SYSTEM START MERGES {clickhouse.database}.traces")
+            await clickhouse.command(f"OPTIMIZE TABLE {clickhouse.database}.traces FINAL")
+            rows = await clickhouse.query(f"SELECT count() FROM {clickhouse.database}.traces")
+            assert rows.rows[0][0] == 40
+        for flt, keep in ((None, lambda i: True), (outcome_is("in_progress"), lambda i: expected(i) == "in_progress"),
+                          (outcome_is("executed"), lambda i: expected(i) == "executed")):
+            query = TraceQuery(since_ms=T0 + 5_000, until_ms=T0 + 30_000, filters=(flt,) if flt else ())
+            assert await many.count("o", query) == sum(keep(i) for i in range(5, 31))
+
+
+async def test_only_the_asked_first_values_are_read(many):
+    (trace,) = (await many.page("o", TraceQuery(), 1, first=("agent_id",))).traces
+    assert trace.first == {"agent_id": "agent-0"} and trace.trace_id == "t39"
+    assert (await many.get("o", "t39", first=())).first == {}
+    with pytest.raises(ValueError, match="not first values"):
+        await many.page("o", TraceQuery(), 1, first=("input",))
 
 
 async def test_time_bounds_are_inclusive(many):

@@ -1,0 +1,71 @@
+"""Event documents (migration 0009): the JSON array ClickHouse keeps of every stored event
+renders exactly as the event's columns do, so the event reads can take one column."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from schemas.timefmt import datetime_ms, format_ms
+from sinks.repositories.events import (
+    EVENT_COLUMNS,
+    JSON_COLUMNS,
+    TIME_COLUMNS,
+    EventFilter,
+    EventRepository,
+    render_doc,
+)
+from tests.integration.test_traces_read_model import T0, Pipeline, event
+
+
+def from_columns(row: dict[str, Any]) -> dict[str, Any]:
+    """The event JSON made from the columns one by one (what the reads returned before 0009)."""
+    out = dict(row)
+    for key in TIME_COLUMNS:
+        if out[key] is not None:
+            out[key] = format_ms(datetime_ms(out[key]))
+    for key in JSON_COLUMNS:
+        if out[key] is not None:
+            out[key] = json.loads(out[key])
+    return out
+
+
+EVENTS = [
+    event("t1", 1),
+    event("t1", 2, type="GENERATION", name="ünïcødé \"quoted\" \\ back\nline", model="m-1",
+          model_config='{"temperature":0.2,"stop":["\\n"]}', input='{"q":"hello","n":[1,2.5,null]}',
+          output='"the answer"', messages='[{"role":"user","content":"hi 👋"}]', tools='[{"name":"search"}]',
+          tool_choice='"auto"', input_tokens=2**40, output_tokens=0, total_tokens=2**40, cost=0.1 + 0.2,
+          cost_currency="USD", scores={"quality": 0.95, "tiny": 1e-300}, tags=["a", "ß"],
+          metadata={"k": "v" * 20_000, "ключ": "значение"}, end_time=T0 + 2500, status="STATUS_CODE_OK",
+          user_id="u-1", policy_version=7, agent_id="agent-1", requested_operation="crm.update"),
+    event("t2", 1, org="other", occurred_at=T0 + 999, scores={"s": -0.0}),
+]
+
+
+async def test_a_doc_renders_as_the_columns_do(clickhouse):
+    p = Pipeline(clickhouse)
+    await p.store(EVENTS[:2], EVENTS[2:])
+    rows = await clickhouse.query(
+        f"SELECT {', '.join(EVENT_COLUMNS)}, _doc FROM {clickhouse.database}.events ORDER BY org_id, occurred_at")
+    docs = [render_doc(r.pop("_doc")) for r in rows.dicts()]
+    assert len(docs) == 3
+    assert docs == [from_columns(r) for r in (await clickhouse.query(
+        f"SELECT {', '.join(EVENT_COLUMNS)} FROM {clickhouse.database}.events ORDER BY org_id, occurred_at")).dicts()]
+    generation = next(d for d in docs if d["type"] == "GENERATION")
+    assert generation["input_tokens"] == 2**40 and generation["cost"] == 0.1 + 0.2
+    assert generation["scores"] == {"quality": 0.95, "tiny": 1e-300}
+    assert generation["model_config"] == {"temperature": 0.2, "stop": ["\n"]}
+    assert generation["end_time"] == format_ms(T0 + 2500) and generation["metadata"]["ключ"] == "значение"
+
+
+async def test_pages_and_traces_read_the_docs(clickhouse):
+    p = Pipeline(clickhouse)
+    await p.store(EVENTS[:2], EVENTS[2:])
+    repo = EventRepository(clickhouse)
+    page = await repo.page("o", EventFilter(), 1)
+    assert [e["event_id"] for e in page.events] == ["t1-e1"] and page.next_key == (T0 + 1000, "t1-e1")
+    rest = await repo.page("o", EventFilter(), 5, page.next_key)
+    assert [e["event_id"] for e in rest.events] == ["t1-e2"] and rest.next_key is None
+    assert await repo.trace("o", "t1") == page.events + rest.events
+    assert await repo.trace("o", "t2") == []  # another org's trace
