@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test test-fast bench lint clean
+.PHONY: setup run test test-fast bench bench-ingest bench-reads lint clean
 
 setup: $(STAMP)
 
@@ -24,8 +24,14 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
 
-bench: setup
+# The ingest bench (rates next to a raw-produce baseline), then the read bench (1M and 10M events).
+bench: bench-ingest bench-reads
+
+bench-ingest: setup
 	$(BIN)/python -m bench
+
+bench-reads: setup
+	$(BIN)/python -m bench.reads
 
 lint: setup
 	$(BIN)/ruff check .
