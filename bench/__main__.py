@@ -24,6 +24,7 @@ import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
+from bench.stats import pct
 from schemas.model import validate_trace_event
 from schemas.producer import EventProducer
 from schemas.timefmt import format_ms, now_ms
@@ -38,11 +39,6 @@ N20 = 200_000  # events per 20-per-trace round: long enough that the sink's last
 BENCH_ENV = {"TRACEHOUSE_SINK_BATCH_SECONDS": "1.0", "TRACEHOUSE_TRIM_INTERVAL_SECONDS": "5",
              "TRACEHOUSE_LOG_LEVEL": "WARNING", "TRACEHOUSE_KEY_CACHE_SECONDS": "30"}
 PAYLOAD = "x" * 120  # ~380-byte Avro events, as DESIGN.md measured
-
-
-def pct(values: list[float], p: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
 
 
 def event(i: int, per_trace: int, prefix: str, base_ms: int) -> dict:

@@ -29,7 +29,7 @@ import psutil
 from aiohttp import web
 
 from api.app import create_app
-from bench.__main__ import pct
+from bench.stats import pct
 from schemas.timefmt import format_ms, now_ms
 from sinks.clickhouse import ClickHouse
 from sinks.migrate import migrate

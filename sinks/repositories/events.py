@@ -14,8 +14,6 @@ from sinks.clickhouse import ClickHouse
 JSON_COLUMNS = frozenset(f["name"] for f in record_fields("TraceEvent") if f.get("tracehouse.json"))
 EVENT_COLUMNS = tuple(f["name"] for f in record_fields("TraceEvent"))
 TIME_COLUMNS = ("occurred_at", "end_time")
-
-
 #: The order of the fields in ``_doc`` (migration 0009), one JSON array per event.
 DOC_COLUMNS = EVENT_COLUMNS
 INT_COLUMNS = frozenset(f["name"] for f in record_fields("TraceEvent")
@@ -28,7 +26,8 @@ def _iso(text: str) -> str:
 
 
 def render_doc(doc: str) -> dict[str, Any]:
-    """An event's ``_doc`` as the event JSON a producer sent (what ``render_event`` makes of its row)."""
+    """An event's ``_doc`` as the event JSON a producer sent: timestamps ISO 8601, JSON fields parsed
+    (the same as reading its columns one by one; tests/integration/test_event_docs.py holds them equal)."""
     out = dict(zip(DOC_COLUMNS, json.loads(doc), strict=True))
     for key in TIME_COLUMNS:
         if out[key] is not None:

@@ -151,6 +151,11 @@ class TraceQuery:
     until_ms: int | None = None
     filters: tuple[TraceFilter, ...] = ()
 
+    @property
+    def filter_params(self) -> dict[str, Any]:
+        """The query parameters every filter's SQL binds."""
+        return {name: value for f in self.filters for name, value in f.params.items()}
+
 
 @dataclass(frozen=True)
 class TracePage:
@@ -182,8 +187,7 @@ class TraceRepository:
             where.append("started_at <= {a_ts:DateTime64(3, 'UTC')}")
             where.append("(started_at, trace_id) < ({a_ts:DateTime64(3, 'UTC')}, {a_id:String})")
             params |= {"a_ts": ms_datetime(after[0]), "a_id": after[1]}
-        for f in query.filters:
-            params |= f.params
+        params |= query.filter_params
         if candidates and query.filters:
             # one filter's candidate: the rows meeting each filter's may differ (a trace's agent
             # in its first partial row, its outcome in a later one), so none may meet them all
@@ -260,8 +264,7 @@ class TraceRepository:
                       first: Sequence[str]) -> list[Trace]:
         """The traces with these (started_at, trace_id) keys that meet every exact filter."""
         params = {"org": org_id, "lo": keys[-1][0], "hi": keys[0][0], "ids": [k[1] for k in keys]}
-        for f in query.filters:
-            params |= f.params
+        params |= query.filter_params
         rows = await self.ch.query(
             f"SELECT {_merged_columns(first)} FROM {self.table} WHERE org_id = {{org:String}} "
             "AND started_at >= {lo:DateTime64(3, 'UTC')} AND started_at <= {hi:DateTime64(3, 'UTC')} "
