@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from aiohttp import web
 
@@ -19,7 +21,7 @@ from api.params import (
     time_range,
 )
 from schemas.timefmt import format_ms, now_ms
-from sinks.repositories.events import EventFilter
+from sinks.repositories.events import EventFilter, join_docs
 
 #: Seed 000's parameters, then seed 001's filters (AgentMark trace export) as extras.
 GATEWAY_PARAMS = ("limit", "cursor", "class", "type", "since", "until")
@@ -57,6 +59,12 @@ def event_filter(query: Mapping[str, str]) -> EventFilter:
         metadata=(key, value) if key is not None and value is not None else None)
 
 
+def events_response(docs: Sequence[str], **fields: Any) -> web.Response:
+    """A JSON object of ``events`` (the stored event documents, joined as they are) and ``fields``."""
+    rest = "," + json.dumps(fields)[1:] if fields else "}"
+    return web.Response(text='{"events":' + join_docs(docs) + rest, content_type="application/json")
+
+
 async def list_traces(request: web.Request) -> web.Response:
     org_id = await caller_org(request, "traces:read")
     q = request.query
@@ -65,7 +73,7 @@ async def list_traces(request: web.Request) -> web.Response:
     flt = event_filter(q)
     page = await request.app[EVENTS].page(org_id, flt, limit, key_cursor(q.get("cursor")))
     next_cursor = encode_cursor(list(page.next_key)) if page.next_key else None
-    return web.json_response({"events": page.events, "nextCursor": next_cursor})
+    return events_response(page.events, nextCursor=next_cursor)
 
 
 async def get_trace(request: web.Request) -> web.Response:
@@ -75,7 +83,7 @@ async def get_trace(request: web.Request) -> web.Response:
     events = await request.app[EVENTS].trace(org_id, trace_id)
     if not events:
         raise not_found(f"trace {trace_id}")
-    return web.json_response({"trace_id": trace_id, "event_count": len(events), "events": events})
+    return events_response(events, trace_id=trace_id, event_count=len(events))
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,35 +10,15 @@ from schemas.registry import record_fields
 from schemas.timefmt import datetime_ms, format_ms, ms_datetime
 from sinks.clickhouse import ClickHouse
 
-#: Columns that hold canonical JSON text and are parsed back on the way out.
+#: Columns that hold canonical JSON text (embedded as JSON in the event documents).
 JSON_COLUMNS = frozenset(f["name"] for f in record_fields("TraceEvent") if f.get("tracehouse.json"))
 EVENT_COLUMNS = tuple(f["name"] for f in record_fields("TraceEvent"))
 TIME_COLUMNS = ("occurred_at", "end_time")
-#: The order of the fields in ``_doc`` (migration 0009), one JSON array per event.
-DOC_COLUMNS = EVENT_COLUMNS
-INT_COLUMNS = frozenset(f["name"] for f in record_fields("TraceEvent")
-                        if "long" in str(f["type"]) and f["name"] not in TIME_COLUMNS)
 
 
-def _iso(text: str) -> str:
-    """ClickHouse's ``YYYY-MM-DD HH:MM:SS.mmm`` (UTC) as ``YYYY-MM-DDTHH:MM:SS.mmmZ``."""
-    return text if text.endswith("Z") else text.replace(" ", "T", 1) + "Z"
-
-
-def render_doc(doc: str) -> dict[str, Any]:
-    """An event's ``_doc`` as the event JSON a producer sent: timestamps ISO 8601, JSON fields parsed
-    (the same as reading its columns one by one; tests/integration/test_event_docs.py holds them equal)."""
-    out = dict(zip(DOC_COLUMNS, json.loads(doc), strict=True))
-    for key in TIME_COLUMNS:
-        if out[key] is not None:
-            out[key] = _iso(out[key])
-    for key in INT_COLUMNS:  # 64-bit integers may come quoted, depending on output settings
-        if isinstance(out[key], str):
-            out[key] = int(out[key])
-    for key in JSON_COLUMNS:
-        if out[key] is not None:
-            out[key] = json.loads(out[key])
-    return out
+def join_docs(docs: Sequence[str]) -> str:
+    """Event documents (each a JSON object, ``_doc`` of migration 0011) as one JSON array."""
+    return "[" + ",".join(docs) + "]"
 
 
 @dataclass(frozen=True)
@@ -102,7 +82,7 @@ UNSET_STATUS = "STATUS_CODE_UNSET"
 
 @dataclass(frozen=True)
 class EventPage:
-    events: list[dict[str, Any]]
+    events: list[str]  # event documents: the event JSON objects, as text
     next_key: tuple[int, str] | None  # (occurred_at ms, event_id) of the last row when more follow
 
 
@@ -132,14 +112,14 @@ class EventRepository:
         next_key = None
         if more:
             next_key = (datetime_ms(rows[-1][0]), rows[-1][1])
-        return EventPage([render_doc(doc) for _, _, doc in rows], next_key)
+        return EventPage([doc for _, _, doc in rows], next_key)
 
-    async def trace(self, org_id: str, trace_id: str) -> list[dict[str, Any]]:
-        """Every event of one trace in order; empty when the org has no such trace."""
+    async def trace(self, org_id: str, trace_id: str) -> list[str]:
+        """The documents of every event of one trace in order; empty when the org has no such trace."""
         sql = (f"SELECT _doc FROM {self.table} "
                "WHERE org_id = {org:String} AND trace_id = {tid:String} ORDER BY occurred_at, event_id")
         rows = await self.ch.query(sql, {"org": org_id, "tid": trace_id})
-        return [render_doc(doc) for (doc,) in rows.rows]
+        return [doc for (doc,) in rows.rows]
 
     async def count(self, org_id: str) -> int:
         rows = await self.ch.query(f"SELECT count() FROM {self.table} WHERE org_id = {{org:String}}",
