@@ -22,7 +22,8 @@ async def store(clickhouse) -> None:
     await clickhouse.command(f"""
 INSERT INTO {clickhouse.database}.events (org_id, occurred_at, event_id, trace_id, type, user_id, tags, metadata,
     _topic, _partition, _offset)
-SELECT '{ORG}', fromUnixTimestamp64Milli(toInt64({T0} + number * 1000), 'UTC'), concat('e', leftPad(toString(number), 6, '0')),
+SELECT '{ORG}', fromUnixTimestamp64Milli(toInt64({T0} + number * 1000), 'UTC'),
+    concat('e', leftPad(toString(number), 6, '0')),
     concat('t', toString(intDiv(number, 10))), 'SPAN', if({rare}, 'rare-user', concat('user-', toString(number % 500))),
     if({rare}, ['common', 'rare-tag'], ['common']), map('customer', if({rare}, 'rare-customer', 'c-1')),
     'sealed-events', 0, number
