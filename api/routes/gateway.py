@@ -21,7 +21,7 @@ from api.params import (
     time_range,
 )
 from schemas.timefmt import format_ms, now_ms
-from sinks.repositories.events import EventFilter, join_docs
+from sinks.repositories.events import EventFilter
 
 #: Seed 000's parameters, then seed 001's filters (AgentMark trace export) as extras.
 GATEWAY_PARAMS = ("limit", "cursor", "class", "type", "since", "until")
@@ -62,7 +62,7 @@ def event_filter(query: Mapping[str, str]) -> EventFilter:
 def events_response(docs: Sequence[str], **fields: Any) -> web.Response:
     """A JSON object of ``events`` (the stored event documents, joined as they are) and ``fields``."""
     rest = "," + json.dumps(fields)[1:] if fields else "}"
-    return web.Response(text='{"events":' + join_docs(docs) + rest, content_type="application/json")
+    return web.Response(text='{"events":[' + ",".join(docs) + "]" + rest, content_type="application/json")
 
 
 async def list_traces(request: web.Request) -> web.Response:

@@ -1,24 +1,13 @@
-"""The ``events`` table: keyset pages and whole traces, rendered in the event JSON shape."""
+"""The ``events`` table: keyset pages and whole traces, as the stored event documents
+(``_doc``, migration 0011: each event's JSON object as the read API returns it)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from schemas.registry import record_fields
 from schemas.timefmt import datetime_ms, format_ms, ms_datetime
 from sinks.clickhouse import ClickHouse
-
-#: Columns that hold canonical JSON text (embedded as JSON in the event documents).
-JSON_COLUMNS = frozenset(f["name"] for f in record_fields("TraceEvent") if f.get("tracehouse.json"))
-EVENT_COLUMNS = tuple(f["name"] for f in record_fields("TraceEvent"))
-TIME_COLUMNS = ("occurred_at", "end_time")
-
-
-def join_docs(docs: Sequence[str]) -> str:
-    """Event documents (each a JSON object, ``_doc`` of migration 0011) as one JSON array."""
-    return "[" + ",".join(docs) + "]"
 
 
 @dataclass(frozen=True)

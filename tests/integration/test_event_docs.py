@@ -6,15 +6,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from schemas.registry import record_fields
 from schemas.timefmt import datetime_ms, format_ms
-from sinks.repositories.events import (
-    EVENT_COLUMNS,
-    JSON_COLUMNS,
-    TIME_COLUMNS,
-    EventFilter,
-    EventRepository,
-)
+from sinks.repositories.events import EventFilter, EventRepository
 from tests.integration.test_traces_read_model import T0, Pipeline, event
+
+EVENT_COLUMNS = tuple(f["name"] for f in record_fields("TraceEvent"))
+#: Columns that hold canonical JSON text, embedded as JSON in the documents.
+JSON_COLUMNS = frozenset(f["name"] for f in record_fields("TraceEvent") if f.get("tracehouse.json"))
+TIME_COLUMNS = ("occurred_at", "end_time")
 
 
 def from_columns(row: dict[str, Any]) -> dict[str, Any]:
