@@ -46,6 +46,8 @@ DAY_MS = 86_400_000
 #: Traces start uniformly over 29 days ending an hour ago: inside seed 001's 30-day default window.
 SPAN_MS = 29 * DAY_MS
 DEEP_PAGE = 50
+#: Clients calling the three list surfaces at once in the concurrency figure.
+USERS = int(os.environ.get("BENCH_READ_USERS", "4"))
 MODEL_CONFIG = '{"temperature":0.2}'
 
 
@@ -231,6 +233,21 @@ async def details(api: Api, key: str, traces: int) -> dict[str, list[float]]:
     return out
 
 
+async def under_load(api: Api, key: str, users: int) -> tuple[float, list[float]]:
+    """``users`` clients each calling the three trace lists in turn, ``SAMPLES`` requests
+    each, all at once; returns (requests per second, latencies in ms)."""
+    paths = ("/v1/traces", "/api/v1/traces", f"/tenants/{ORG}/traces")
+    latencies: list[float] = []
+
+    async def user(u: int) -> None:
+        for i in range(SAMPLES):
+            latencies.append((await timed(api, key, paths[(u + i) % len(paths)], {}))[0])
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(user(u) for u in range(users)))
+    return len(latencies) / (time.perf_counter() - t0), latencies
+
+
 def row(label: str, first: list[float], deep: list[float] | None, why: str = "") -> str:
     deep_text = f"{pct(deep, 50):6.1f} {pct(deep, 99):6.1f}" if deep else f"{why:>13}"
     return f"{label:<44} {pct(first, 50):6.1f} {pct(first, 99):6.1f}   {deep_text}"
@@ -279,6 +296,11 @@ async def main() -> None:
                     report(row(case.label, first, deep, "< 50 pages" if case.deep else ""))
                 for label, times in (await details(api, key, traces)).items():
                     report(row(label, times, None))
+                alone, _ = await under_load(api, key, 1)
+                rate, times = await under_load(api, key, USERS)
+                report(row(f"{USERS} clients at once, the three lists", times, None))
+                report(f"  {rate:.0f} requests/s with {USERS} clients, {alone:.0f} with one: {rate / alone:.2f}x "
+                       f"({settings.clickhouse_threads} ClickHouse threads)")
             rss = psutil.Process().memory_info().rss / 1e6
             report(f"\nbench process RSS (API + embedded ClickHouse + client): {rss:.0f} MB")
     finally:

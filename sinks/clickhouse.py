@@ -1,8 +1,10 @@
 """One async facade over ClickHouse: embedded chdb or a ClickHouse server.
 
-clickhouse-connect is synchronous, so every call runs on an executor. chdb allows
-one client per thread and one process per data dir, so embedded mode uses a single
-dedicated thread; a server gets a small pool with one client per thread.
+clickhouse-connect is synchronous, so every call runs on a small thread pool with one
+client per thread. Embedded chdb allows one engine (data dir) per process and any
+number of clients to it, each isolated like an HTTP connection, so both modes run up
+to ``threads`` queries at once: the two queries of one request (a page and its total)
+overlap, and one slow read or sink insert does not queue every other call behind it.
 """
 
 from __future__ import annotations
@@ -44,17 +46,18 @@ class ClickHouse:
         self._url = url
         self._path = path
         self._local = threading.local()
-        self._executor = ThreadPoolExecutor(
-            max_workers=1 if self.embedded else threads, thread_name_prefix="clickhouse"
-        )
+        self._clients: list[Client] = []
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="clickhouse")
 
     @classmethod
     def from_settings(cls, settings: Any) -> ClickHouse:
         """Embedded chdb under the data dir unless TRACEHOUSE_CLICKHOUSE_URL is set."""
         if settings.clickhouse_url:
-            return cls(database=settings.clickhouse_database, url=settings.clickhouse_url)
+            return cls(database=settings.clickhouse_database, url=settings.clickhouse_url,
+                       threads=settings.clickhouse_threads)
         settings.chdb_dir.mkdir(parents=True, exist_ok=True)
-        return cls(database=settings.clickhouse_database, path=settings.chdb_dir)
+        return cls(database=settings.clickhouse_database, path=settings.chdb_dir,
+                   threads=settings.clickhouse_threads)
 
     def _client(self) -> Client:
         client = getattr(self._local, "client", None)
@@ -64,6 +67,7 @@ class ClickHouse:
             else:
                 client = clickhouse_connect.get_client(dsn=self._url, database="default")
             self._local.client = client
+            self._clients.append(client)
         return client
 
     async def _run(self, fn: Callable[[Client], T]) -> T:
@@ -102,12 +106,11 @@ class ClickHouse:
             return False
 
     async def close(self) -> None:
-        """Close the clients on their own threads, then the executor."""
-        def close_one(c: Client) -> None:
-            c.close()
-            self._local.client = None
-        if getattr(self, "_executor", None) is not None:
-            try:
-                await self._run(close_one)
-            finally:
-                self._executor.shutdown(wait=True)
+        """Wait for the calls under way, then close every thread's client."""
+        executor = getattr(self, "_executor", None)
+        if executor is None:
+            return
+        await asyncio.to_thread(executor.shutdown, wait=True)
+        clients, self._clients = self._clients, []
+        for client in clients:
+            await asyncio.to_thread(client.close)

@@ -30,6 +30,9 @@ class Settings:
     #: ClickHouse server DSN (http://user:pass@host:8123/db); unset means embedded chdb.
     clickhouse_url: str | None = None
     clickhouse_database: str = "tracehouse"
+    #: Queries ClickHouse runs at once for this process (one client per thread, embedded
+    #: chdb or server): a slow read or a sink insert does not hold up the others.
+    clickhouse_threads: int = 4
     #: Operator key allowed to create org keys through POST /v1/admin/keys.
     admin_key: str | None = None
     topic_partitions: int = 4

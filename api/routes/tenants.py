@@ -6,6 +6,8 @@ answers 404, as an unknown one does (no existence leak).
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from api.context import CHAINS, TRACES, caller_org
@@ -48,10 +50,10 @@ async def get_trace(request: web.Request) -> web.Response:
     org_id = await _tenant_org(request)
     reject_unknown(request.query, ())
     trace_id = request.match_info["trace_id"]
-    trace = await request.app[TRACES].get(org_id, trace_id, DETAIL_FIRST)
+    trace, rows = await asyncio.gather(request.app[TRACES].get(org_id, trace_id, DETAIL_FIRST),
+                                       request.app[CHAINS].trace_links(org_id, trace_id))
     if trace is None:
         raise not_found(f"trace {trace_id}")
-    rows = await request.app[CHAINS].trace_links(org_id, trace_id)
     return web.json_response(detail(trace, rows))
 
 
