@@ -4,8 +4,9 @@ The events and their trace summaries are generated straight into embedded ClickH
 (``INSERT ... SELECT FROM numbers()``, the same tables the sink fills), then the API runs
 in this process on that ClickHouse and is called over HTTP, one request at a time. For
 every surface: the first page and the 50th page by cursor, without and with each selective
-filter, and offset (page-number) paging beside them. ``BENCH_READ_SAMPLES`` sets the
-requests per figure (default 40).
+filter, and offset (page-number) paging beside them. Last, ``BENCH_READ_USERS`` clients
+(default 4) call the three trace lists at once, beside the same requests from one client.
+``BENCH_READ_SAMPLES`` sets the requests per figure (default 40).
 
 Repeated requests meet warm caches (the OS page cache, ClickHouse's mark and query
 condition caches), as a list a user pages through or a dashboard refreshes does; filtered
