@@ -16,6 +16,7 @@ from api.context import (
     EVENTS,
     PREPARATION,
     PRODUCER,
+    ROLLUPS,
     SETTINGS,
     TRACES,
     VERDICTS,
@@ -31,6 +32,7 @@ from sinks.repositories.api_keys import ApiKeyRepository
 from sinks.repositories.chains import ChainRepository
 from sinks.repositories.checkpoints import CheckpointRepository
 from sinks.repositories.events import EventRepository
+from sinks.repositories.rollups import RollupRepository
 from sinks.repositories.traces import TraceRepository
 from tracehouse.settings import Settings
 
@@ -48,6 +50,7 @@ def create_app(settings: Settings, clickhouse: ClickHouse | None = None) -> web.
         app[EVENTS] = EventRepository(ch)
         app[CHAINS] = ChainRepository(ch)
         app[TRACES] = TraceRepository(ch)
+        app[ROLLUPS] = RollupRepository(ch)
         app[CHECKPOINTS] = CheckpointRepository(ch)
         app[API_KEYS] = ApiKeyRepository(ch)
         app[VERIFIER] = KeyVerifier(app[API_KEYS], settings.admin_key, settings.key_cache_seconds)

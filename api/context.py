@@ -13,6 +13,7 @@ from sinks.repositories.api_keys import ApiKeyRepository
 from sinks.repositories.chains import ChainRepository
 from sinks.repositories.checkpoints import CheckpointRepository
 from sinks.repositories.events import EventRepository
+from sinks.repositories.rollups import RollupRepository
 from sinks.repositories.traces import TraceRepository
 from tracehouse.settings import Settings
 
@@ -22,6 +23,7 @@ PRODUCER = web.AppKey("producer", EventProducer)
 EVENTS = web.AppKey("events", EventRepository)
 CHAINS = web.AppKey("chains", ChainRepository)
 TRACES = web.AppKey("traces", TraceRepository)
+ROLLUPS = web.AppKey("rollups", RollupRepository)
 CHECKPOINTS = web.AppKey("checkpoints", CheckpointRepository)
 API_KEYS = web.AppKey("api_keys", ApiKeyRepository)
 VERIFIER = web.AppKey("verifier", KeyVerifier)

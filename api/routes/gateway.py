@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from api.context import EVENTS, caller_org
+from api.context import EVENTS, ROLLUPS, caller_org
 from api.errors import bad_param, not_found
 from api.params import (
     encode_cursor,
@@ -22,6 +22,7 @@ from api.params import (
 )
 from schemas.timefmt import format_ms, now_ms
 from sinks.repositories.events import EventFilter
+from sinks.repositories.rollups import HOUR_MS
 
 #: Seed 000's parameters, then seed 001's filters (AgentMark trace export) as extras.
 GATEWAY_PARAMS = ("limit", "cursor", "class", "type", "since", "until")
@@ -87,16 +88,19 @@ async def get_trace(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    """Pre-aggregated counts per hour, type and outcome since ``since`` (default: last 24 h)."""
+    """The hourly rollups (counts, errors, tokens and cost per hour, type and outcome) of the
+    whole hours from the one holding ``since`` (default: 24 h ago) to the one holding ``until``."""
     org_id = await caller_org(request, "traces:read")
     q = request.query
     reject_unknown(q, ("since", "until"))
     since_ms, until_ms = time_range(q, "since", "until")
     if since_ms is None:
-        since_ms = (until_ms if until_ms is not None else now_ms()) - 24 * 3_600_000
-    buckets = await request.app[EVENTS].hourly_counts(org_id, since_ms, until_ms)
-    return web.json_response({"since": format_ms(since_ms), "buckets": buckets,
-                              "total": sum(b["count"] for b in buckets)})
+        since_ms = (until_ms if until_ms is not None else now_ms()) - 24 * HOUR_MS
+    since_ms -= since_ms % HOUR_MS
+    buckets = [b.to_json() for b in await request.app[ROLLUPS].buckets(org_id, since_ms, until_ms)]
+    body = {"since": format_ms(since_ms), "until": None if until_ms is None else format_ms(until_ms),
+            "buckets": buckets, "total": sum(b["count"] for b in buckets)}
+    return web.json_response(body)
 
 
 def add_routes(app: web.Application) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from schemas.timefmt import datetime_ms, format_ms, ms_datetime
+from schemas.timefmt import datetime_ms, ms_datetime
 from sinks.clickhouse import ClickHouse
 
 
@@ -114,17 +114,3 @@ class EventRepository:
         rows = await self.ch.query(f"SELECT count() FROM {self.table} WHERE org_id = {{org:String}}",
                                    {"org": org_id})
         return int(rows.rows[0][0])
-
-    async def hourly_counts(self, org_id: str, since_ms: int, until_ms: int | None) -> list[dict[str, Any]]:
-        """Event counts per hour, type and outcome (computed on read until rollups land)."""
-        params: dict[str, Any] = {"org": org_id, "since": ms_datetime(since_ms)}
-        until = ""
-        if until_ms is not None:
-            until = "AND occurred_at <= {until:DateTime64(3, 'UTC')}"
-            params["until"] = ms_datetime(until_ms)
-        rows = await self.ch.query(
-            f"SELECT toStartOfHour(occurred_at) AS hour, type, outcome, count() AS n FROM {self.table} "
-            f"WHERE org_id = {{org:String}} AND occurred_at >= {{since:DateTime64(3, 'UTC')}} {until} "
-            "GROUP BY hour, type, outcome ORDER BY hour, type, outcome", params)
-        return [{"hour": format_ms(datetime_ms(h)), "type": t, "outcome": o, "count": int(n)}
-                for h, t, o, n in rows.rows]

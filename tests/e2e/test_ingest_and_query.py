@@ -208,10 +208,14 @@ async def test_metrics_count_per_hour_type_and_outcome(stack):
         assert (await api.post("/v1/events", key, evs))[0] == 202
         body = await eventually(lambda: api.get("/v1/metrics", key, since="2026-05-01T00:00:00Z"),
                                 lambda r: r[1].get("total") == 3)
+        zero = {"errors": 0, "input_tokens": 0, "output_tokens": 0, "total_tokens": 0, "cost": 0.0}
         assert body[1]["buckets"] == [
-            {"hour": "2026-05-01T10:00:00.000Z", "type": "tool.executed", "outcome": "ok", "count": 2},
-            {"hour": "2026-05-01T11:00:00.000Z", "type": "GENERATION", "outcome": None, "count": 1},
+            {"hour": "2026-05-01T10:00:00.000Z", "type": "tool.executed", "outcome": "ok", "count": 2} | zero,
+            {"hour": "2026-05-01T11:00:00.000Z", "type": "GENERATION", "outcome": None, "count": 1} | zero,
         ]
+        # whole hours: a since inside an hour takes all of it, and says so
+        status, part = await api.get("/v1/metrics", key, since="2026-05-01T10:30:00Z", until="2026-05-01T10:59:00Z")
+        assert status == 200 and part["since"] == "2026-05-01T10:00:00.000Z" and part["total"] == 2
         other = await api.org_key(org())
         assert (await api.get("/v1/metrics", other, since="2026-05-01T00:00:00Z"))[1]["total"] == 0
         assert (await api.get("/v1/metrics", key, since="nope"))[0] == 400

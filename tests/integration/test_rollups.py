@@ -1,0 +1,91 @@
+"""Hourly rollups against real ClickHouse: the sink's view sums every stored event once,
+replays included, and the publisher's marks find exactly the hours that changed."""
+
+from schemas.codec import encode
+from sinks.migrate import migrate
+from sinks.repositories.rollups import HOUR_MS, RollupRepository
+from sinks.writer import TRACE_EVENTS_SINK, SinkRecord, SinkWriter, Source
+
+H0 = 1_795_428_000_000 // HOUR_MS * HOUR_MS  # an hour's start
+
+
+def event(eid: str, at: int, org: str = "o", **kw) -> dict:
+    return {"event_id": eid, "org_id": org, "trace_id": "t", "type": "SPAN", "occurred_at": at,
+            "scores": {}, "tags": [], "metadata": {}} | kw
+
+
+def record(offset: int, *events: dict, partition: int = 0) -> SinkRecord:
+    org = events[0]["org_id"]
+    return SinkRecord(Source("trace-events", partition, offset),
+                      encode("TraceEventBatch", {"org_id": org, "trace_id": "t", "events": list(events)}))
+
+
+async def test_buckets_sum_counts_errors_tokens_and_cost_per_hour_type_and_outcome(clickhouse):
+    await SinkWriter(clickhouse, TRACE_EVENTS_SINK).write([
+        record(0, event("a", H0 + 5, type="GENERATION", input_tokens=3, output_tokens=4, cost=0.5),
+               event("b", H0 + 10, type="GENERATION", total_tokens=10, status="STATUS_CODE_ERROR")),
+        record(1, event("c", H0 + HOUR_MS - 1, type="tool.executed", outcome="ok")),
+        record(2, event("d", H0 + HOUR_MS, type="tool.executed", outcome="ok")),
+        record(3, event("x", H0, org="other")),
+    ])
+    got = [b.to_json() for b in await RollupRepository(clickhouse).buckets("o", H0, None)]
+    assert got == [
+        {"hour": "2026-11-23T10:00:00.000Z", "type": "GENERATION", "outcome": None, "count": 2, "errors": 1,
+         "input_tokens": 3, "output_tokens": 4, "total_tokens": 17, "cost": 0.5},
+        {"hour": "2026-11-23T10:00:00.000Z", "type": "tool.executed", "outcome": "ok", "count": 1, "errors": 0,
+         "input_tokens": 0, "output_tokens": 0, "total_tokens": 0, "cost": 0.0},
+        {"hour": "2026-11-23T11:00:00.000Z", "type": "tool.executed", "outcome": "ok", "count": 1, "errors": 0,
+         "input_tokens": 0, "output_tokens": 0, "total_tokens": 0, "cost": 0.0},
+    ]
+    # hours are whole: since inside an hour includes it, until inside an hour includes it
+    repo = RollupRepository(clickhouse)
+    assert [b.hour for b in await repo.buckets("o", H0 + HOUR_MS + 1, None)] == [H0 + HOUR_MS]
+    assert [b.hour for b in await repo.buckets("o", H0, H0 + 1)] == [H0, H0]
+    assert await repo.buckets("nobody", H0, None) == []
+
+
+async def test_a_replay_after_a_crash_counts_nothing_twice(clickhouse):
+    batch = [record(0, event("a", H0), event("b", H0)), record(1, event("c", H0))]
+    await SinkWriter(clickhouse, TRACE_EVENTS_SINK).write(batch[:1])
+    restarted = SinkWriter(clickhouse, TRACE_EVENTS_SINK)  # a new process replays both records
+    await restarted.write(batch + [record(2, event("d", H0))])
+    [bucket] = await RollupRepository(clickhouse).buckets("o", H0, None)
+    assert bucket.events == 4 and restarted.rows_skipped == 2
+
+
+async def test_marks_find_the_hours_changed_since_the_last_round(clickhouse):
+    repo = RollupRepository(clickhouse)
+    writer = SinkWriter(clickhouse, TRACE_EVENTS_SINK)
+    await writer.write([record(0, event("a", H0)), record(0, event("b", H0 + HOUR_MS), partition=1)])
+    changed, marks = await repo.changed_since({})
+    assert changed == [("o", H0), ("o", H0 + HOUR_MS)]
+    assert marks == {("trace-events", 0): 1, ("trace-events", 1): 1}
+    assert await repo.changed_since(marks) == ([], marks)
+
+    # a late event changes an old hour again; another org's hour is its own
+    await writer.write([record(1, event("late", H0 - 3)), record(1, event("x", H0, org="p"), partition=1)])
+    changed, after = await repo.changed_since(marks)
+    assert changed == [("o", H0 - HOUR_MS), ("p", H0)]
+    assert after == {("trace-events", 0): 2, ("trace-events", 1): 2}
+    hours = await repo.hours(changed)
+    assert [b.events for b in hours[("o", H0 - HOUR_MS)]] == [1]
+    assert set(hours) == set(changed)
+
+    await repo.save_marks(after)
+    assert await repo.marks() == after
+    await repo.save_marks({("trace-events", 0): 7})
+    assert await repo.marks() == {("trace-events", 0): 7, ("trace-events", 1): 2}
+
+
+async def test_the_migration_counts_the_events_stored_before_it(clickhouse):
+    await SinkWriter(clickhouse, TRACE_EVENTS_SINK).write([record(0, event("a", H0)), record(3, event("b", H0))])
+    db = clickhouse.database
+    await clickhouse.command(f"DROP VIEW {db}.rollups_hourly_mv")  # as before migration 0012
+    await clickhouse.command(f"DROP TABLE {db}.rollups_hourly")
+    await clickhouse.command(f"ALTER TABLE {db}.schema_migrations DELETE WHERE version = 12 "
+                             "SETTINGS mutations_sync = 2")
+    assert "0012_rollups_hourly.sql" in await migrate(clickhouse)
+    repo = RollupRepository(clickhouse)
+    [bucket] = await repo.buckets("o", H0, None)
+    assert bucket.events == 2
+    assert await repo.changed_since({}) == ([("o", H0)], {("trace-events", 0): 4})
