@@ -16,7 +16,8 @@ from schemas.compiled import Codec, compile_codec
 
 SCHEMA_DIR = Path(__file__).parent
 NAMES = ("TraceEvent", "TraceEventBatch", "AuditEvent", "AuditEventBatch",
-         "SealedTraceEventBatch", "SealedAuditEventBatch", "TraceCommand", "CommandVerdict", "WebhookEvent")
+         "SealedTraceEventBatch", "SealedAuditEventBatch", "TraceCommand", "CommandVerdict", "WebhookEvent",
+         "HourlyRollup")
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,11 @@ INVALID_EVENTS = "invalid-events"
 COMMAND_VERDICTS = "command-verdicts"
 #: What webhook subscribers may be told (``trace.completed``…), keyed by org_id.
 WEBHOOK_EVENTS = "webhook-events"
+#: Hourly rollups (``HourlyRollup`` Avro), keyed by org_id: public, re-sent when an hour changes.
+ROLLUPS_HOURLY = "rollups-hourly"
 #: Signed checkpoints (JSON), as also stored in ClickHouse.
 CHECKPOINTS = "checkpoints"
 
 #: Topics tracehouse creates before its worker starts (partition count from Settings).
 SOURCE_TOPICS = (TRACE_EVENTS, AUDIT_EVENTS, SEALED_EVENTS, INVALID_EVENTS, COMMAND_VERDICTS, WEBHOOK_EVENTS,
-                 CHECKPOINTS)
+                 CHECKPOINTS, ROLLUPS_HOURLY)

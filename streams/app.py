@@ -14,12 +14,14 @@ from schemas.topics import (
     CHECKPOINTS,
     COMMAND_VERDICTS,
     INVALID_EVENTS,
+    ROLLUPS_HOURLY,
     SEALED_EVENTS,
     TRACE_EVENTS,
     WEBHOOK_EVENTS,
 )
 from sinks.clickhouse import ClickHouse
 from sinks.repositories.checkpoints import CheckpointRepository
+from sinks.repositories.rollups import RollupRepository
 from sinks.writer import AUDIT_EVENTS_SINK, TRACE_EVENTS_SINK, SinkWriter
 from streams.chain import (
     TABLE_NAMES,
@@ -33,6 +35,7 @@ from streams.chain import (
 from streams.chaining import AUDIT_CHAIN, TRACE_CHAIN, ChainStore
 from streams.checkpointer import CHECKPOINT_GROUP, Checkpointer
 from streams.compaction import ChangelogCompactor, add_compaction_timer
+from streams.rollups import RollupPublisher
 from streams.sink import SINK_GROUP, Sink
 from tracehouse.settings import Settings
 
@@ -164,6 +167,12 @@ def create_checkpointer(settings: Settings, clickhouse: ClickHouse) -> Checkpoin
     sealed = [TopicPartition(SEALED_EVENTS, p) for p in range(settings.topic_partitions)]
     return Checkpointer(settings.bootstrap_servers, HEADS_CHANGELOG, CHECKPOINTS, CheckpointRepository(clickhouse),
                         key, settings.checkpoint_interval_seconds, sealed, SINK_GROUP)
+
+
+def create_rollup_publisher(settings: Settings, clickhouse: ClickHouse) -> RollupPublisher:
+    """The rollup publisher: hours the sink changed in ClickHouse -> ``rollups-hourly``."""
+    return RollupPublisher(settings.bootstrap_servers, ROLLUPS_HOURLY, RollupRepository(clickhouse),
+                           settings.rollup_interval_seconds)
 
 
 def create_sink(settings: Settings, clickhouse: ClickHouse) -> Sink:

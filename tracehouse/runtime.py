@@ -33,6 +33,7 @@ from streams.app import (
     EMBEDDED_CHANGELOG_CONFIG,
     create_checkpointer,
     create_faust_app,
+    create_rollup_publisher,
     create_sink,
     sink_topics,
 )
@@ -156,7 +157,7 @@ async def _until_stopped(stop: asyncio.Event, failure: asyncio.Future[None] | No
 
 async def _start_worker(settings: Settings, clickhouse: ClickHouse, stack: contextlib.AsyncExitStack,
                         loop: asyncio.AbstractEventLoop) -> asyncio.Future[None] | None:
-    """Start the sink and, with chaining, the Faust worker and the checkpointer; returns
+    """Start the sink, the rollup publisher and, with chaining, the Faust worker and the checkpointer; returns
     what fails when the worker can no longer go on (``TracehouseApp.fail``)."""
     if settings.embedded_kafka:
         evicted = await evict_stale_members(settings.bootstrap_servers, [APP_ID, SINK_GROUP, CHECKPOINT_GROUP])
@@ -164,6 +165,8 @@ async def _start_worker(settings: Settings, clickhouse: ClickHouse, stack: conte
             log.info("evicted stale group members: %s", evicted)
     sink = asyncio.create_task(create_sink(settings, clickhouse).run(), name="sink")
     stack.push_async_callback(_cancel, sink)
+    rollups = asyncio.create_task(create_rollup_publisher(settings, clickhouse).run(), name="rollups")
+    stack.push_async_callback(_cancel, rollups)
     cap, failure = None, None
     if settings.chain_events:
         app = create_faust_app(settings)

@@ -56,6 +56,8 @@ class Settings:
     #: into <data_dir>/checkpoint_key.pem on first run).
     checkpoint_interval_seconds: float = 3_600.0
     checkpoint_key: str | None = None
+    #: How often the worker publishes the hours whose rollups changed to ``rollups-hourly``.
+    rollup_interval_seconds: float = 5.0
     #: The sink flushes to ClickHouse at this many Kafka records (each a batch of up to
     #: 500 events) or after this many seconds, whichever comes first.
     sink_batch_records: int = 2_000
@@ -132,7 +134,8 @@ class Settings:
                 "records from read_committed consumers (docs/integrity-plan.md)")
         for name in ("http_port", "kafka_port", "topic_partitions", "sink_batch_records",
                      "max_body_bytes", "max_batch_events", "approval_ttl_seconds", "approval_check_seconds",
-                     "command_timeout_seconds", "checkpoint_interval_seconds", "compact_min_records"):
+                     "command_timeout_seconds", "checkpoint_interval_seconds", "rollup_interval_seconds",
+                     "compact_min_records"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{ENV_PREFIX}{name.upper()} must be positive")
         if self.ingest_processes < 0:

@@ -1,10 +1,21 @@
-"""Hourly rollups against real ClickHouse: the sink's view sums every stored event once,
-replays included, and the publisher's marks find exactly the hours that changed."""
+"""Hourly rollups against real ClickHouse (and a real broker for the publisher): the sink's
+view sums every stored event once, replays included; the publisher's marks find exactly the
+hours that changed, and it sends each of them whole."""
 
-from schemas.codec import encode
+import asyncio
+import contextlib
+import uuid
+
+from aiokafka import AIOKafkaProducer
+
+from schemas.codec import decode, encode
 from sinks.migrate import migrate
 from sinks.repositories.rollups import HOUR_MS, RollupRepository
 from sinks.writer import TRACE_EVENTS_SINK, SinkRecord, SinkWriter, Source
+from streams.embedded.trim import log_extents
+from streams.rollups import RollupPublisher
+from streams.topics import ensure_topics
+from tests.integration.test_producer import read_all
 
 H0 = 1_795_428_000_000 // HOUR_MS * HOUR_MS  # an hour's start
 
@@ -89,3 +100,39 @@ async def test_the_migration_counts_the_events_stored_before_it(clickhouse):
     [bucket] = await repo.buckets("o", H0, None)
     assert bucket.events == 2
     assert await repo.changed_since({}) == ([("o", H0)], {("trace-events", 0): 4})
+
+
+async def published(bootstrap: str, topic: str) -> list[dict]:
+    """Every HourlyRollup on ``topic``, in partition then offset order."""
+    extents = await log_extents(bootstrap, [topic])
+    n = sum(end - start for start, end in extents.values())
+    return [decode(r.value).datum | {"key": r.key.decode()} for r in await read_all(bootstrap, topic, n)] if n else []
+
+
+async def test_the_publisher_sends_each_changed_hour_whole_once_and_again_when_it_changes(clickhouse, broker):
+    topic = f"rollups-{uuid.uuid4().hex[:6]}"
+    await ensure_topics(broker.bootstrap, 1, topics=(topic,))
+    writer, repo = SinkWriter(clickhouse, TRACE_EVENTS_SINK), RollupRepository(clickhouse)
+    publisher = RollupPublisher(broker.bootstrap, topic, repo, interval=0.05)
+    await writer.write([record(0, event("a", H0), event("b", H0 + 1, type="GENERATION", cost=0.25)),
+                        record(1, event("x", H0 + HOUR_MS, org="p"))])
+    async with AIOKafkaProducer(bootstrap_servers=broker.bootstrap) as producer:
+        marks = await publisher.publish_changed(producer, {})
+        assert await publisher.publish_changed(producer, marks) == marks  # nothing changed: nothing sent
+        first = await published(broker.bootstrap, topic)
+        assert [(r["key"], r["hour"], [(b["type"], b["events"], b["cost"]) for b in r["buckets"]]) for r in first] == [
+            ("o", H0, [("GENERATION", 1, 0.25), ("SPAN", 1, 0.0)]), ("p", H0 + HOUR_MS, [("SPAN", 1, 0.0)])]
+
+        await writer.write([record(2, event("late", H0 + 7))])  # a late event changes o's hour: all of it again
+        await publisher.publish_changed(producer, marks)
+        again = (await published(broker.bootstrap, topic))[len(first):]
+        assert [(r["key"], r["hour"], [(b["type"], b["events"]) for b in r["buckets"]]) for r in again] == [
+            ("o", H0, [("GENERATION", 1), ("SPAN", 2)])]
+
+    # a restarted publisher starts from the saved marks: nothing is sent twice
+    task = asyncio.create_task(RollupPublisher(broker.bootstrap, topic, repo, interval=0.05).run())
+    await asyncio.sleep(1)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert len(await published(broker.bootstrap, topic)) == len(first) + 1

@@ -38,6 +38,7 @@ class Service:
             "TRACEHOUSE_COMMIT_INTERVAL_SECONDS": "0.5",
             "TRACEHOUSE_TRIM_INTERVAL_SECONDS": "2",
             "TRACEHOUSE_KEY_CACHE_SECONDS": "0.5",
+            "TRACEHOUSE_ROLLUP_INTERVAL_SECONDS": "0.5",
             **env,
         }
         self.env.pop("TRACEHOUSE_KAFKA_BOOTSTRAP", None)
