@@ -4,7 +4,8 @@ The events and their trace summaries are generated straight into embedded ClickH
 (``INSERT ... SELECT FROM numbers()``, the same tables the sink fills), then the API runs
 in this process on that ClickHouse and is called over HTTP, one request at a time. For
 every surface: the first page and the 50th page by cursor, without and with each selective
-filter, and offset (page-number) paging beside them. Last, ``BENCH_READ_USERS`` clients
+filter, and offset (page-number) paging beside them; GET /v1/metrics from the hourly
+rollups, beside the same buckets counted from the events. Last, ``BENCH_READ_USERS`` clients
 (default 4) call the three trace lists at once, beside the same requests from one client.
 ``BENCH_READ_SAMPLES`` sets the requests per figure (default 40).
 
@@ -118,8 +119,35 @@ FROM numbers({first}, {count})
 WHERE NOT {x} OR t % 10 = 5"""
 
 
+def _rollups_sql(db: str, first: int, count: int) -> str:
+    """The hourly rollups of the events of traces [first, first + count), as the sink's view
+    adds them (migration 0012): one partial row per hour, type, outcome and partition."""
+    e = EVENTS_PER_TRACE
+    return f"""
+INSERT INTO {db}.rollups_hourly
+SELECT org_id, toStartOfHour(toDateTime(occurred_at, 'UTC')) AS hour, type, outcome, _topic, _partition, count(),
+    countIf(ifNull(status = 'STATUS_CODE_ERROR', 0)), sum(ifNull(input_tokens, 0)), sum(ifNull(output_tokens, 0)),
+    sum(ifNull(total_tokens, 0)), sum(ifNull(cost, 0)), max(_offset)
+FROM {db}.events WHERE _offset >= {first * e} AND _offset < {(first + count) * e}
+GROUP BY org_id, hour, type, outcome, _topic, _partition"""
+
+
+async def scan_metrics(ch: ClickHouse, since_ms: int) -> list[float]:
+    """What GET /v1/metrics cost before the rollups: the same buckets counted from the events
+    (raw SQL, no HTTP), ms."""
+    sql = (f"SELECT toStartOfHour(occurred_at) AS hour, type, outcome, count() FROM {ch.database}.events "
+           f"WHERE org_id = '{ORG}' AND occurred_at >= fromUnixTimestamp64Milli({since_ms}, 'UTC') "
+           "GROUP BY hour, type, outcome ORDER BY hour, type, outcome")
+    times = []
+    for _ in range(max(SAMPLES // 4, 3)):
+        t0 = time.perf_counter()
+        await ch.query(sql)
+        times.append((time.perf_counter() - t0) * 1000)
+    return times
+
+
 async def generate(ch: ClickHouse, first: int, count: int, end_ms: int) -> float:
-    """Store traces [first, first + count) and their events; returns the seconds it took."""
+    """Store traces [first, first + count), their events and rollups; returns the seconds it took."""
     t0 = time.monotonic()
     step = 100_000
     for s in range(first, first + count, step):
@@ -127,6 +155,7 @@ async def generate(ch: ClickHouse, first: int, count: int, end_ms: int) -> float
         await ch.command(_events_sql(ch.database, s, n, end_ms))
         await ch.command(_traces_sql(ch.database, s, n, end_ms, partial=False))
         await ch.command(_traces_sql(ch.database, s, n, end_ms, partial=True))
+        await ch.command(_rollups_sql(ch.database, s, n))
     return time.monotonic() - t0
 
 
@@ -191,6 +220,8 @@ def cases(end_ms: int) -> list[Case]:
              _tenant_cursor),
         Case("  page=50", tenant, ({"page": "50"},), deep=False),
         Case("  page=500 (deepest allowed)", tenant, ({"page": "500"},), deep=False),
+        Case("GET /v1/metrics (rollups, seed 000), 24 h", "/v1/metrics", deep=False),
+        Case("  since 30 days", "/v1/metrics", ({"since": format_ms(end_ms - 30 * DAY_MS)},), deep=False),
     ]
 
 
@@ -297,6 +328,8 @@ async def main() -> None:
                     report(row(case.label, first, deep, "< 50 pages" if case.deep else ""))
                 for label, times in (await details(api, key, traces)).items():
                     report(row(label, times, None))
+                scanned = await scan_metrics(ch, end_ms - 30 * DAY_MS)
+                report(row("metrics 30 days from events (SQL, no rollups)", scanned, None))
                 alone, _ = await under_load(api, key, 1)
                 rate, times = await under_load(api, key, USERS)
                 report(row(f"{USERS} clients at once, the three lists", times, None))
