@@ -4,7 +4,7 @@ Each record's Avro batch goes to ClickHouse as it arrived, followed by its sourc
 (topic, partition, offset), as one row of an Avro container inserted into the
 ``<table>_in`` Null table; a materialized view unpacks the batch into event rows
 (``sinks/migrations/0004_sink_staging.sql``, ``0005_chain_links.sql``, ``0007_traces.sql``)
-and, for traces, another one aggregates it into the ``traces`` read model. Python never
+and, for traces, others aggregate it into the ``traces`` read model and the hourly rollups. Python never
 decodes an event on the way in. A sealed batch (``Sealed*EventBatch``) is a raw batch
 followed by its links (and a trace's summary fields), so the container row has exactly
 its layout; a raw batch (the unchained benchmark baseline) gets empty links appended.
@@ -14,9 +14,11 @@ that may already be stored. The first time a partition shows up after an
 assignment (or after a failed insert, which may have stored part of a batch), the
 writer loads the (offset, id) pairs stored from that offset on: the replay window.
 Records inside it are sent whole again with the indexes of their stored events, which the
-view leaves out; records past it go through untouched. The summary row of a record is
-written with the same insert in one part, so the highest offset summarized in a partition
-tells which replayed records still need theirs. Reads then never pay for deduplication.
+view leaves out; records past it go through untouched. A record's trace summary row and
+hourly rollup rows come from their own views (``0007_traces.sql``, ``0012_rollups_hourly.sql``),
+each written in one part per insert, so the highest offset each table holds for a partition
+tells which replayed records still need theirs (``_summarize``, ``_rollup``): a crash between
+two views' parts counts nothing twice and loses nothing. Reads never pay for deduplication.
 """
 
 from __future__ import annotations
@@ -41,6 +43,10 @@ RETRY_BACKOFF = (0.2, 30.0)
 #: is not collapsed by it either when the two land in different inserts; the chain agent
 #: (issue 4) drops such resends before they reach the sink.
 INSERT_SETTINGS = {"optimize_on_insert": 0}
+
+
+def _boolean(value: bool) -> bytes:
+    return b"\x01" if value else b"\x00"
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,7 @@ class SinkTable:
     batch_keys: tuple[str, ...]  # batch fields a single event supplies when it is wrapped
     unchained_tail: bytes  # what follows a raw batch to make it sealed-shaped: no links
     summary_table: str | None = None  # the read model fed from the same rows (exactly once, see below)
+    rollup_table: str | None = None  # the hourly rollups fed from the same rows, likewise
 
     @property
     def staging_table(self) -> str:
@@ -94,6 +101,7 @@ class SinkTable:
             *(f if f["name"] in batch else f | {"name": f"_{f['name']}"} for f in sealed["fields"]),
             {"name": "_stored", "type": {"type": "array", "items": "long"}},
             {"name": "_summarize", "type": "boolean"},
+            {"name": "_rollup", "type": "boolean"},
             {"name": "_topic", "type": "string"},
             {"name": "_partition", "type": "long"},
             {"name": "_offset", "type": "long"},
@@ -101,7 +109,8 @@ class SinkTable:
 
 
 TRACE_EVENTS_SINK = SinkTable("events", "event_id", "TraceEventBatch", "TraceEvent", "SealedTraceEventBatch",
-                              ("org_id", "trace_id"), sealed_links(0, b"", []) + trace_summary(0), "traces")
+                              ("org_id", "trace_id"), sealed_links(0, b"", []) + trace_summary(0), "traces",
+                              "rollups_hourly")
 AUDIT_EVENTS_SINK = SinkTable("audit_events", "id", "AuditEventBatch", "AuditEvent", "SealedAuditEventBatch",
                               ("org_id",), sealed_links(0, b"", []))
 
@@ -114,6 +123,7 @@ class _ReplayWindow:
     stored: set[tuple[int, str]] = field(default_factory=set)
     last_offset: int = -1
     summarized: int = -1
+    rolled_up: int = -1
 
 
 class SinkWriter:
@@ -145,14 +155,22 @@ class SinkWriter:
                 "WHERE _topic = {t:String} AND _partition = {p:UInt32} AND _offset >= {o:UInt64}", parameters=params)
             stored = {(int(o), i) for o, i in rows.rows}
             window = _ReplayWindow(stored, max((o for o, _ in stored), default=-1))
+            # a view's rows of one insert block land in one part, in offset order: every record
+            # up to the highest offset a view's table holds for the partition went through it
             if self.spec.summary_table:
-                # one part per insert: every record up to the highest offset summarized is summarized
-                found = await self.ch.query(f"SELECT max(_offset), count() FROM {db}.{self.spec.summary_table} "
-                                            "WHERE _partition = {p:UInt32}", parameters=params)
-                last, n = found.rows[0]
-                window.summarized = int(last) if n else -1
+                window.summarized = await self._highest(self.spec.summary_table, "_partition = {p:UInt32}", params)
+            if self.spec.rollup_table:
+                window.rolled_up = await self._highest(
+                    self.spec.rollup_table, "_topic = {t:String} AND _partition = {p:UInt32}", params)
             self._windows[key] = window
         return window
+
+    async def _highest(self, table: str, where: str, params: dict[str, Any]) -> int:
+        """The highest source offset in ``table`` matching ``where`` (-1 when none)."""
+        found = await self.ch.query(f"SELECT max(_offset), count() FROM {self.ch.database}.{table} WHERE {where}",
+                                    parameters=params)
+        last, n = found.rows[0]
+        return int(last) if n else -1
 
     def _check_schema(self, record: SinkRecord) -> str:
         name = schema_of(record.value)
@@ -166,6 +184,7 @@ class SinkWriter:
         src = record.source
         window = await self._window(src)
         summarize = self.spec.summary_table is not None and src.offset > window.summarized
+        rollup = self.spec.rollup_table is not None and src.offset > window.rolled_up
         replay = src.offset <= window.last_offset
         events: list[dict[str, Any]] = []
         if name == self.spec.single_schema:
@@ -180,10 +199,10 @@ class SinkWriter:
         if replay:  # leave out what is already stored
             stored = [i for i, e in enumerate(events, 1) if (src.offset, e[self.spec.id_column]) in window.stored]
             self.rows_skipped += len(stored)
-            if len(stored) == len(events) and not summarize:
+            if len(stored) == len(events) and not summarize and not rollup:
                 return None
         source = avro_string(src.topic) + long_bytes(src.partition) + long_bytes(src.offset)
-        return body + long_array(stored) + (b"\x01" if summarize else b"\x00") + source
+        return body + long_array(stored) + _boolean(summarize) + _boolean(rollup) + source
 
     @staticmethod
     def _corrupt(records: list[SinkRecord]) -> list[Rejected]:

@@ -1,8 +1,11 @@
 -- Hourly rollups (seed 000's GET /v1/metrics and the rollups-hourly topic): event counts,
 -- errors, tokens and cost per org, hour of occurred_at, type and outcome.
 --
--- The view reads the sink's staging insert like the events view does, and skips the same
--- already-stored events (_stored), so a replay after a crash counts nothing twice. A late event
+-- The view reads the sink's staging insert like the events view does. Exactly once: the sink
+-- sets _rollup on a record only when the record's offset is past the highest one this table
+-- holds for its source partition (the view's rows of one insert land in one part, in offset
+-- order), and the view then counts every event of it. So a replay after a crash counts nothing
+-- twice, even when the crash fell between the events view's part and this one. A late event
 -- adds a partial row to its own hour, and readers sum the partial rows of an hour.
 --
 -- The staging table's columns are named through its alias (src): the view's own column names
@@ -12,6 +15,10 @@
 -- (streams/rollups.py) finds the hours changed since its last round by offset, per partition.
 -- The sink writes each partition in offset order, so once an offset is visible every lower
 -- one of that partition is too.
+
+ALTER TABLE {db}.events_in ADD COLUMN IF NOT EXISTS _rollup UInt8 AFTER _summarize;
+
+ALTER TABLE {db}.audit_events_in ADD COLUMN IF NOT EXISTS _rollup UInt8 AFTER _summarize;
 
 CREATE TABLE IF NOT EXISTS {db}.rollups_hourly
 (
@@ -50,8 +57,8 @@ SELECT
     sum(ifNull(e.cost, 0)) AS cost,
     max(toUInt64(src._offset)) AS _offset
 FROM {db}.events_in AS src
-ARRAY JOIN src.events AS e, arrayEnumerate(src.events) AS i
-WHERE NOT has(_stored, i)
+ARRAY JOIN src.events AS e
+WHERE src._rollup
 GROUP BY org_id, hour, type, outcome, _topic, _partition;
 
 -- The events stored before this migration (the sink is not running while migrations run).

@@ -64,6 +64,30 @@ async def test_a_replay_after_a_crash_counts_nothing_twice(clickhouse):
     assert bucket.events == 4 and restarted.rows_skipped == 2
 
 
+async def lose(ch, table: str, offset: int) -> None:
+    """As if a crash had cut the insert of ``offset``'s record before ``table``'s part."""
+    await ch.command(f"ALTER TABLE {ch.database}.{table} DELETE WHERE _offset = {offset} SETTINGS mutations_sync = 2")
+
+
+async def test_a_crash_between_the_events_part_and_the_rollups_part_counts_each_event_once(clickhouse):
+    records = [record(0, event("a", H0)), record(1, event("b", H0), event("c", H0))]
+    writer = SinkWriter(clickhouse, TRACE_EVENTS_SINK)
+    await writer.write(records[:1])
+    await writer.write(records[1:])
+    await lose(clickhouse, "rollups_hourly", 1)  # events of offset 1 stored, their rollup not
+    await SinkWriter(clickhouse, TRACE_EVENTS_SINK).write(records)
+    [bucket] = await RollupRepository(clickhouse).buckets("o", H0, None)
+    assert bucket.events == 3
+
+    await lose(clickhouse, "events", 1)  # the other way round: the rollup stored, the events not
+    replay = SinkWriter(clickhouse, TRACE_EVENTS_SINK)
+    await replay.write(records)
+    [bucket] = await RollupRepository(clickhouse).buckets("o", H0, None)
+    assert bucket.events == 3 and replay.rows_skipped == 1
+    rows = await clickhouse.query(f"SELECT event_id FROM {clickhouse.database}.events ORDER BY event_id")
+    assert [r[0] for r in rows.rows] == ["a", "b", "c"]
+
+
 async def test_marks_find_the_hours_changed_since_the_last_round(clickhouse):
     repo = RollupRepository(clickhouse)
     writer = SinkWriter(clickhouse, TRACE_EVENTS_SINK)
