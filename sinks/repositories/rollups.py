@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
-from schemas.timefmt import datetime_ms, format_ms
+from schemas.timefmt import format_ms
 from sinks.clickhouse import ClickHouse
 
 HOUR_MS = 3_600_000
@@ -17,6 +17,7 @@ HOUR_MS = 3_600_000
 Marks = dict[tuple[str, int], int]
 OrgHour = tuple[str, int]  # (org_id, hour start in epoch millis)
 
+_HOUR_MS = "toInt64(toUnixTimestamp(hour)) * 1000"
 _SUMS = ("sum(events), sum(errors), sum(input_tokens), sum(output_tokens), sum(total_tokens), "
          "sum(cost)")
 
@@ -37,15 +38,14 @@ class HourBucket:
 
     def to_json(self) -> dict[str, Any]:
         """The API's bucket: ``count`` is the number of events (seed 000's name for it)."""
-        d = asdict(self)
-        return {"hour": format_ms(self.hour), "type": self.type, "outcome": self.outcome,
-                "count": d.pop("events")} | {k: d[k] for k in ("errors", "input_tokens", "output_tokens",
-                                                               "total_tokens", "cost")}
+        return {"hour": format_ms(self.hour), "type": self.type, "outcome": self.outcome, "count": self.events,
+                "errors": self.errors, "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
+                "total_tokens": self.total_tokens, "cost": self.cost}
 
 
-def _bucket(hour: Any, type_: str, outcome: str | None, *sums: Any) -> HourBucket:
+def _bucket(hour_ms: int, type_: str, outcome: str | None, *sums: Any) -> HourBucket:
     events, errors, input_tokens, output_tokens, total_tokens, cost = sums
-    return HourBucket(datetime_ms(hour), type_, outcome, int(events), int(errors), int(input_tokens),
+    return HourBucket(int(hour_ms), type_, outcome, int(events), int(errors), int(input_tokens),
                       int(output_tokens), int(total_tokens), float(cost))
 
 
@@ -62,7 +62,7 @@ class RollupRepository:
         if until_ms is not None:
             until, params["until"] = "AND hour <= toDateTime({until:Int64}, 'UTC')", until_ms // 1000
         rows = await self.ch.query(
-            f"SELECT hour, type, outcome, {_SUMS} FROM {self.table} WHERE org_id = {{org:String}} "
+            f"SELECT {_HOUR_MS}, type, outcome, {_SUMS} FROM {self.table} WHERE org_id = {{org:String}} "
             f"AND hour >= toStartOfHour(toDateTime({{since:Int64}}, 'UTC')) {until} "
             "GROUP BY hour, type, outcome ORDER BY hour, type, outcome", params)
         return [_bucket(*row) for row in rows.rows]
@@ -74,7 +74,7 @@ class RollupRepository:
         parts = [p for _, p in marks]
         nexts = list(marks.values())
         rows = await self.ch.query(
-            f"SELECT org_id, hour, _topic, _partition, max(_offset) FROM {self.table} "
+            f"SELECT org_id, {_HOUR_MS}, _topic, _partition, max(_offset) FROM {self.table} "
             "WHERE _offset >= arrayFirst((t, p, n) -> t = _topic AND p = _partition, "
             "arrayZip({topics:Array(String)}, {parts:Array(UInt32)}, {nexts:Array(UInt64)})).3 "
             "GROUP BY org_id, hour, _topic, _partition",
@@ -82,7 +82,7 @@ class RollupRepository:
         changed: set[OrgHour] = set()
         seen = dict(marks)
         for org_id, hour, topic, partition, offset in rows.rows:
-            changed.add((org_id, datetime_ms(hour)))
+            changed.add((org_id, int(hour)))
             key = (topic, int(partition))
             seen[key] = max(seen.get(key, 0), int(offset) + 1)
         return sorted(changed), seen
@@ -92,7 +92,7 @@ class RollupRepository:
         if not keys:
             return {}
         rows = await self.ch.query(
-            f"SELECT org_id, hour, type, outcome, {_SUMS} FROM {self.table} "
+            f"SELECT org_id, {_HOUR_MS}, type, outcome, {_SUMS} FROM {self.table} "
             "WHERE (org_id, hour) IN arrayZip({orgs:Array(String)}, "
             "arrayMap(s -> toDateTime(s, 'UTC'), {hours:Array(Int64)})) "
             "GROUP BY org_id, hour, type, outcome ORDER BY org_id, hour, type, outcome",
