@@ -128,7 +128,7 @@ def _rollups_sql(db: str, first: int, count: int) -> str:
 INSERT INTO {db}.rollups_hourly
 SELECT org_id, toStartOfHour(toDateTime(occurred_at, 'UTC')) AS hour, type, outcome, _topic, _partition, count(),
     countIf(ifNull(status = 'STATUS_CODE_ERROR', 0)), sum(ifNull(input_tokens, 0)), sum(ifNull(output_tokens, 0)),
-    sum(ifNull(total_tokens, 0)), sum(ifNull(cost, 0)), max(_offset)
+    sum(ifNull(total_tokens, ifNull(input_tokens, 0) + ifNull(output_tokens, 0))), sum(ifNull(cost, 0)), max(_offset)
 FROM {db}.events WHERE _offset >= {first * e} AND _offset < {(first + count) * e}
 GROUP BY org_id, hour, type, outcome, _topic, _partition"""
 

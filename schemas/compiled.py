@@ -61,6 +61,11 @@ def long_bytes(n: int) -> bytes:
     return zigzag(n)
 
 
+def boolean_bytes(value: bool) -> bytes:
+    """Avro ``boolean``: one byte."""
+    return b"\x01" if value else b"\x00"
+
+
 def bytes_array(items: list[bytes]) -> bytes:
     """Avro ``array<bytes>``: one block holding every item (none for an empty array), then
     the end marker."""

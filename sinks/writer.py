@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from schemas.codec import HEADER_LEN, DecodeError, decode, schema_of, sealed_links, trace_summary
-from schemas.compiled import long_array, long_bytes
+from schemas.compiled import boolean_bytes, long_array, long_bytes
 from schemas.registry import schema
 from sinks.clickhouse import ClickHouse
 from sinks.container import ContainerWriter, avro_string
@@ -43,10 +43,6 @@ RETRY_BACKOFF = (0.2, 30.0)
 #: is not collapsed by it either when the two land in different inserts; the chain agent
 #: (issue 4) drops such resends before they reach the sink.
 INSERT_SETTINGS = {"optimize_on_insert": 0}
-
-
-def _boolean(value: bool) -> bytes:
-    return b"\x01" if value else b"\x00"
 
 
 @dataclass(frozen=True)
@@ -202,7 +198,7 @@ class SinkWriter:
             if len(stored) == len(events) and not summarize and not rollup:
                 return None
         source = avro_string(src.topic) + long_bytes(src.partition) + long_bytes(src.offset)
-        return body + long_array(stored) + _boolean(summarize) + _boolean(rollup) + source
+        return body + long_array(stored) + boolean_bytes(summarize) + boolean_bytes(rollup) + source
 
     @staticmethod
     def _corrupt(records: list[SinkRecord]) -> list[Rejected]:

@@ -1,12 +1,13 @@
 """The rollup publisher: hours whose rollups changed -> ``rollups-hourly``.
 
 ClickHouse computes the rollups as the sink stores events (migration 0012), exactly once
-because the sink's replays skip what is stored. Every ``interval`` seconds the publisher
-asks which (org, hour) pairs got a partial row from a source offset past its marks, reads
-those hours whole and publishes one ``HourlyRollup`` per pair, keyed by org_id. Only after
-the broker acknowledged them are the new marks saved (``rollup_marks``). A crash in between
-publishes the same hours again: each record carries the hour's whole totals, so a consumer
-that keeps the newest record per (org_id, hour) is never wrong, and never misses a change.
+because a replayed record is rolled up only when the rollups lack it (``sinks.writer``).
+Every ``interval`` seconds the publisher asks which (org, hour) pairs got a partial row from
+a source offset past its marks, reads those hours whole and publishes one ``HourlyRollup``
+per pair, keyed by org_id. Only after the broker acknowledged them are the new marks saved
+(``rollup_marks``). A crash in between publishes the same hours again: each record carries
+the hour's whole totals, so a consumer that keeps the newest record per (org_id, hour) is
+never wrong, and never misses a change.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ HOUR_MS = 3_600_000
 Marks = dict[tuple[str, int], int]
 OrgHour = tuple[str, int]  # (org_id, hour start in epoch millis)
 
-_HOUR_MS = "toInt64(toUnixTimestamp(hour)) * 1000"
+_HOUR_EPOCH_MS_SQL = "toInt64(toUnixTimestamp(hour)) * 1000"
 _SUMS = ("sum(events), sum(errors), sum(input_tokens), sum(output_tokens), sum(total_tokens), "
          "sum(cost)")
 
@@ -62,7 +62,7 @@ class RollupRepository:
         if until_ms is not None:
             until, params["until"] = "AND hour <= toDateTime({until:Int64}, 'UTC')", until_ms // 1000
         rows = await self.ch.query(
-            f"SELECT {_HOUR_MS}, type, outcome, {_SUMS} FROM {self.table} WHERE org_id = {{org:String}} "
+            f"SELECT {_HOUR_EPOCH_MS_SQL}, type, outcome, {_SUMS} FROM {self.table} WHERE org_id = {{org:String}} "
             f"AND hour >= toStartOfHour(toDateTime({{since:Int64}}, 'UTC')) {until} "
             "GROUP BY hour, type, outcome ORDER BY hour, type, outcome", params)
         return [_bucket(*row) for row in rows.rows]
@@ -74,7 +74,7 @@ class RollupRepository:
         parts = [p for _, p in marks]
         nexts = list(marks.values())
         rows = await self.ch.query(
-            f"SELECT org_id, {_HOUR_MS}, _topic, _partition, max(_offset) FROM {self.table} "
+            f"SELECT org_id, {_HOUR_EPOCH_MS_SQL}, _topic, _partition, max(_offset) FROM {self.table} "
             "WHERE _offset >= arrayFirst((t, p, n) -> t = _topic AND p = _partition, "
             "arrayZip({topics:Array(String)}, {parts:Array(UInt32)}, {nexts:Array(UInt64)})).3 "
             "GROUP BY org_id, hour, _topic, _partition",
@@ -92,7 +92,7 @@ class RollupRepository:
         if not keys:
             return {}
         rows = await self.ch.query(
-            f"SELECT org_id, {_HOUR_MS}, type, outcome, {_SUMS} FROM {self.table} "
+            f"SELECT org_id, {_HOUR_EPOCH_MS_SQL}, type, outcome, {_SUMS} FROM {self.table} "
             "WHERE (org_id, hour) IN arrayZip({orgs:Array(String)}, "
             "arrayMap(s -> toDateTime(s, 'UTC'), {hours:Array(Int64)})) "
             "GROUP BY org_id, hour, type, outcome ORDER BY org_id, hour, type, outcome",
