@@ -13,6 +13,17 @@ ROLLUPS_HOURLY = "rollups-hourly"
 #: Signed checkpoints (JSON), as also stored in ClickHouse.
 CHECKPOINTS = "checkpoints"
 
+#: Header of the empty records that pad a ``sealed-events`` partition past offsets the broker lost
+#: (``streams.chain.SealedTail``); readers skip them.
+PADDING_HEADER = "tracehouse-padding"
+PADDING = [(PADDING_HEADER, b"")]
+
+
+def is_padding(headers: object) -> bool:
+    """Whether a record with these (Kafka) headers is padding."""
+    return any(name == PADDING_HEADER for name, _ in headers or ())
+
+
 #: Topics tracehouse creates before its worker starts (partition count from Settings).
 SOURCE_TOPICS = (TRACE_EVENTS, AUDIT_EVENTS, SEALED_EVENTS, INVALID_EVENTS, COMMAND_VERDICTS, WEBHOOK_EVENTS,
                  CHECKPOINTS, ROLLUPS_HOURLY)

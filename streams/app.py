@@ -20,6 +20,7 @@ from schemas.topics import (
     WEBHOOK_EVENTS,
 )
 from sinks.clickhouse import ClickHouse
+from sinks.repositories.chains import ChainRepository
 from sinks.repositories.checkpoints import CheckpointRepository
 from sinks.repositories.rollups import RollupRepository
 from sinks.writer import AUDIT_EVENTS_SINK, TRACE_EVENTS_SINK, SinkWriter
@@ -109,8 +110,9 @@ class TracehouseApp(faust.App):
             self.settled.set()
 
 
-def create_faust_app(settings: Settings) -> TracehouseApp:
-    """The worker's Faust app: the chain agents (raw topics -> sealed-events) and the approval expiry timer."""
+def create_faust_app(settings: Settings, clickhouse: ClickHouse | None = None) -> TracehouseApp:
+    """The worker's Faust app: the chain agents (raw topics -> sealed-events) and the approval expiry timer.
+    With ``clickhouse``, the agents adopt stored links the broker lost before sealing (``SealedTail``)."""
     settings.faust_dir.mkdir(parents=True, exist_ok=True)
     app = TracehouseApp(
         APP_ID,
@@ -139,7 +141,8 @@ def create_faust_app(settings: Settings) -> TracehouseApp:
     chains = chain_tables(app, p, int(settings.approval_ttl_seconds * 1000))
     store, changelog = chains.store, chains.changelog
     app.chains = store
-    tail = SealedTail(settings.bootstrap_servers, SEALED_EVENTS, store, changelog)
+    stored = ChainRepository(clickhouse) if clickhouse is not None else None
+    tail = SealedTail(settings.bootstrap_servers, SEALED_EVENTS, store, changelog, stored)
     for kind, source in ((TRACE_CHAIN, trace_events), (AUDIT_CHAIN, audit_events)):
         ChainAgent(app, kind, AgentTopics(source=source, **outputs), store, changelog, tail, p).register()
     add_expiry_timer(app, store, trace_events, app.settled, settings.approval_check_seconds, p)

@@ -23,15 +23,17 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import faust
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
 from schemas.codec import DecodeError, decode, encode, schema_of
 from schemas.lifecycle import completion_notice, decide, expiry_commands
-from streams.chaining import Advance, ChainKind, ChainStore, Sealed, replay_sealed, seal
+from schemas.topics import PADDING, is_padding
+from sinks.writer import RETRY_BACKOFF
+from streams.chaining import Advance, ChainKind, ChainStore, Sealed, kind_of, replay_sealed, restore_sealed, seal
 from streams.changelog import DeferredChangelog, WriteBatch
 from streams.invalid import invalid_report
 
@@ -67,14 +69,33 @@ def partitioner(partitions: int) -> Callable[[bytes], int]:
     return lambda key: choose(key, every, every)
 
 
-class SealedTail:
-    """Brings the heads of a partition up to the end of ``sealed-events`` (see module doc)."""
+class StoredLinks(Protocol):
+    """Where the sink stored the links (``sinks.repositories.chains.ChainRepository``)."""
 
-    def __init__(self, bootstrap: str, topic: str, store: ChainStore, changelog: DeferredChangelog) -> None:
+    async def stored_after(self, topic: str, partition: int, offset: int) -> dict[str, list[dict]]: ...
+
+
+class SealedTail:
+    """Brings the heads of a partition up to the end of ``sealed-events`` (see module doc),
+    and ``sealed-events`` back up to what the sink stored.
+
+    A broker that dies itself (the embedded one writes its state to disk once a second) can
+    lose sealed records the sink had already stored, and the heads then end before links
+    ClickHouse holds: the next event would fork the chain. The stored links are the truth
+    then. Before the partition seals anything, each lost record is rebuilt from its stored
+    links and published again at its old offset (a record that left nothing stored becomes
+    an empty padding record), and the heads replay them as any other tail. The offsets the
+    sink keys its exactly-once marks on thus keep naming one record each, and the sink's
+    replay of the rebuilt records adds whatever read-model rows a cut-short insert missed."""
+
+    def __init__(self, bootstrap: str, topic: str, store: ChainStore, changelog: DeferredChangelog,
+                 stored: StoredLinks | None = None, max_record_bytes: int = 1_048_576) -> None:
         self.bootstrap = bootstrap
+        self.max_record_bytes = max_record_bytes
         self.topic = topic
         self.store = store
         self.changelog = changelog
+        self.stored = stored
         self._current: set[int] = set()
         self._lock = asyncio.Lock()
 
@@ -83,21 +104,25 @@ class SealedTail:
         self._current.clear()
 
     async def catch_up(self, partition: int) -> list[Advance]:
-        """Replay what the heads of ``partition`` miss (once per rebalance); returns the
-        heads moved, already saved and sent to the changelog of ``partition``."""
+        """Replay what the heads of ``partition`` miss and restore what the broker lost (once
+        per rebalance); returns the heads moved, already saved and sent to the changelog."""
         if partition in self._current:
             return []
         async with self._lock:
             if partition in self._current:
                 return []
-            moved = self._apply(partition, await self._missed(partition))
+            records, end = await self._missed(partition)
+            moved = self._apply(partition, records)
+            self.changelog.take().send(partition)
+            restored = await self._restore(partition, end)
             self._current.add(partition)
         if moved:
             log.info("sealed-events[%d]: %d heads caught up with records their writes missed", partition, len(moved))
-        return moved
+        return moved + restored
 
-    async def _missed(self, partition: int) -> list[tuple[int, bytes]]:
-        """(offset, value) of the records after the last one the heads are known to reflect."""
+    async def _missed(self, partition: int) -> tuple[list[tuple[int, bytes | None]], int]:
+        """(offset, value) of the records after the last one the heads are known to reflect
+        (value None for padding), and the partition's end offset."""
         tp = TopicPartition(self.topic, partition)
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
                                     isolation_level="read_committed", client_id="tracehouse-chain-tail")
@@ -109,23 +134,25 @@ class SealedTail:
             known = self.store.sealed_offset(partition)
             if known is not None:
                 start = max(start, known + 1)
-            records: list[tuple[int, bytes]] = []
+            records: list[tuple[int, bytes | None]] = []
             if start >= end:
-                return records
+                return records, end
             consumer.seek(tp, start)
             while await consumer.position(tp) < end:
                 for msg in (await consumer.getmany(tp, timeout_ms=1000)).get(tp, []):
                     if msg.offset < end:
-                        records.append((msg.offset, msg.value or b""))
-            return records
+                        records.append((msg.offset, None if is_padding(msg.headers) else msg.value or b""))
+            return records, end
         finally:
             await consumer.stop()
 
-    def _apply(self, partition: int, records: list[tuple[int, bytes]]) -> list[Advance]:
+    def _apply(self, partition: int, records: list[tuple[int, bytes | None]]) -> list[Advance]:
         """Replay ``records`` onto the heads; no await in here, so the changelog writes
-        taken at the end are exactly this partition's."""
+        taken after it are exactly this partition's."""
         moved: list[Advance] = []
         for offset, value in records:
+            if value is None:
+                continue
             try:
                 replayed = replay_sealed(value, self.store)
             except DecodeError as exc:
@@ -136,8 +163,66 @@ class SealedTail:
                 moved.append(replayed)
         if records:
             self.store.set_sealed_offset(partition, records[-1][0])
-        self.changelog.take().send(partition)
         return moved
+
+    async def _restore(self, partition: int, end: int) -> list[Advance]:
+        """Publish again, at their old offsets from ``end`` on, the records ClickHouse stored
+        and the broker lost; their heads are saved once they are durable again."""
+        by_offset: dict[int, tuple[ChainKind, list[dict]]] = {}
+        for schema_name, rows in (await self._stored_after(partition, end)).items():
+            for row in rows:
+                by_offset.setdefault(row["_offset"], (kind_of(schema_name), []))[1].append(row)
+        if not by_offset:
+            return []
+        last = max(by_offset)
+        values: list[bytes | None] = []
+        restored: list[Advance] = []
+        for offset in range(end, last + 1):
+            rebuilt = restore_sealed(*by_offset[offset], self.store) if offset in by_offset else None
+            if rebuilt is None and offset in by_offset:
+                log.error("sealed-events[%d]@%d: stored links do not follow their chain's head; verify reports "
+                          "the chain", partition, offset)
+            if rebuilt is not None:
+                rebuilt[1].save(self.store)
+                restored.append(rebuilt[1])
+            values.append(rebuilt[0] if rebuilt is not None else None)
+        self.store.set_sealed_offset(partition, last)
+        writes = self.changelog.take()  # sent once the records they describe are durable
+        await self._publish_at(partition, end, values)
+        await writes.send_durably(partition)
+        log.warning("sealed-events[%d]: the broker had lost offsets %d-%d, which the sink had stored; published "
+                    "them again from the stored links (%d heads moved)", partition, end, last, len(restored))
+        return restored
+
+    async def _stored_after(self, partition: int, end: int) -> dict[str, list[dict]]:
+        """The links ClickHouse holds from offsets the partition no longer has (retried until
+        ClickHouse answers: sealing before knowing could fork a chain)."""
+        if self.stored is None:
+            return {}
+        delay = RETRY_BACKOFF[0]
+        while True:
+            try:
+                return await self.stored.stored_after(self.topic, partition, end)
+            except Exception as exc:
+                log.warning("sealed-events[%d]: reading stored links failed (%s); retrying in %.1f s",
+                            partition, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_BACKOFF[1])
+
+    async def _publish_at(self, partition: int, first: int, values: list[bytes | None]) -> None:
+        """Append ``values`` (None: a padding record) to the partition, the first at offset ``first``."""
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True,
+                                    client_id="tracehouse-chain-tail", max_request_size=self.max_record_bytes)
+        await producer.start()
+        try:
+            sent = [await (producer.send(self.topic, value=b"", partition=partition, headers=PADDING) if value is None
+                           else producer.send(self.topic, value=value, partition=partition)) for value in values]
+            offsets = [(await s).offset for s in sent]
+        finally:
+            await producer.stop()
+        if offsets != list(range(first, first + len(values))):
+            raise RuntimeError(f"sealed-events[{partition}]: restored records landed at {offsets[0]}-{offsets[-1]}, "
+                               f"not {first}-{first + len(values) - 1}: another writer appended meanwhile")
 
 
 @dataclass(frozen=True)
@@ -214,7 +299,12 @@ class ChainAgent:
                 msg.incref()  # never acked here: its offset stays uncommitted
                 return
         if not self.app.in_transaction:
-            for advance in await self.tail.catch_up(msg.partition):
+            try:
+                caught_up = await self.tail.catch_up(msg.partition)
+            except Exception as exc:  # heads may be ahead of what is durable: only a restart is safe
+                self._fail(exc)
+                raise
+            for advance in caught_up:
                 await self._send(self._notices(advance))  # their records are durable already
         try:
             if self.kind.lifecycle and schema_of(value) == "TraceCommand":
@@ -306,7 +396,8 @@ class ChainAgent:
     def _fail(self, exc: BaseException) -> None:
         if not self._failed:
             self._failed = True
-            log.critical("chain-%s: a sealed record could not be sent; stopping the worker: %r", self.kind.name, exc)
+            log.critical("chain-%s: heads may be ahead of what is durable; stopping the worker: %r",
+                         self.kind.name, exc)
             self.app.fail(exc)
 
     def _notices(self, advance: Advance) -> list[Followup]:

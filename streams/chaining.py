@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from schemas.codec import HEADER_LEN, MAGIC, DecodeError, decode, sealed_links, trace_summary
 from schemas.integrity import GENESIS, link_hash
 from schemas.lifecycle import TraceState, fold, touches_lifecycle
-from schemas.registry import schema
+from schemas.registry import record_fields, schema
 
 #: Id digests per archived bucket (8 bytes each): bounds the size of one head write.
 BUCKET = 64
@@ -279,12 +279,19 @@ def seal(kind: ChainKind, value: bytes, store: ChainStore,
     else:
         body = value[HEADER_LEN:]
     advance = _advance(kind, store, chain, head, kept)
+    sealed = _sealed_value(kind, body, first_seq, prev, hashes, advance)
+    return Sealed(kind.kafka_key(batch), sealed, len(kept), retried, advance=advance)
+
+
+def _sealed_value(kind: ChainKind, body: bytes, first_seq: int, prev: bytes, hashes: list[bytes],
+                  advance: Advance) -> bytes:
+    """The sealed record: the raw batch ``body``, its links and (traces) the summary of its head."""
     tail = sealed_links(first_seq, prev, hashes)
     if kind.lifecycle:
         closed = advance.state if advance.closed else None
-        tail += trace_summary(head.started_at, closed and closed.final_outcome, closed and closed.completed_at)
-    sealed = MAGIC + schema(kind.sealed_schema).fingerprint + body + tail
-    return Sealed(kind.kafka_key(batch), sealed, len(kept), retried, advance=advance)
+        tail += trace_summary(advance.head.started_at, closed and closed.final_outcome,
+                              closed and closed.completed_at)
+    return MAGIC + schema(kind.sealed_schema).fingerprint + body + tail
 
 
 def replay_sealed(value: bytes, store: ChainStore) -> Advance | None:
@@ -297,14 +304,48 @@ def replay_sealed(value: bytes, store: ChainStore) -> Advance | None:
     if kind is None:
         raise DecodeError(f"{decoded.schema} is not a sealed record")
     datum = decoded.datum
-    chain = kind.chain_key(datum)
+    return _replay(kind, kind.chain_key(datum), datum["events"], datum["first_seq"], datum["prev_hash"],
+                   datum["hashes"], store)
+
+
+def _replay(kind: ChainKind, chain: bytes, events: list[dict], first_seq: int, prev_hash: bytes,
+            hashes: list[bytes], store: ChainStore) -> Advance | None:
+    """Move ``chain``'s head over links made elsewhere, if they start right after it."""
     head = store.head(chain)
-    if datum["first_seq"] != head.seq + 1 or datum["prev_hash"] != head.hash:
+    if first_seq != head.seq + 1 or prev_hash != head.hash:
         return None
-    for event, link in zip(datum["events"], datum["hashes"], strict=True):
+    for event, link in zip(events, hashes, strict=True):
         if head.seq == 0:
             head.started_at = event["occurred_at"]
         head.seq += 1
         head.hash = link
         head.recent += id_digest(event[kind.id_field])
-    return _advance(kind, store, chain, head, datum["events"])
+    return _advance(kind, store, chain, head, events)
+
+
+def kind_of(single_schema: str) -> ChainKind:
+    """The chain kind whose events are ``single_schema`` records (TraceEvent, AuditEvent)."""
+    return next(k for k in _BY_SEALED_SCHEMA.values() if k.single_schema == single_schema)
+
+
+def restore_sealed(kind: ChainKind, rows: list[dict], store: ChainStore) -> tuple[bytes, Advance] | None:
+    """Rebuild a sealed record from its stored links, when the broker lost it after the sink
+    had stored it: ``rows`` are the record's stored events (datum plus ``seq`` and hex
+    ``prev_hash``/``hash``). Returns the record and the head it leaves (to save once the record
+    is durable again), or None when its links do not start right after the head. Links after
+    a gap in ``rows`` (an insert cut short across parts) are left out."""
+    rows = sorted(rows, key=lambda r: r["seq"])
+    run = rows[:1]
+    for row in rows[1:]:
+        if row["seq"] != run[-1]["seq"] + 1 or row["prev_hash"] != run[-1]["hash"]:
+            break
+        run.append(row)
+    fields = [f["name"] for f in record_fields(kind.single_schema)]
+    events = [{name: row[name] for name in fields} for row in run]
+    first_seq, prev, hashes = run[0]["seq"], bytes.fromhex(run[0]["prev_hash"]), [bytes.fromhex(r["hash"]) for r in run]
+    advance = _replay(kind, kind.chain_key(run[0]), events, first_seq, prev, hashes, store)
+    if advance is None:
+        return None
+    batch = {k: run[0][k] for k in kind.batch_keys} | {"events": events}
+    body = schema(kind.batch_schema).codec.encode(batch)
+    return _sealed_value(kind, body, first_seq, prev, hashes, advance), advance

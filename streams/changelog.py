@@ -56,6 +56,11 @@ class WriteBatch:
         self._sent.set()
         self._owner._outstanding.discard(self)
 
+    async def send_durably(self, partition: int) -> None:
+        """``send``, then wait until the broker acknowledged every write."""
+        self.send(partition)
+        await self.durable()
+
     async def durable(self) -> None:
         """Wait until the batch was sent and the broker acknowledged every write."""
         await self._sent.wait()

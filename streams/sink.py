@@ -23,6 +23,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from schemas.codec import DecodeError, schema_of
+from schemas.topics import is_padding
 from sinks.writer import Rejected, SinkRecord, SinkWriter, Source
 from streams.invalid import invalid_report
 from streams.supervise import restarting
@@ -108,6 +109,8 @@ class Sink:
         per_writer: dict[SinkWriter, list[SinkRecord]] = {w: [] for w in self.writers}
         rejected: list[Rejected] = []
         for msg in records:
+            if is_padding(msg.headers):
+                continue  # stands for a record the broker lost (streams.chain.SealedTail)
             record = SinkRecord(Source(msg.topic, msg.partition, msg.offset), msg.value or b"")
             try:
                 name = schema_of(record.value)

@@ -169,7 +169,7 @@ async def _start_worker(settings: Settings, clickhouse: ClickHouse, stack: conte
     stack.push_async_callback(_cancel, rollups)
     cap, failure = None, None
     if settings.chain_events:
-        app = create_faust_app(settings)
+        app = create_faust_app(settings, clickhouse)
         app.failure = failure = loop.create_future()
         faust_worker = faust.Worker(app, loglevel=settings.log_level, daemon=False,
                                     override_logging=False, loop=loop, redirect_stdouts=False)

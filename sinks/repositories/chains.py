@@ -64,6 +64,19 @@ class ChainRepository:
                f"WHERE {where} ORDER BY seq, ingested_at, {spec.id_column}")
         return [_as_datum(r) for r in (await self.ch.query(sql, params)).dicts()]
 
+    async def stored_after(self, topic: str, partition: int, offset: int) -> dict[str, list[dict[str, Any]]]:
+        """Links stored from Kafka records at ``offset`` or later of one partition, every org's:
+        what the chain agents adopt when the broker lost records the sink had stored. By the
+        schema of their events (TraceEvent, AuditEvent); each row also holds its ``_offset``."""
+        found: dict[str, list[dict[str, Any]]] = {}
+        for spec in (TRACE_LINKS, AUDIT_LINKS):
+            sql = (f"SELECT {', '.join(spec.datum_columns)}, {LINK_COLUMNS}, _offset "
+                   f"FROM {self.ch.database}.{spec.table} WHERE _topic = {{topic:String}} "
+                   "AND _partition = {partition:UInt32} AND _offset >= {offset:UInt64}")
+            result = await self.ch.query(sql, {"topic": topic, "partition": partition, "offset": offset})
+            found[spec.schema] = [_as_datum(r) for r in result.dicts()]
+        return found
+
     async def trace_links(self, org_id: str, trace_id: str) -> list[dict[str, Any]]:
         """Every stored link of one trace, in seq order; empty for an unknown trace."""
         return await self._links(TRACE_LINKS, "org_id = {org:String} AND trace_id = {tid:String}",
