@@ -10,6 +10,7 @@ the caller's key, never from the body.
 from __future__ import annotations
 
 import math
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +22,10 @@ from schemas.registry import record_fields
 from schemas.timefmt import MAX_MS, MIN_MS, parse_ms
 
 MAX_ID_LEN = 256
+#: What an id may not be, so that every id ingest accepts can be named in a URL path
+#: (percent-encoded) and read back: control characters (U+0000-U+001F, U+007F-U+009F), or
+#: exactly ``.`` or ``..`` (URL normalization removes such path segments).
+UNADDRESSABLE_ID = re.compile(r"[\x00-\x1f\x7f-\x9f]|\A\.\.?\Z")
 ID_FIELDS = frozenset({"event_id", "trace_id", "parent_id", "id"})
 SERVER_FIELDS = frozenset({"org_id"})
 
@@ -59,6 +64,8 @@ def _id(name: str, v: Any) -> str:
         raise ValidationError(name, f"expected a string, got {_kind(v)}")
     if not (0 < len(v) <= MAX_ID_LEN):
         raise ValidationError(name, f"must be 1 to {MAX_ID_LEN} characters")
+    if UNADDRESSABLE_ID.search(v):
+        raise ValidationError(name, "must not hold control characters or be . or ..")
     return _unicode(name, v)
 
 

@@ -106,4 +106,4 @@ async def metrics(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/metrics", metrics)
     app.router.add_get("/v1/traces", list_traces)
-    app.router.add_get("/v1/traces/{trace_id}", get_trace)
+    app.router.add_get("/v1/traces/{trace_id:[^/]+}", get_trace)
