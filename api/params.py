@@ -112,7 +112,7 @@ def key_cursor(raw: str | None, name: str = "cursor") -> tuple[int, str] | None:
         return None
     key = decode_cursor(raw, name)
     if not (isinstance(key, list) and len(key) == 2 and type(key[0]) is int and isinstance(key[1], str)
-            and 0 < len(key[1]) <= MAX_ID_LEN and _is_unicode(key[1])):
+            and 0 < len(key[1]) <= MAX_ID_LEN and is_utf8(key[1])):
         raise bad_param(name, "not a cursor returned by this API")
     try:
         check_query_ms(key[0])
@@ -121,8 +121,9 @@ def key_cursor(raw: str | None, name: str = "cursor") -> tuple[int, str] | None:
     return key[0], key[1]
 
 
-def _is_unicode(text: str) -> bool:
-    """False for text with a lone surrogate (JSON's ``\\ud800``): it has no UTF-8 encoding."""
+def is_utf8(text: str) -> bool:
+    """False for text with a lone surrogate (JSON's ``\\ud800``, or a header's bytes that were
+    not UTF-8): it has no UTF-8 encoding."""
     try:
         text.encode()
     except UnicodeEncodeError:

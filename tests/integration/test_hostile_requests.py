@@ -3,6 +3,7 @@ broker): every one answers a 4xx naming what is wrong, never a 500 or the router
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator
@@ -210,3 +211,27 @@ async def test_no_query_value_gets_a_500(client, key, path):
 async def test_repeated_parameters_are_served(client, key):
     status, body = await _call(client, "GET", "/v1/traces?limit=5&limit=7&since=2026-01-01", key)
     assert status == 200, body
+
+
+async def _raw(client: TestClient, head: bytes) -> bytes:
+    """Send ``head`` (request line and headers, not percent-encoded) as raw bytes; the reply's status line."""
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(head + b"\r\nConnection: close\r\n\r\n")
+    await writer.drain()
+    status = await reader.readline()
+    writer.close()
+    return status
+
+
+@pytest.mark.parametrize("header", [b"Bearer \xff\xfe", b"Bearer th_\xff_\xff", b"Bearer \xed\xa0\x80",
+                                    b"Bearer " + "é".encode() * 100, b"\xff \xff", b"Bearer th_a_" + b"x" * 5000])
+async def test_undecodable_authorization_is_401(client, header):
+    status = await _raw(client, b"GET /v1/traces HTTP/1.1\r\nHost: x\r\nAuthorization: " + header)
+    assert status.startswith(b"HTTP/1.1 401"), status
+
+
+@pytest.mark.parametrize("path", [b"/v1/traces/\xff\xfe", b"/api/v1/traces/\xed\xa0\x80/verify",
+                                  b"/v1/traces?since=\xff", b"/tenants/\xff/traces"])
+async def test_undecodable_raw_path_bytes_are_not_a_500(client, key, path):
+    status = await _raw(client, b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + key.encode())
+    assert status[9:12] in (b"400", b"404"), status
