@@ -102,6 +102,13 @@ async def test_time_at_the_range_ends_is_served(client, key, path, param, value)
         assert status == 200, body
 
 
+async def test_default_windows_before_1970_start_at_1970(client, key):
+    status, body = await _call(client, "GET", "/v1/metrics?until=1970-01-01T05:00:00Z", key)
+    assert status == 200 and body["since"] == "1970-01-01T00:00:00.000Z", body
+    status, body = await _call(client, "GET", "/v1/traces?endDate=1970-01-02T00:00:00Z&model=m", key)
+    assert status == 200 and body["events"] == [], body
+
+
 def _outcome(metadata: bytes) -> bytes:
     return b'{"status": "success", "metadata": ' + metadata + b"}"
 
