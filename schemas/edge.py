@@ -26,7 +26,6 @@ from schemas.model import (
     MAX_ID_LEN,
     SERVER_DEFAULTS,
     SERVER_FIELDS,
-    UNADDRESSABLE_ID,
     _double,
     _double_map,
     _id,
@@ -37,6 +36,7 @@ from schemas.model import (
     _string_map,
     _timestamp,
     spec,
+    unaddressable_id,
 )
 from schemas.registry import record_fields, schema
 from schemas.timefmt import MAX_MS, MIN_MS, parse_ms
@@ -130,7 +130,7 @@ class EdgeEncoder:
         self._id_field = "event_id" if name == "TraceEvent" else "id"
         self._key_field = "trace_id" if any(f["name"] == "trace_id" for f in self._fields) else None
         self._namespace = dict(HELPERS, Declined=Declined, _MISSING=object(), _KNOWN=frozenset(self._rules.checks),
-                               _SERVER_DEFAULTS=SERVER_DEFAULTS, _unaddressable=UNADDRESSABLE_ID.search,
+                               _SERVER_DEFAULTS=SERVER_DEFAULTS, _unaddressable=unaddressable_id,
                                _isfinite=math.isfinite, _parse_ms=parse_ms,
                                _json_str=encode_json_string, _canonical=canonical_json)
         self._encode_datum = schema(name).codec.encode
