@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from api.errors import ApiError
+from api.params import is_utf8
 from sinks.repositories.api_keys import ApiKeyRepository, secret_hash, split_token
 
 SCOPES = ("traces:read", "traces:write", "audit:read", "audit:write", "webhooks:manage", "admin")
@@ -72,7 +73,9 @@ async def authenticate(request: web.Request, verifier: KeyVerifier) -> Principal
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "unauthorized", "missing bearer key: send 'Authorization: Bearer <key>'")
-    principal = await verifier.verify(token.strip())
+    token = token.strip()
+    # header bytes that are not UTF-8 arrive as lone surrogates (surrogateescape): no key has them
+    principal = await verifier.verify(token) if is_utf8(token) else None
     if principal is None:
         raise ApiError(401, "unauthorized", "invalid or revoked key")
     return principal

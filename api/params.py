@@ -9,7 +9,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from api.errors import bad_param
-from schemas.timefmt import parse_ms
+from schemas.model import MAX_ID_LEN
+from schemas.timefmt import check_query_ms, parse_ms
 
 
 def reject_unknown(query: Mapping[str, str], allowed: Iterable[str]) -> None:
@@ -33,11 +34,12 @@ def int_param(query: Mapping[str, str], name: str, default: int, lo: int, hi: in
 
 
 def time_param(query: Mapping[str, str], name: str) -> int | None:
+    """ISO 8601 in epoch millis; 400 when unparsable or outside ``schemas.timefmt.QUERY_RANGE``."""
     raw = query.get(name)
     if raw is None:
         return None
     try:
-        return parse_ms(raw)
+        return check_query_ms(parse_ms(raw))
     except ValueError as exc:
         raise bad_param(name, str(exc)) from None
 
@@ -100,7 +102,7 @@ def decode_cursor(raw: str, name: str = "cursor") -> Any:
         if not (isinstance(data, list) and len(data) == 2 and data[0] == "v1"):
             raise ValueError
         return data[1]
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError):
         raise bad_param(name, "not a cursor returned by this API") from None
 
 
@@ -109,6 +111,21 @@ def key_cursor(raw: str | None, name: str = "cursor") -> tuple[int, str] | None:
     if raw is None:
         return None
     key = decode_cursor(raw, name)
-    if not (isinstance(key, list) and len(key) == 2 and isinstance(key[0], int) and isinstance(key[1], str)):
+    if not (isinstance(key, list) and len(key) == 2 and type(key[0]) is int and isinstance(key[1], str)
+            and 0 < len(key[1]) <= MAX_ID_LEN and is_utf8(key[1])):
         raise bad_param(name, "not a cursor returned by this API")
+    try:
+        check_query_ms(key[0])
+    except ValueError:
+        raise bad_param(name, "not a cursor returned by this API") from None
     return key[0], key[1]
+
+
+def is_utf8(text: str) -> bool:
+    """False for text with a lone surrogate (JSON's ``\\ud800``, or a header's bytes that were
+    not UTF-8): it has no UTF-8 encoding."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -36,6 +36,7 @@ from schemas.model import (
     _string_map,
     _timestamp,
     spec,
+    unaddressable_id,
 )
 from schemas.registry import record_fields, schema
 from schemas.timefmt import MAX_MS, MIN_MS, parse_ms
@@ -66,6 +67,7 @@ def _check_and_encode(check: Callable[..., Any], v: str, ind: str) -> list[str]:
     """Lines that check ``v`` as ``check`` does and append its encoding, or raise Declined."""
     if check is _id:
         return [f"{ind}if {v}.__class__ is not str or not 0 < len({v}) <= {MAX_ID_LEN}: raise Declined",
+                f"{ind}if _unaddressable({v}): raise Declined",
                 *_enc_str(v, ind)]
     if check is _string:
         return [f"{ind}if {v}.__class__ is not str: raise Declined", *_enc_str(v, ind)]
@@ -128,7 +130,8 @@ class EdgeEncoder:
         self._id_field = "event_id" if name == "TraceEvent" else "id"
         self._key_field = "trace_id" if any(f["name"] == "trace_id" for f in self._fields) else None
         self._namespace = dict(HELPERS, Declined=Declined, _MISSING=object(), _KNOWN=frozenset(self._rules.checks),
-                               _SERVER_DEFAULTS=SERVER_DEFAULTS, _isfinite=math.isfinite, _parse_ms=parse_ms,
+                               _SERVER_DEFAULTS=SERVER_DEFAULTS, _unaddressable=unaddressable_id,
+                               _isfinite=math.isfinite, _parse_ms=parse_ms,
                                _json_str=encode_json_string, _canonical=canonical_json)
         self._encode_datum = schema(name).codec.encode
         #: the bytes of each field with a default, for shapes that leave it out

@@ -10,6 +10,7 @@ the caller's key, never from the body.
 from __future__ import annotations
 
 import math
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +22,18 @@ from schemas.registry import record_fields
 from schemas.timefmt import MAX_MS, MIN_MS, parse_ms
 
 MAX_ID_LEN = 256
+#: Control characters (U+0000-U+001F, U+007F-U+009F): no id may hold one.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def unaddressable_id(v: str) -> bool:
+    """True for an id a URL path cannot name (percent-encoded) and read back: one holding a
+    control character, or exactly ``.`` or ``..`` (URL normalization removes such segments)."""
+    if v.isascii() and v.isprintable():  # the common case, ~10x cheaper than the search
+        return v == "." or v == ".."
+    return _CONTROL.search(v) is not None
+
+
 ID_FIELDS = frozenset({"event_id", "trace_id", "parent_id", "id"})
 SERVER_FIELDS = frozenset({"org_id"})
 
@@ -59,6 +72,8 @@ def _id(name: str, v: Any) -> str:
         raise ValidationError(name, f"expected a string, got {_kind(v)}")
     if not (0 < len(v) <= MAX_ID_LEN):
         raise ValidationError(name, f"must be 1 to {MAX_ID_LEN} characters")
+    if unaddressable_id(v):
+        raise ValidationError(name, "must not hold control characters or be . or ..")
     return _unicode(name, v)
 
 

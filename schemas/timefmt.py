@@ -9,6 +9,11 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: Accepted range for event timestamps: 2000-01-01 .. 2100-01-01.
 MIN_MS = 946_684_800_000
 MAX_MS = 4_102_444_800_000
+#: Accepted range for times in queries and cursors: 1970-01-01 .. 2299-12-31T23:59:59.999Z, what
+#: both ClickHouse time types hold (DateTime64(3) ends with 2299, the rollups' DateTime starts at 1970).
+QUERY_MIN_MS = 0
+QUERY_MAX_MS = 10_413_792_000_000
+QUERY_RANGE = "1970-01-01T00:00:00Z .. 2299-12-31T23:59:59.999Z"
 
 
 def now_ms() -> int:
@@ -24,6 +29,13 @@ def parse_ms(value: str) -> int:
     except ValueError:
         raise ValueError(f"not an ISO 8601 timestamp: {value!r}") from None
     return datetime_ms(dt)
+
+
+def check_query_ms(ms: int) -> int:
+    """``ms`` if a query may use it (``QUERY_RANGE``); ValueError if not."""
+    if not QUERY_MIN_MS <= ms < QUERY_MAX_MS:
+        raise ValueError(f"outside the supported range {QUERY_RANGE}")
+    return ms
 
 
 def format_ms(ms: int) -> str:

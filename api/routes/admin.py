@@ -6,12 +6,12 @@ the ``admin`` scope manages its own org's keys.
 
 from __future__ import annotations
 
-import json
 import re
 
 from aiohttp import web
 
 from api.auth import SCOPES, Principal, authenticate
+from api.body import json_body
 from api.context import API_KEYS, VERIFIER
 from api.errors import ApiError, bad_param, not_found
 from api.params import reject_unknown
@@ -31,12 +31,7 @@ async def _manager(request: web.Request, org_id: str | None) -> Principal:
 
 
 async def create_key(request: web.Request) -> web.Response:
-    try:
-        body = json.loads(await request.read())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise bad_param("(body)", "expected an object {org_id, scopes, name}")
+    body = json_body(await request.read(), "{org_id, scopes, name}")
     for key in body:
         if key not in ("org_id", "scopes", "name"):
             raise bad_param(key, "unknown field")
@@ -80,4 +75,4 @@ async def revoke_key(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/admin/keys", create_key)
     app.router.add_get("/v1/admin/keys", list_keys)
-    app.router.add_delete("/v1/admin/keys/{key_id}", revoke_key)
+    app.router.add_delete("/v1/admin/keys/{key_id:[^/]+}", revoke_key)

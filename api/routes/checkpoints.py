@@ -20,7 +20,7 @@ async def list_checkpoints(request: web.Request) -> web.Response:
     reject_unknown(q, ("limit", "cursor"))
     limit = int_param(q, "limit", 50, 1, 200)
     before = decode_cursor(q["cursor"]) if "cursor" in q else None
-    if before is not None and (not isinstance(before, int) or before < 1):
+    if before is not None and (type(before) is not int or not 0 < before < 2**63):
         raise bad_param("cursor", "not a cursor returned by this API")
     page = await request.app[CHECKPOINTS].page(limit + 1, before)
     more = len(page) > limit

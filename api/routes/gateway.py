@@ -20,7 +20,7 @@ from api.params import (
     str_param,
     time_range,
 )
-from schemas.timefmt import format_ms, now_ms
+from schemas.timefmt import QUERY_MIN_MS, format_ms, now_ms
 from sinks.repositories.events import EventFilter
 from sinks.repositories.rollups import HOUR_MS
 
@@ -45,7 +45,7 @@ def event_filter(query: Mapping[str, str]) -> EventFilter:
     start, end = _one_of(query, "since", "startDate"), _one_of(query, "until", "endDate")
     since_ms, until_ms = time_range(query, start, end)
     if since_ms is None and any(name in query for name in AGENTMARK_PARAMS):
-        since_ms = (until_ms if until_ms is not None else now_ms()) - AGENTMARK_WINDOW_MS
+        since_ms = max(QUERY_MIN_MS, (until_ms if until_ms is not None else now_ms()) - AGENTMARK_WINDOW_MS)
     key, value = str_param(query, "metadata_key"), str_param(query, "metadata_value", 4096)
     if (key is None) != (value is None):
         raise bad_param("metadata_key" if key is None else "metadata_value",
@@ -95,7 +95,7 @@ async def metrics(request: web.Request) -> web.Response:
     reject_unknown(q, ("since", "until"))
     since_ms, until_ms = time_range(q, "since", "until")
     if since_ms is None:
-        since_ms = (until_ms if until_ms is not None else now_ms()) - 24 * HOUR_MS
+        since_ms = max(QUERY_MIN_MS, (until_ms if until_ms is not None else now_ms()) - 24 * HOUR_MS)
     since_ms -= since_ms % HOUR_MS
     buckets = [b.to_json() for b in await request.app[ROLLUPS].buckets(org_id, since_ms, until_ms)]
     body = {"since": format_ms(since_ms), "until": None if until_ms is None else format_ms(until_ms),
@@ -106,4 +106,4 @@ async def metrics(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/metrics", metrics)
     app.router.add_get("/v1/traces", list_traces)
-    app.router.add_get("/v1/traces/{trace_id}", get_trace)
+    app.router.add_get("/v1/traces/{trace_id:[^/]+}", get_trace)

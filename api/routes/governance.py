@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -11,6 +10,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from api.body import json_body
 from api.commands import Verdict as CommandVerdict
 from api.context import CHAINS, CHECKPOINTS, PRODUCER, SETTINGS, TRACES, VERDICTS, caller_org
 from api.errors import ApiError, bad_param, not_found
@@ -135,18 +135,16 @@ async def export_trace(request: web.Request) -> web.Response:
         "Content-Disposition": f'attachment; filename="trace-{quote(trace_id, safe="")}.json"'})
 
 
+#: Outcome metadata limits: keys, and bytes of keys plus values as stored (UTF-8; a
+#: non-string value is stored as its canonical JSON text).
 MAX_OUTCOME_METADATA = 100
+MAX_OUTCOME_METADATA_BYTES = 64 * 1024
 
 
 def outcome_body(raw: bytes) -> tuple[str, dict[str, str]]:
     """``{"status": "success"|"error", "metadata": {...}}`` -> (status, metadata as strings:
     non-string values are kept as their canonical JSON text)."""
-    try:
-        body = json.loads(raw or b"null")
-    except ValueError as exc:
-        raise ApiError(400, "validation_error", f"body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "validation_error", "body must be a JSON object with status and optional metadata")
+    body = json_body(raw, "with status and optional metadata")
     for name in body:
         if name not in ("status", "metadata"):
             raise bad_param(name, "unknown field (allowed: status, metadata)")
@@ -158,7 +156,16 @@ def outcome_body(raw: bytes) -> tuple[str, dict[str, str]]:
         raise bad_param("metadata", "must be a JSON object")
     if len(metadata) > MAX_OUTCOME_METADATA:
         raise bad_param("metadata", f"at most {MAX_OUTCOME_METADATA} keys")
-    return status, {k: v if isinstance(v, str) else canonical_json(v) for k, v in metadata.items()}
+    stored = {k: v if isinstance(v, str) else canonical_json(v) for k, v in metadata.items()}
+    size = 0
+    for k, v in stored.items():
+        item = len(k.encode()) + len(v.encode())
+        if item > MAX_OUTCOME_METADATA_BYTES:
+            raise bad_param(f"metadata.{k}", f"larger than {MAX_OUTCOME_METADATA_BYTES} bytes")
+        size += item
+    if size > MAX_OUTCOME_METADATA_BYTES:
+        raise bad_param("metadata", f"keys and values total more than {MAX_OUTCOME_METADATA_BYTES} bytes")
+    return status, stored
 
 
 async def record_outcome(request: web.Request) -> web.Response:
@@ -192,7 +199,7 @@ async def record_outcome(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/traces", list_traces)
-    app.router.add_get("/api/v1/traces/{trace_id}", get_trace)
-    app.router.add_get("/api/v1/traces/{trace_id}/verify", verify_trace)
-    app.router.add_post("/api/v1/traces/{trace_id}/outcome", record_outcome)
-    app.router.add_get("/api/v1/traces/{trace_id}/export", export_trace)
+    app.router.add_get("/api/v1/traces/{trace_id:[^/]+}", get_trace)
+    app.router.add_get("/api/v1/traces/{trace_id:[^/]+}/verify", verify_trace)
+    app.router.add_post("/api/v1/traces/{trace_id:[^/]+}/outcome", record_outcome)
+    app.router.add_get("/api/v1/traces/{trace_id:[^/]+}/export", export_trace)

@@ -58,5 +58,5 @@ async def get_trace(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/tenants/{tenant_id}/traces", list_traces)
-    app.router.add_get("/tenants/{tenant_id}/traces/{trace_id}", get_trace)
+    app.router.add_get("/tenants/{tenant_id:[^/]+}/traces", list_traces)
+    app.router.add_get("/tenants/{tenant_id:[^/]+}/traces/{trace_id:[^/]+}", get_trace)

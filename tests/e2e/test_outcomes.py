@@ -97,7 +97,7 @@ async def test_outcome_errors_name_the_field_and_hide_other_orgs(stack):
             status, answer = await outcome(api, key, trace, body)
             assert status == 400 and answer["error"]["details"]["field"] == field, answer
         status, answer = await api.request("POST", f"/api/v1/traces/{trace}/outcome", key, data=b"{nope")
-        assert status == 400 and answer["error"]["code"] == "validation_error"
+        assert status == 400 and answer["error"]["code"] == "invalid_json"
         assert (await outcome(api, key, uid("none"), {"status": "success"}))[0] == 404
         assert (await outcome(api, other, trace, {"status": "success"}))[0] == 404  # another org's trace
         assert (await outcome(api, None, trace, {"status": "success"}))[0] == 401

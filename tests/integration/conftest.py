@@ -4,6 +4,7 @@ TRACEHOUSE_TEST_CLICKHOUSE_URL is given: the same tests run on both."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -17,9 +18,9 @@ from streams.embedded.broker import EmbeddedBroker, free_port
 _chdb_path: list[str] = []
 
 
-@pytest.fixture
-async def clickhouse(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ClickHouse]:
-    """A migrated, fresh database on the session's ClickHouse backend."""
+@contextlib.asynccontextmanager
+async def fresh_clickhouse(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ClickHouse]:
+    """A migrated, fresh database on the session's ClickHouse backend, dropped afterwards."""
     database = f"th_{uuid.uuid4().hex[:12]}"
     url = os.environ.get("TRACEHOUSE_TEST_CLICKHOUSE_URL")
     if url:
@@ -32,6 +33,13 @@ async def clickhouse(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[
     yield ch
     await ch.command(f"DROP DATABASE IF EXISTS {database}")
     await ch.close()
+
+
+@pytest.fixture
+async def clickhouse(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ClickHouse]:
+    """A migrated, fresh database for one test."""
+    async with fresh_clickhouse(tmp_path_factory) as ch:
+        yield ch
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ NOW = 1_795_428_000_000
 VALIDATE = {"TraceEvent": validate_trace_event, "AuditEvent": validate_audit_event}
 
 GOOD = {  # check name -> valid JSON values
-    "_id": ["e-1", "ü" * 256, "x"],
+    "_id": ["e-1", "ü" * 256, "x", "a{b}/c %20?#", "..."],
     "_string": ["", "chat", "ünïcode ✓ 🙂", "a\u0000b"],
     "_timestamp": ["2026-11-23T10:00:00.123Z", "2026-11-23T10:00:00+02:00", "2026-11-23", NOW, 946_684_800_000],
     "_long": [0, -1, 10, 2**63 - 1, -(2**63), 5000],
@@ -26,7 +26,7 @@ GOOD = {  # check name -> valid JSON values
 }
 BAD = ["", "x" * 257, "\ud800", "not a time", "2026-13-40", True, False, 1.5, 2**63, -(2**63) - 1, 10**400,
        float("nan"), float("inf"), {}, {"k": 1}, {"k": "\udfff"}, {"\ud800": "v"}, [1], ["\ud800"], [[]], "1999-12-31",
-       2**70, None]
+       2**70, None, ".", "..", "a\x00b", "tr\n", "x\x85"]
 
 
 def random_object(name: str, rnd: random.Random) -> dict:

@@ -99,3 +99,16 @@ def test_json_nested_too_deeply_is_refused():
         deep = [deep]
     with pytest.raises(ValidationError, match="model_config: nested too deeply"):
         validate_trace_event({"trace_id": "t", "model_config": deep}, org_id="o", now=NOW)
+
+
+@pytest.mark.parametrize("field", ["trace_id", "event_id", "parent_id"])
+@pytest.mark.parametrize("value", [".", "..", "a\x00b", "tr-1\n", "\x7f", "x\x9f"])
+def test_ids_a_url_path_cannot_name_are_refused(field, value):
+    with pytest.raises(ValidationError) as e:
+        validate_trace_event({"trace_id": "t", field: value}, org_id="o", now=NOW)
+    assert e.value.field == field and "control characters" in e.value.reason
+
+
+@pytest.mark.parametrize("value", ["a{b}c", "a/b", "100%", "a b", "\u00e9\u4e2d\U0001f600", "...", ".a"])
+def test_ids_with_url_special_characters_are_accepted(value):
+    assert validate_trace_event({"trace_id": value}, org_id="o", now=NOW)["trace_id"] == value
