@@ -121,11 +121,11 @@ async def serve(settings: Settings, *, worker: bool = True, api: bool = True,
             fetch_throttle.install()
             log.info("embedded Kafka broker (noida-db) on %s", broker.bootstrap)
         await ensure_topics(settings.bootstrap_servers, settings.topic_partitions,
-                            settings.topic_replication_factor)
+                            settings.topic_replication_factor, max_message_bytes=settings.max_record_bytes)
         if settings.embedded_kafka and worker and settings.chain_events:
             await ensure_topics(settings.bootstrap_servers, settings.topic_partitions,
                                 settings.topic_replication_factor, tuple(CHANGELOGS.values()),
-                                EMBEDDED_CHANGELOG_CONFIG)
+                                EMBEDDED_CHANGELOG_CONFIG, max_message_bytes=settings.max_record_bytes)
 
         clickhouse = ClickHouse.from_settings(settings)
         stack.push_async_callback(clickhouse.close)
