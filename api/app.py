@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -25,7 +26,7 @@ from api.context import (
 from api.errors import error_middleware
 from api.preparation import PreparationPool
 from api.routes import admin, audit, checkpoints, gateway, governance, health, ingest, tenants
-from schemas.producer import EventProducer
+from schemas.producer import BrokerUnavailable, EventProducer
 from schemas.topics import COMMAND_VERDICTS
 from sinks.clickhouse import ClickHouse
 from sinks.repositories.api_keys import ApiKeyRepository
@@ -60,8 +61,11 @@ def create_app(settings: Settings, clickhouse: ClickHouse | None = None) -> web.
 
     async def producer_ctx(app: web.Application) -> AsyncIterator[None]:
         # no linger: a request's records are sent together and the reply waits for their acks
-        producer = EventProducer(settings.bootstrap_servers, client_id="tracehouse-api", linger_ms=0)
-        await producer.start()
+        producer = EventProducer(settings.bootstrap_servers, client_id="tracehouse-api", linger_ms=0,
+                                 max_request_size=settings.max_record_bytes,
+                                 send_timeout=settings.send_timeout_seconds)
+        with contextlib.suppress(BrokerUnavailable):  # started again on the first send
+            await producer.start()
         app[PRODUCER] = producer
         yield
         await producer.stop()

@@ -8,6 +8,8 @@ from typing import Any
 
 from aiohttp import web
 
+from schemas.producer import BrokerUnavailable
+
 log = logging.getLogger(__name__)
 
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
@@ -50,6 +52,12 @@ def error_middleware(max_body_bytes: int) -> Callable[..., Awaitable[web.StreamR
             return await handler(request)
         except ApiError as exc:
             return error_response(exc.status, exc.code, exc.message, exc.details)
+        except BrokerUnavailable as exc:  # every route that produces: retry later, nothing is known stored
+            log.warning("%s %s: %s", request.method, request.path, exc)
+            response = error_response(503, "broker_unavailable",
+                                      "the event broker did not acknowledge the request in time; retry later")
+            response.headers["Retry-After"] = str(exc.retry_after)
+            return response
         except web.HTTPRequestEntityTooLarge:
             return error_response(413, "payload_too_large",
                                   f"request body exceeds {max_body_bytes} bytes; send smaller batches",

@@ -43,9 +43,10 @@ class Prepared:
     error: tuple[int, str, str, dict[str, Any] | None] | None = None
 
 
-def prepare(kind: str, raw: bytes, org_id: str, source: str, max_events: int) -> Prepared:
+def prepare(kind: str, raw: bytes, org_id: str, source: str, max_events: int, max_event_bytes: int) -> Prepared:
     """Turn the body of POST /v1/events (``kind="trace"``) or /v1/audit/events (``"audit"``)
-    into batch records, with every rejection reported by index."""
+    into batch records, with every rejection reported by index. An event whose encoding
+    exceeds ``max_event_bytes`` is rejected (field ``(event)``); when every event is, 413."""
     now = now_ms()
     try:
         body = json.loads(raw)
@@ -73,6 +74,7 @@ def prepare(kind: str, raw: bytes, org_id: str, source: str, max_events: int) ->
     edge = edge_encoder(event_schema)
     groups: dict[str | None, list[bytes]] = {}  # trace_id (None for audit) -> encoded events
     accepted, rejected, reports = [], [], []
+    oversized = 0
     for index, item in enumerate(body):
         try:
             encoded, event_id, trace_id = edge.encode(item, org_id, now)
@@ -86,11 +88,23 @@ def prepare(kind: str, raw: bytes, org_id: str, source: str, max_events: int) ->
                                 "payload": json.dumps(item, default=str)[:MAX_REPORTED_PAYLOAD]})
                 continue
             encoded, event_id, trace_id = edge.encode_datum(datum)
+        if len(encoded) > max_event_bytes:
+            reason = (f"the event is {len(encoded)} bytes encoded; the limit is {max_event_bytes} "
+                      "(TRACEHOUSE_MAX_EVENT_BYTES)")
+            rejected.append({"index": index, "field": "(event)", "reason": reason})
+            oversized += 1
+            reports.append({"source": source, "org_id": org_id, "received_at": format_ms(now),
+                            "index": index, "field": "(event)", "reason": reason,
+                            "payload": json.dumps(item, default=str)[:MAX_REPORTED_PAYLOAD]})
+            continue
         groups.setdefault(trace_id, []).append(encoded)
         accepted.append(event_id)
     records = list(_records(org_id, groups))
     error = None
-    if not accepted:
+    if not accepted and oversized == len(rejected):
+        error = (413, "event_too_large", "every event in the request is larger than the limit",
+                 {"max_event_bytes": max_event_bytes, "rejected": rejected})
+    elif not accepted:
         error = (400, "validation_error", "no valid events in the request", {"rejected": rejected})
     return Prepared(records, accepted, rejected, reports, error)
 
@@ -106,7 +120,7 @@ def _records(org_id: str, groups: dict[str | None, list[bytes]]) -> Iterator[tup
 
 def _warm() -> None:
     """Import and compile everything a worker needs before the first request."""
-    prepare("trace", b'[{"trace_id": "t"}]', "warm-up", "warm-up", 1)
+    prepare("trace", b'[{"trace_id": "t"}]', "warm-up", "warm-up", 1, 1024)
 
 
 def _init_worker(parent_pid: int) -> None:
@@ -141,17 +155,19 @@ class PreparationPool:
             loop = asyncio.get_running_loop()
             await asyncio.gather(*(loop.run_in_executor(self._executor, os.getpid) for _ in range(self.processes)))
 
-    async def prepare(self, kind: str, raw: bytes, org_id: str, source: str, max_events: int) -> Prepared:
+    async def prepare(self, kind: str, raw: bytes, org_id: str, source: str, max_events: int,
+                      max_event_bytes: int) -> Prepared:
+        args = (kind, raw, org_id, source, max_events, max_event_bytes)
         if self._executor is None:
-            return prepare(kind, raw, org_id, source, max_events)
+            return prepare(*args)
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._executor, prepare, kind, raw, org_id, source, max_events)
+            return await loop.run_in_executor(self._executor, prepare, *args)
         except BrokenProcessPool:  # a worker died (OOM killer, signal): replace the pool, retry once
             log.warning("ingest worker process died; starting a new pool")
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = self._new_executor()
-            return await loop.run_in_executor(self._executor, prepare, kind, raw, org_id, source, max_events)
+            return await loop.run_in_executor(self._executor, prepare, *args)
 
     async def stop(self) -> None:
         if self._executor is not None:

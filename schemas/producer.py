@@ -10,21 +10,38 @@ one event at a time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from schemas.codec import MAGIC
 from schemas.compiled import long_bytes
 from schemas.registry import schema
 from schemas.topics import AUDIT_EVENTS, INVALID_EVENTS, TRACE_EVENTS
 
-#: Upper bounds of one batch record; bigger groups are split into several records.
+log = logging.getLogger(__name__)
+
+#: Where a batch record is cut: at most this many events and (unless one event alone is
+#: bigger, up to the edge's ``max_event_bytes``) this many bytes, so a producer batch of
+#: 1 MiB holds a record or more. The record limit every producer, fetch and topic agrees on
+#: is ``Settings.max_record_bytes``: the largest event alone in a record, sealed.
 MAX_EVENTS_PER_RECORD = 500
 MAX_RECORD_BYTES = 768 * 1024
+#: The record limit of the default settings (4 MiB events + 64 KiB of batch header, seal and framing).
+DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024 + 64 * 1024
+
+
+class BrokerUnavailable(Exception):  # noqa: N818 - the API answers it with 503
+    """A send was not acknowledged in time or failed; the records may or may not be stored.
+    The producer that failed is replaced, so a retry goes through a fresh one."""
+
+    retry_after = 1
 
 
 def pack_batches(schema_name: str, header: dict[str, Any], events: list[bytes]) -> Iterator[bytes]:
@@ -89,30 +106,51 @@ def audit_batch_records(org_id: str, encoded: list[bytes]) -> Iterator[tuple[byt
 
 
 class EventProducer:
-    """Publishes validated event datums (see ``schemas.model``) to tracehouse's topics."""
+    """Publishes validated event datums (see ``schemas.model``) to tracehouse's topics.
 
-    def __init__(self, bootstrap_servers: str, *, linger_ms: int = 10, client_id: str = "tracehouse") -> None:
-        self._producer = AIOKafkaProducer(
+    A failed or timed-out send never leaves a broken producer behind: an idempotent
+    producer whose batch failed (a record too large, an expired batch while the broker
+    was down) answers ``OutOfOrderSequenceNumber`` on that partition from then on, so
+    the failing producer is dropped and the next send starts a fresh one. Every send
+    and start is bounded by ``send_timeout`` seconds; both raise ``BrokerUnavailable``.
+    """
+
+    def __init__(self, bootstrap_servers: str, *, linger_ms: int = 10, client_id: str = "tracehouse",
+                 max_request_size: int = DEFAULT_MAX_REQUEST_BYTES, send_timeout: float = 30.0) -> None:
+        self._config: dict[str, Any] = dict(
             bootstrap_servers=bootstrap_servers,
             client_id=client_id,
             acks="all",
             enable_idempotence=True,
             linger_ms=linger_ms,
             max_batch_size=512 * 1024,
-            max_request_size=4 * 1024 * 1024,
+            max_request_size=max_request_size,
+            # below the send deadline, so aiokafka gives up on a dead broker by itself too
+            request_timeout_ms=max(1000, int(send_timeout * 1000)),
         )
+        self.send_timeout = send_timeout
+        self._producer: AIOKafkaProducer | None = None
+        self._starting = asyncio.Lock()
+        self._retired: set[asyncio.Task[None]] = set()
+        self.replaced = 0  # producers dropped after a failure (logged, and tested)
         self._linger = linger_ms / 1000
         self._pending: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
         self._pending_done: asyncio.Future[None] | None = None
         self._flusher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        await self._producer.start()
+        """Connect now; raises ``BrokerUnavailable`` when the broker cannot be reached in time."""
+        await self._current()
 
     async def stop(self) -> None:
         if self._pending:
-            await self._flush_pending()
-        await self._producer.stop()
+            with contextlib.suppress(BrokerUnavailable):
+                await self._flush_pending()
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await self._stop_quietly(producer)
+        if self._retired:
+            await asyncio.gather(*self._retired, return_exceptions=True)
 
     async def __aenter__(self) -> EventProducer:
         await self.start()
@@ -121,11 +159,57 @@ class EventProducer:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    async def send_records(self, topic: str, records: Iterable[tuple[bytes, bytes]]) -> int:
-        """Publish encoded (key, value) records and wait for every ack; return the count."""
-        futures = [await self._producer.send(topic, value, key=key) for key, value in records]
-        await asyncio.gather(*futures)
-        return len(futures)
+    async def _current(self) -> AIOKafkaProducer:
+        """The producer in use, started on first use or after a failure dropped the last one."""
+        if self._producer is not None:
+            return self._producer
+        async with self._starting:
+            if self._producer is None:
+                producer = AIOKafkaProducer(**self._config)
+                try:
+                    async with asyncio.timeout(self.send_timeout):
+                        await producer.start()
+                except (KafkaError, OSError, TimeoutError) as exc:
+                    self._retire(producer)
+                    raise BrokerUnavailable(f"cannot reach the broker: {exc!r}") from exc
+                self._producer = producer
+            return self._producer
+
+    def _retire(self, producer: AIOKafkaProducer) -> None:
+        """Stop ``producer`` in the background (its unsent batches are abandoned)."""
+        task = asyncio.ensure_future(self._stop_quietly(producer))
+        self._retired.add(task)
+        task.add_done_callback(self._retired.discard)
+
+    async def _stop_quietly(self, producer: AIOKafkaProducer) -> None:
+        try:
+            async with asyncio.timeout(self.send_timeout):
+                await producer.stop()
+        except Exception as exc:  # a producer stopped after a failure may fail again: it is gone either way
+            log.debug("stopping a failed producer: %r", exc)
+
+    def _drop(self, producer: AIOKafkaProducer, exc: BaseException) -> None:
+        if self._producer is producer:
+            self._producer = None
+            self.replaced += 1
+            log.warning("producer %s failed (%r): replacing it", self._config["client_id"], exc)
+            self._retire(producer)
+
+    async def send_records(self, topic: str, records: Iterable[tuple[bytes | None, bytes]]) -> int:
+        """Publish encoded (key, value) records and wait for every ack; return the count.
+        Raises ``BrokerUnavailable`` when that does not happen within ``send_timeout``."""
+        records = list(records)
+        if not records:
+            return 0
+        producer = await self._current()
+        try:
+            async with asyncio.timeout(self.send_timeout):
+                futures = [await producer.send(topic, value, key=key) for key, value in records]
+                await asyncio.gather(*futures)
+        except (KafkaError, TimeoutError) as exc:
+            self._drop(producer, exc)
+            raise BrokerUnavailable(f"{topic}: the broker did not acknowledge the records: {exc!r}") from exc
+        return len(records)
 
     async def send_trace_events(self, events: Iterable[dict[str, Any]]) -> int:
         """Publish events as one batch record per trace (and chunk); return the record count."""
@@ -137,11 +221,17 @@ class EventProducer:
 
     async def send_invalid(self, reports: Iterable[dict[str, Any]]) -> None:
         """Publish rejection reports (JSON: source, org_id, reason, field, payload) to invalid-events."""
-        futures = [
-            await self._producer.send(INVALID_EVENTS, json.dumps(r, default=str).encode())
-            for r in reports
-        ]
-        await asyncio.gather(*futures)
+        await self.send_records(INVALID_EVENTS, ((None, json.dumps(r, default=str).encode()) for r in reports))
+
+    async def ping(self) -> bool:
+        """True when the broker answers a metadata request within ``send_timeout``."""
+        try:
+            producer = await self._current()
+            async with asyncio.timeout(self.send_timeout):
+                await producer.client.fetch_all_metadata()
+            return True
+        except (BrokerUnavailable, KafkaError, OSError, TimeoutError):
+            return False
 
     def add(self, event: dict[str, Any]) -> asyncio.Future[None]:
         """Queue one event; it is published with its trace's other events after the linger.

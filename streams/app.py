@@ -131,6 +131,10 @@ def create_faust_app(settings: Settings, clickhouse: ClickHouse | None = None) -
         # batch, no linger) cut the chained pipeline's CPU per event by a quarter, broker's included.
         producer_linger_ms=5,
         producer_max_batch_size=1024 * 1024,
+        # a sealed record of the largest event the edge accepts (Faust's default, 1,000,000
+        # bytes, stopped the worker on a 1 MB event); fetches sized to match
+        producer_max_request_size=settings.max_record_bytes,
+        consumer_max_fetch_size=settings.max_record_bytes,
         loghandlers=[],
     )
     p = settings.topic_partitions
@@ -182,4 +186,5 @@ def create_sink(settings: Settings, clickhouse: ClickHouse) -> Sink:
     """The sink consumer: ``sink_topics`` -> ClickHouse."""
     writers = [SinkWriter(clickhouse, TRACE_EVENTS_SINK), SinkWriter(clickhouse, AUDIT_EVENTS_SINK)]
     return Sink(settings.bootstrap_servers, sink_topics(settings), writers, INVALID_EVENTS,
-                batch_records=settings.sink_batch_records, batch_seconds=settings.sink_batch_seconds)
+                batch_records=settings.sink_batch_records, batch_seconds=settings.sink_batch_seconds,
+                max_record_bytes=settings.max_record_bytes)

@@ -51,7 +51,7 @@ class Sink:
     """Stores every record of ``topics`` with the writer of its schema."""
 
     def __init__(self, bootstrap: str, topics: list[str], writers: list[SinkWriter], invalid_topic: str, *,
-                 batch_records: int, batch_seconds: float) -> None:
+                 batch_records: int, batch_seconds: float, max_record_bytes: int = 1024 * 1024) -> None:
         self.bootstrap = bootstrap
         self.topics = topics
         self.writers = writers
@@ -59,6 +59,7 @@ class Sink:
         self.invalid_topic = invalid_topic
         self.batch_records = batch_records
         self.batch_seconds = batch_seconds
+        self.max_record_bytes = max_record_bytes
 
     async def run(self) -> None:
         """Consume until cancelled; a batch cut short by the cancel is not committed.
@@ -69,7 +70,7 @@ class Sink:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, group_id=SINK_GROUP, client_id=SINK_GROUP,
             enable_auto_commit=False, auto_offset_reset="earliest", isolation_level="read_committed",
-            max_poll_records=self.batch_records,
+            max_poll_records=self.batch_records, max_partition_fetch_bytes=self.max_record_bytes,
         )
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", client_id=SINK_GROUP)
         await producer.start()

@@ -14,13 +14,18 @@ log = logging.getLogger(__name__)
 
 
 async def ensure_topics(bootstrap: str, partitions: int, replication_factor: int = 1,
-                        topics: tuple[str, ...] = SOURCE_TOPICS, configs: dict[str, str] | None = None) -> None:
+                        topics: tuple[str, ...] = SOURCE_TOPICS, configs: dict[str, str] | None = None, *,
+                        max_message_bytes: int | None = None) -> None:
     """Create missing topics; raise if an existing one has another partition count.
 
     Faust stalls on PartitionsMismatch when a source topic was auto-created with one
     partition, so the count is checked, not assumed. ``configs`` are set on every one of
-    ``topics``, existing ones included.
+    ``topics``, existing ones included, and so is ``max.message.bytes`` when
+    ``max_message_bytes`` is given (``Settings.max_record_bytes``: Kafka's and noida-db's
+    default, 1,048,588, refuses a record of a 1 MB event).
     """
+    if max_message_bytes is not None:
+        configs = {**(configs or {}), "max.message.bytes": str(max_message_bytes)}
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="tracehouse-admin")
     await admin.start()
     try:

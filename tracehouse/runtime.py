@@ -90,6 +90,19 @@ async def trim_forever(settings: Settings, cap: Callable[[TopicPartition], int |
             log.warning("trimming the embedded broker failed: %s", exc)
 
 
+async def supervise_broker(broker: EmbeddedBroker, interval: float) -> None:
+    """Restart the embedded broker whenever its process is gone (same port and data dir);
+    the worker's and the API's clients reconnect by themselves."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            if await asyncio.to_thread(broker.revive):
+                log.warning("the embedded broker (noida-db, %s) had died: restarted it, pid %s",
+                            broker.bootstrap, await asyncio.to_thread(broker.pid))
+        except Exception as exc:  # noida-db refused to start: try again next round
+            log.error("the embedded broker is down and could not be restarted: %s", exc)
+
+
 def dump_tasks() -> None:
     """SIGUSR1: log every asyncio task and the await chain it is suspended in."""
     out = io.StringIO()
@@ -118,14 +131,18 @@ async def serve(settings: Settings, *, worker: bool = True, api: bool = True,
             broker = EmbeddedBroker(settings.broker_dir, "127.0.0.1", settings.kafka_port)
             if await asyncio.to_thread(broker.start):
                 stack.callback(broker.stop)
+            # supervised whoever started it: the data dir and port are this deployment's
+            supervisor = asyncio.create_task(supervise_broker(broker, settings.broker_supervise_seconds),
+                                             name="broker-supervisor")
+            stack.push_async_callback(_cancel, supervisor)
             fetch_throttle.install()
             log.info("embedded Kafka broker (noida-db) on %s", broker.bootstrap)
         await ensure_topics(settings.bootstrap_servers, settings.topic_partitions,
-                            settings.topic_replication_factor)
+                            settings.topic_replication_factor, max_message_bytes=settings.max_record_bytes)
         if settings.embedded_kafka and worker and settings.chain_events:
             await ensure_topics(settings.bootstrap_servers, settings.topic_partitions,
                                 settings.topic_replication_factor, tuple(CHANGELOGS.values()),
-                                EMBEDDED_CHANGELOG_CONFIG)
+                                EMBEDDED_CHANGELOG_CONFIG, max_message_bytes=settings.max_record_bytes)
 
         clickhouse = ClickHouse.from_settings(settings)
         stack.push_async_callback(clickhouse.close)

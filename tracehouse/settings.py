@@ -14,6 +14,15 @@ from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "TRACEHOUSE_"
+#: What a sealed record of one event adds to the event's bytes, at most: the batch header
+#: (org and trace ids of up to 256 characters), the seal (first_seq, prev_hash, 32 bytes per
+#: event for up to 500 events, started_at, the outcome) and Kafka's record framing.
+RECORD_OVERHEAD_BYTES = 64 * 1024
+#: Bounds of ``max_event_bytes``: at least the producers' 1 MiB batches (a topic's
+#: max.message.bytes must hold a whole batch), at most well under the 100 MiB request
+#: noida-db (like Kafka's socket.request.max.bytes) accepts.
+MIN_EVENT_BYTES = 1024 * 1024
+MAX_EVENT_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -65,6 +74,14 @@ class Settings:
     #: Largest accepted HTTP request body and number of events per request.
     max_body_bytes: int = 10 * 1024 * 1024
     max_batch_events: int = 5_000
+    #: Largest event (its Avro encoding, about its JSON size): a bigger one is rejected at the
+    #: edge by index. Every producer, consumer and topic is sized for it (``max_record_bytes``).
+    max_event_bytes: int = 4 * 1024 * 1024
+    #: How long a produce (ingest, outcome command) waits for the broker's ack before it
+    #: answers 503 with Retry-After: the event may or may not be stored.
+    send_timeout_seconds: float = 3.0
+    #: How often ``run`` checks that the embedded broker's process is alive (restarted if not).
+    broker_supervise_seconds: float = 1.0
     #: Processes that parse, validate and encode ingest requests off the event loop (0: inline).
     ingest_processes: int = 2
     #: How long a verified API key stays cached (revocation latency).
@@ -92,6 +109,13 @@ class Settings:
     def bootstrap_servers(self) -> str:
         """host:port list of the Kafka brokers to talk to."""
         return self.kafka_bootstrap or f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def max_record_bytes(self) -> int:
+        """Largest Kafka record tracehouse writes: one event of ``max_event_bytes`` alone in a
+        batch, sealed (``RECORD_OVERHEAD_BYTES`` covers the batch header, the
+        seal and Kafka's framing). Producers, fetches and topics are sized from it."""
+        return self.max_event_bytes + RECORD_OVERHEAD_BYTES
 
     @property
     def broker_dir(self) -> Path:
@@ -133,11 +157,14 @@ class Settings:
                 "after an aborted transaction the embedded broker (noida-db 0.2.3) hides later committed "
                 "records from read_committed consumers (docs/integrity-plan.md)")
         for name in ("http_port", "kafka_port", "topic_partitions", "sink_batch_records",
-                     "max_body_bytes", "max_batch_events", "approval_ttl_seconds", "approval_check_seconds",
+                     "max_body_bytes", "max_batch_events", "max_event_bytes", "send_timeout_seconds",
+                     "broker_supervise_seconds", "approval_ttl_seconds", "approval_check_seconds",
                      "command_timeout_seconds", "checkpoint_interval_seconds", "rollup_interval_seconds",
                      "compact_min_records"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{ENV_PREFIX}{name.upper()} must be positive")
+        if not MIN_EVENT_BYTES <= self.max_event_bytes <= MAX_EVENT_BYTES:
+            raise ValueError(f"{ENV_PREFIX}MAX_EVENT_BYTES must be between {MIN_EVENT_BYTES} and {MAX_EVENT_BYTES}")
         if self.ingest_processes < 0:
             raise ValueError(f"{ENV_PREFIX}INGEST_PROCESSES must be 0 or more")
 

@@ -12,12 +12,15 @@ TOPICS = {"trace": TRACE_EVENTS, "audit": AUDIT_EVENTS}
 
 
 async def ingest(request: web.Request, scope: str, kind: str) -> web.Response:
-    """Authenticate; parse, validate and encode (off the event loop); report rejects; publish."""
+    """Authenticate; parse, validate and encode (off the event loop); report rejects; publish.
+    202 only once the broker acknowledged every record; a broker that does not answer in
+    ``send_timeout_seconds`` is a 503 with Retry-After (``api.errors``)."""
     org_id = await caller_org(request, scope)
     raw = await request.read()
     app = request.app
+    settings = app[SETTINGS]
     prepared = await app[PREPARATION].prepare(kind, raw, org_id, f"http:{request.method} {request.path}",
-                                              app[SETTINGS].max_batch_events)
+                                              settings.max_batch_events, settings.max_event_bytes)
     if prepared.reports:
         await app[PRODUCER].send_invalid(prepared.reports)
     if prepared.error is not None:

@@ -11,6 +11,9 @@ Measured noida-db 0.2.3 behaviour this module relies on:
 - ``status`` exits 0 when running, 1 when not; a stale control file left by
   a kill -9 is detected and ``up`` starts a fresh broker.
 - ``down`` is synchronous and exits 0 even when nothing runs.
+- ``status`` prints ``pid N``; after a kill -9 of that process ``up`` on the same data dir
+  and port starts it again at once, with what its snapshot held (the last fraction of a
+  second of acknowledged writes may be lost: the snapshot is written with a delay).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from importlib.resources import files
 from pathlib import Path
 
 _STATUS_KAFKA = re.compile(r"^\s*\S+\s+kafka\s+(\S+):(\d+)\s*$", re.MULTILINE)
+_STATUS_PID = re.compile(r"\bpid (\d+)\b")
 
 
 class BrokerError(RuntimeError):
@@ -101,6 +105,20 @@ class EmbeddedBroker:
             return None
         match = _STATUS_KAFKA.search(res.stdout)
         return (match.group(1), int(match.group(2))) if match else None
+
+    def pid(self) -> int | None:
+        """Process id of the broker running for this data dir (``noida-db status``), or None."""
+        res = self._run("status")
+        match = _STATUS_PID.search(res.stdout) if res.returncode == 0 else None
+        return int(match.group(1)) if match else None
+
+    def revive(self, timeout: float = 20.0) -> bool:
+        """Start the broker again if its process is gone (kill -9, OOM), on the same port and
+        data dir; True if it was restarted. Cheap while it runs: one TCP connect."""
+        if port_open(self.host, self.port) or self.is_running():
+            return False
+        self.start(timeout)
+        return True
 
     def is_running(self) -> bool:
         """True if a broker runs for this data dir and accepts connections on our port."""

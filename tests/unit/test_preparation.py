@@ -6,11 +6,12 @@ import pytest
 
 from api.preparation import PreparationPool, prepare
 from schemas.codec import decode
+from schemas.edge import edge_encoder
 
 
-def run(body, kind="trace", max_events=10):
+def run(body, kind="trace", max_events=10, max_event_bytes=4 * 1024 * 1024):
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return prepare(kind, raw, "acme", "http:POST /v1/events", max_events)
+    return prepare(kind, raw, "acme", "http:POST /v1/events", max_events, max_event_bytes)
 
 
 def test_valid_events_become_one_record_per_trace_in_order():
@@ -68,7 +69,34 @@ async def test_worker_process_gives_the_same_answer_as_inline():
     await pool.start()
     try:
         raw = json.dumps([{"event_id": "e", "trace_id": "t", "occurred_at": "2026-11-23T10:00:00Z"}]).encode()
-        in_process = await pool.prepare("trace", raw, "acme", "s", 10)
-        assert in_process == prepare("trace", raw, "acme", "s", 10)
+        in_process = await pool.prepare("trace", raw, "acme", "s", 10, 4096)
+        assert in_process == prepare("trace", raw, "acme", "s", 10, 4096)
     finally:
         await pool.stop()
+
+
+def test_an_event_above_the_size_limit_is_rejected_by_index_and_the_rest_accepted():
+    big = {"event_id": "big", "trace_id": "t", "metadata": {"k": "x" * 5000}}
+    p = run([{"event_id": "small", "trace_id": "t"}, big], max_event_bytes=4096)
+    assert p.error is None and p.accepted == ["small"]
+    assert [(r["index"], r["field"]) for r in p.rejected] == [(1, "(event)")]
+    assert "limit is 4096" in p.rejected[0]["reason"] and p.reports[0]["index"] == 1
+    assert [decode(v).datum["events"][0]["event_id"] for _, v in p.records] == ["small"]
+
+
+def test_the_limit_is_the_events_encoded_size_inclusive():
+    event = {"event_id": "e", "trace_id": "t", "occurred_at": 1_790_000_000_000, "metadata": {"k": "x" * 3000}}
+    size = len(edge_encoder("TraceEvent").encode(event, "acme", 0)[0])
+    assert run([event], max_event_bytes=size).accepted == ["e"]
+    assert run([event], max_event_bytes=size - 1).error[0] == 413
+
+
+def test_only_oversized_events_is_a_413_naming_each():
+    p = run([{"trace_id": "t", "input": "y" * 3000}, {"trace_id": "t", "output": "z" * 3000}], max_event_bytes=2048)
+    assert p.error is not None and p.error[0] == 413 and p.error[1] == "event_too_large"
+    assert [r["index"] for r in p.error[3]["rejected"]] == [0, 1] and p.records == []
+
+
+def test_oversized_and_malformed_events_without_a_valid_one_is_a_400():
+    p = run([{"trace_id": "t", "input": "y" * 3000}, {"trace_id": 5}], max_event_bytes=2048)
+    assert p.error is not None and p.error[0] == 400

@@ -1,0 +1,140 @@
+"""Big events end to end, size limits at the edge, and a broker killed under a running service."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.conftest import start_stack
+from tests.support.service import Api, Service, eventually, uid, wait_event_count
+
+pytestmark = pytest.mark.slow
+
+MB = 1_000_000
+
+
+async def post_raw(service: Service, key: str, body: bytes) -> tuple[int, dict, dict]:
+    """POST /v1/events; (status, json body, headers), with the time it took checked by callers."""
+    async with aiohttp.ClientSession() as session:
+        async with session.post(service.url + "/v1/events", data=body,
+                                headers={"Authorization": f"Bearer {key}"}) as r:
+            return r.status, await r.json(content_type=None), dict(r.headers)
+
+
+async def test_1mb_and_4mb_events_are_stored_chained_and_read_back(stack):
+    """A ~1 MB metadata value used to stop the whole service (the chain agent's producer took
+    1,000,000 bytes at most) after the API had answered 202."""
+    async with Api(stack.url) as api:
+        key = await api.org_key(uid("big"))
+        trace = uid("tr")
+        events = [{"event_id": "one-mb", "trace_id": trace, "metadata": {"prompt": "p" * 1_000_500}},
+                  {"event_id": "four-mb", "trace_id": trace, "input": "i" * (4 * MB)}]
+        for event in events:  # one request each: the second body is 4 MB
+            status, body = await api.post("/v1/events", key, [event])
+            assert status == 202 and body["accepted"] == [event["event_id"]], body
+        stored = await wait_event_count(api, key, f"/v1/traces/{trace}", 2)
+        by_id = {e["event_id"]: e for e in stored["events"]}
+        assert by_id["one-mb"]["metadata"]["prompt"] == "p" * 1_000_500
+        assert by_id["four-mb"]["input"] == "i" * (4 * MB)
+        status, verdict = await api.get(f"/api/v1/traces/{trace}/verify", key)
+        assert status == 200 and verdict["valid"] is True and verdict["event_count"] == 2, verdict
+    assert stack.proc is not None and stack.proc.poll() is None, stack.log_tail()
+
+
+async def test_oversized_events_are_refused_at_the_edge_and_nothing_breaks(stack):
+    async with Api(stack.url) as api:
+        key, other = await api.org_key(uid("lim")), await api.org_key(uid("lim"))
+        trace = uid("tr")
+        huge = {"trace_id": trace, "output": "o" * (5 * MB)}  # above the 4 MiB default
+        started = time.monotonic()
+        status, body = await api.post("/v1/events", key, [{"event_id": "fits", "trace_id": trace}, huge])
+        assert status == 202 and body["accepted"] == ["fits"], body
+        assert [(r["index"], r["field"]) for r in body["rejected"]] == [(1, "(event)")]
+        assert "TRACEHOUSE_MAX_EVENT_BYTES" in body["rejected"][0]["reason"]
+        status, body = await api.post("/v1/events", key, [huge])
+        assert status == 413 and body["error"]["code"] == "event_too_large", body
+        too_big = json.dumps([{"trace_id": trace, "input": "x" * (11 * MB)}]).encode()
+        status, body, _ = await post_raw(stack, key, too_big)
+        assert status == 413 and body["error"]["code"] == "payload_too_large", body
+        assert time.monotonic() - started < 20
+        # other orgs' small requests go on being accepted, whatever partition they hash to
+        for i in range(20):
+            status, body = await api.post("/v1/events", other, [{"trace_id": f"small-{i}"}])
+            assert status == 202, body
+        await wait_event_count(api, key, f"/v1/traces/{trace}", 1)
+    assert stack.proc is not None and stack.proc.poll() is None, stack.log_tail()
+
+
+def try_bind(sock: socket.socket, port: int) -> bool:
+    try:
+        sock.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+
+
+async def test_a_killed_broker_is_503_then_restarted_and_ingest_resumes(tmp_path: Path):
+    """kill -9 of noida-db under a running service (the test started the broker, as an
+    operator's earlier ``noida-db up`` would): ingest answers 503 with Retry-After within
+    5 s instead of hanging, /readyz says the broker is down, the service's supervisor starts
+    the broker again, and ingest is back to 202 with the events stored.
+
+    Right after the kill the test holds the broker's port with a socket that never answers
+    (the worst case: connections open, requests hang), so the broker stays down as long as
+    the test needs; the supervisor restarts it once the port is free."""
+    broker, service = start_stack(tmp_path)
+    try:
+        async with Api(service.url) as api:
+            key = await api.org_key(uid("kill"))
+            trace = uid("tr")
+            status, _ = await api.post("/v1/events", key, [{"event_id": "before", "trace_id": trace}])
+            assert status == 202
+            await wait_event_count(api, key, f"/v1/traces/{trace}", 1)
+            await asyncio.sleep(1.5)  # noida writes its snapshot with a delay: let "before" reach it
+            pid = broker.pid()
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)
+            holder = socket.socket()
+            holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            await eventually(lambda: asyncio.to_thread(try_bind, holder, broker.port), bool, timeout=5, interval=0.01)
+            holder.listen(64)
+            started = time.monotonic()
+            status, body, headers = await post_raw(service, key, json.dumps(
+                [{"event_id": "unknown-1", "trace_id": trace}]).encode())
+            took = time.monotonic() - started
+            assert status == 503 and body["error"]["code"] == "broker_unavailable", (status, body)
+            assert took < 5 and int(headers["Retry-After"]) >= 1, took
+            status, ready = await api.get("/readyz")
+            assert status == 503 and ready["components"] == {"broker": "down", "clickhouse": "up"}, ready
+            await asyncio.sleep(2)  # still down: the same answers
+            status, body, _ = await post_raw(service, key, json.dumps(
+                [{"event_id": "unknown-2", "trace_id": trace}]).encode())
+            assert status == 503, body
+            holder.close()
+            await eventually(lambda: api.get("/readyz"), lambda r: r[0] == 200, timeout=30)
+            new_pid = broker.pid()
+            assert new_pid is not None and new_pid != pid
+
+            async def post_after() -> tuple[int, object]:
+                return await api.post("/v1/events", key, [{"event_id": "after", "trace_id": trace}])
+            # a client retries a 503 after Retry-After; the first send may meet a stale connection
+            await eventually(post_after, lambda r: r[0] == 202, timeout=30, interval=1.0)
+            stored = await wait_event_count(api, key, f"/v1/traces/{trace}", 2)
+            # a 503 is "not acknowledged": its record may still arrive (the client's retry with the
+            # same event_id is then recognised by the chain)
+            ids = {e["event_id"] for e in stored["events"]}
+            assert {"before", "after"} <= ids <= {"before", "after", "unknown-1", "unknown-2"}, ids
+            assert len(stored["events"]) == len(ids)
+        assert service.proc is not None and service.proc.poll() is None
+        assert "restarted it" in service.log_path.read_text()
+    finally:
+        service.stop()
+        broker.stop()
