@@ -70,7 +70,8 @@ def _event_input_field(field: dict[str, Any]) -> Schema:
         return {"description": "Any JSON value; stored as canonical JSON and returned as the same JSON."}
     if isinstance(t, dict) and t.get("logicalType") == "timestamp-millis":
         schema: Schema = {"anyOf": [
-            {"type": "string", "minLength": 10, "description": "ISO 8601 (`Z`, an offset, or naive = UTC)"},
+            {"type": "string", "format": "date-time", "pattern": "^20[0-9]{2}-",
+             "description": "ISO 8601 (`Z`, an offset, or naive = UTC)"},
             {"type": "integer", "minimum": MIN_MS, "maximum": MAX_MS - 1, "description": "epoch milliseconds"}],
             "description": "between 2000-01-01 and 2100-01-01"}
         return {"anyOf": [*schema["anyOf"], {"type": "null"}]} if nullable else schema
