@@ -15,6 +15,7 @@ import pytest
 import requests
 import schemathesis
 
+from api.auth import SCOPES
 from api.openapi import document
 from schemas.timefmt import format_ms
 from tests.support.service import ADMIN_KEY, Service
@@ -101,3 +102,36 @@ def fuzz_key(stack: Service) -> str:
 @schema.parametrize()
 def test_api_honours_its_contract(case: schemathesis.Case, stack: Service, fuzz_key: str) -> None:
     case.call_and_validate(base_url=stack.url, headers={"Authorization": f"Bearer {fuzz_key}"})
+
+
+def _minimal_request(path: str, method: str) -> dict:
+    """A request to the operation that is valid apart from the key (unknown ids are fine)."""
+    url = path.replace("{tenant_id}", ORG).replace("{trace_id}", "no-such-trace").replace("{key_id}", "no-such-key")
+    body = {"/v1/events": [{"trace_id": "scope-check"}], "/v1/audit/events": [{"actor": "a", "action": "b"}],
+            "/api/v1/traces/{trace_id}/outcome": {"status": "success"},
+            "/v1/admin/keys": {"org_id": ORG, "scopes": ["traces:read"], "name": "scope-check"}}.get(path)
+    return {"method": method.upper(), "url": url, "json": body if method == "post" else None}
+
+
+def test_each_operation_needs_the_scope_it_documents(stack: Service, fuzz_key: str) -> None:
+    """A key holding every scope but the documented one gets 403; a key holding only it does not."""
+    def key(scopes: list[str]) -> str:
+        r = requests.post(f"{stack.url}/v1/admin/keys", headers={"Authorization": f"Bearer {fuzz_key}"},
+                          json={"org_id": ORG, "scopes": scopes, "name": "scope-check"}, timeout=30)
+        assert r.status_code == 201, r.text
+        return r.json()["key"]
+
+    checked = 0
+    for path, methods in document()["paths"].items():
+        for method, op in methods.items():
+            needs = [s for req in op["security"] for s in req.get("bearerAuth", [])]
+            if not needs:
+                continue
+            (scope,) = needs
+            request = _minimal_request(path, method)
+            for scopes, forbidden in (([s for s in SCOPES if s not in (scope, "admin")], True), ([scope], False)):
+                r = requests.request(request["method"], stack.url + request["url"], json=request["json"],
+                                     headers={"Authorization": f"Bearer {key(scopes)}"}, timeout=30)
+                assert (r.status_code == 403) == forbidden, (method, path, scopes, r.status_code, r.text)
+            checked += 1
+    assert checked == 16
