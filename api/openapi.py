@@ -440,7 +440,7 @@ def _paths() -> dict[str, dict[str, Schema]]:
             {200: _ok(_ref("EventPage")), 400: _error(400)}, gateway_params, tag="gateway")},
         "/v1/traces/{trace_id}": {"get": _operation(
             "One trace's events in time order", "traces:read",
-            {200: _ok(_ref("TraceEvents")), 400: _error(400, "Any query parameter"), 404: _error(404)},
+            {200: _ok(_ref("TraceEvents")), 400: _error(400), 404: _error(404)},
             [trace_id], tag="gateway")},
         "/v1/metrics": {"get": _operation(
             "Hourly rollups by hour, type and outcome (seed 000)", "traces:read",
@@ -453,7 +453,7 @@ def _paths() -> dict[str, dict[str, Schema]]:
             {200: _ok(_ref("GovernanceTraceList")), 400: _error(400)}, governance_params, tag="governance")},
         "/api/v1/traces/{trace_id}": {"get": _operation(
             "A governance trace with its events and approval requests", "traces:read",
-            {200: _ok(_ref("GovernanceTraceDetail")), 400: _error(400, "Any query parameter"), 404: _error(404)},
+            {200: _ok(_ref("GovernanceTraceDetail")), 400: _error(400), 404: _error(404)},
             [trace_id], tag="governance")},
         "/api/v1/traces/{trace_id}/verify": {"get": _operation(
             "Recompute the trace's hash chain and check it against its newest signed checkpoint", "traces:read",
@@ -473,7 +473,7 @@ def _paths() -> dict[str, dict[str, Schema]]:
             "Single-trace export with what `tracehouse verify-export` checks offline", "admin", {
                 200: _ok(_ref("TraceExport"), headers={"Content-Disposition": {
                     "description": 'attachment; filename="trace-{trace_id}.json"', "schema": {"type": "string"}}}),
-                400: _error(400, "Any query parameter"), 404: _error(404)},
+                400: _error(400), 404: _error(404)},
             [trace_id], tag="governance")},
         "/tenants/{tenant_id}/traces": {"get": _operation(
             "Tenant traces, newest first (seed 002)", "traces:read",
@@ -481,7 +481,7 @@ def _paths() -> dict[str, dict[str, Schema]]:
             [tenant_id, *tenant_params], tag="tenants")},
         "/tenants/{tenant_id}/traces/{trace_id}": {"get": _operation(
             "A tenant trace with its messages, output, tools and metadata (seed 002)", "traces:read",
-            {200: _ok(_ref("TenantTraceDetail")), 400: _error(400, "Any query parameter"), 404: _error(404)},
+            {200: _ok(_ref("TenantTraceDetail")), 400: _error(400), 404: _error(404)},
             [tenant_id, trace_id], tag="tenants")},
         "/v1/checkpoints": {"get": _operation(
             "Signed checkpoints, newest first (roots and leaf counts only: no org's data)", "*",
