@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test test-fast bench bench-ingest bench-reads lint clean
+.PHONY: setup run test test-fast fuzz bench bench-ingest bench-reads lint clean
 
 setup: $(STAMP)
 
@@ -23,6 +23,11 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# The schemathesis contract run with more examples per operation (make test runs it with 12).
+FUZZ_EXAMPLES ?= 200
+fuzz: setup
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q tests/e2e/test_openapi_contract.py
 
 # The ingest bench (rates next to a raw-produce baseline), then the read bench (1M and 10M events).
 bench: bench-ingest bench-reads

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from api import openapi
 from api.auth import KeyVerifier
 from api.commands import VerdictWaiter
 from api.context import (
@@ -89,4 +90,5 @@ def create_app(settings: Settings, clickhouse: ClickHouse | None = None) -> web.
         app.cleanup_ctx.append(verdicts_ctx)
     for module in (health, ingest, gateway, governance, tenants, audit, checkpoints, admin):
         module.add_routes(app)
+    app.router.add_get("/v1/openapi.json", openapi.serve)
     return app

@@ -65,7 +65,10 @@ def error_middleware(max_body_bytes: int) -> Callable[..., Awaitable[web.StreamR
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
-            return error_response(exc.status, _HTTP_CODES.get(exc.status, "error"), exc.reason)
+            response = error_response(exc.status, _HTTP_CODES.get(exc.status, "error"), exc.reason)
+            if "Allow" in exc.headers:  # a 405 lists the methods the resource has (RFC 9110)
+                response.headers["Allow"] = exc.headers["Allow"]
+            return response
         except Exception:
             log.exception("unhandled error on %s %s", request.method, request.path)
             return error_response(500, "internal_error", "internal error")

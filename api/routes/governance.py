@@ -151,7 +151,8 @@ def outcome_body(raw: bytes) -> tuple[str, dict[str, str]]:
     status = body.get("status")
     if status not in OUTCOME_STATUSES:
         raise bad_param("status", "required, one of: success, error")
-    metadata: Any = body.get("metadata") or {}
+    metadata: Any = body.get("metadata")
+    metadata = {} if metadata is None else metadata
     if not isinstance(metadata, dict):
         raise bad_param("metadata", "must be a JSON object")
     if len(metadata) > MAX_OUTCOME_METADATA:
