@@ -146,7 +146,7 @@ def create_faust_app(settings: Settings, clickhouse: ClickHouse | None = None) -
     store, changelog = chains.store, chains.changelog
     app.chains = store
     stored = ChainRepository(clickhouse) if clickhouse is not None else None
-    tail = SealedTail(settings.bootstrap_servers, SEALED_EVENTS, store, changelog, stored)
+    tail = SealedTail(settings.bootstrap_servers, SEALED_EVENTS, store, changelog, stored, settings.max_record_bytes)
     for kind, source in ((TRACE_CHAIN, trace_events), (AUDIT_CHAIN, audit_events)):
         ChainAgent(app, kind, AgentTopics(source=source, **outputs), store, changelog, tail, p).register()
     add_expiry_timer(app, store, trace_events, app.settled, settings.approval_check_seconds, p)

@@ -90,6 +90,7 @@ class SealedTail:
 
     def __init__(self, bootstrap: str, topic: str, store: ChainStore, changelog: DeferredChangelog,
                  stored: StoredLinks | None = None, max_record_bytes: int = 1_048_576) -> None:
+        """``max_record_bytes``: the largest record it reads back or publishes again."""
         self.bootstrap = bootstrap
         self.max_record_bytes = max_record_bytes
         self.topic = topic
@@ -125,7 +126,8 @@ class SealedTail:
         (value None for padding), and the partition's end offset."""
         tp = TopicPartition(self.topic, partition)
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                                    isolation_level="read_committed", client_id="tracehouse-chain-tail")
+                                    isolation_level="read_committed", client_id="tracehouse-chain-tail",
+                                    max_partition_fetch_bytes=self.max_record_bytes)
         await consumer.start()
         try:
             consumer.assign([tp])
@@ -265,8 +267,7 @@ class ChainAgent:
     then ahead of what is durable, and only a restart from the changelog is safe.
 
     ``settled`` is set while no rebalance is in progress (``streams.app.TracehouseApp``):
-    a record delivered during one waits, then is dropped unacked if its partition went
-    to another worker (the new owner reads it from the committed offset)."""
+    a record delivered during one is left unacked and read again once it is over."""
 
     def __init__(self, app: Any, kind: ChainKind, topics: AgentTopics, store: ChainStore,
                  changelog: DeferredChangelog, tail: SealedTail, partitions: int, in_flight: int = 1_000) -> None:
@@ -294,10 +295,13 @@ class ChainAgent:
         if self._failed:
             await asyncio.Event().wait()  # the worker is stopping; seal nothing more
         if not self.app.settled.is_set():
-            await self.app.settled.wait()
-            if msg.tp not in self.app.consumer.assignment():
-                msg.incref()  # never acked here: its offset stays uncommitted
-                return
+            # A rebalance is in progress. Faust waits for the records being processed before
+            # it revokes partitions (wait_empty), so waiting here for its end would deadlock
+            # (seen when the broker restarted). Left unacked, the record's offset stays
+            # uncommitted, and once the rebalance is over the consumer seeks back to the
+            # committed offsets (TracehouseApp._seek_back): its partition's owner reads it again.
+            msg.incref()
+            return
         if not self.app.in_transaction:
             try:
                 caught_up = await self.tail.catch_up(msg.partition)
