@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test test-fast fuzz bench bench-ingest bench-reads lint clean
+.PHONY: setup run test test-fast fuzz chaos bench bench-ingest bench-reads lint clean
 
 setup: $(STAMP)
 
@@ -28,6 +28,11 @@ test-fast: setup
 FUZZ_EXAMPLES ?= 200
 fuzz: setup
 	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q tests/e2e/test_openapi_contract.py
+
+# The whole-box chaos test with more kills (make test runs it with 3).
+CHAOS_KILLS ?= 10
+chaos: setup
+	CHAOS_KILLS=$(CHAOS_KILLS) $(BIN)/python -m pytest -q -s tests/e2e/test_whole_box_crash.py
 
 # The ingest bench (rates next to a raw-produce baseline), then the read bench (1M and 10M events).
 bench: bench-ingest bench-reads

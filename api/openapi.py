@@ -18,7 +18,7 @@ from api.auth import SCOPES
 from api.paging import MAX_OFFSET
 from api.routes import admin, gateway, governance, tenants
 from schemas.lifecycle import FINAL_OUTCOMES, IN_PROGRESS, OUTCOME_STATUSES
-from schemas.model import ID_FIELDS, MAX_ID_LEN, SERVER_DEFAULTS, SERVER_FIELDS
+from schemas.model import BOUNDED_FIELDS, ID_FIELDS, MAX_COST, MAX_ID_LEN, MAX_TOKENS, SERVER_DEFAULTS, SERVER_FIELDS
 from schemas.registry import record_fields
 from schemas.timefmt import MAX_MS, MIN_MS
 from tracehouse.settings import Settings
@@ -81,6 +81,10 @@ def _event_input_field(field: dict[str, Any]) -> Schema:
         schema = {"type": "array", "items": {"type": "string"}}
     elif t == "string" and field["name"] in ID_FIELDS:
         schema = {"type": "string", "minLength": 1, "maxLength": MAX_ID_LEN}
+    elif field["name"] == "cost":
+        schema = {"type": "number", "minimum": -MAX_COST, "maximum": MAX_COST}
+    elif field["name"] in BOUNDED_FIELDS:
+        schema = {"type": "integer", "minimum": 0, "maximum": MAX_TOKENS}
     else:
         schema = {"string": {"type": "string"}, "long": dict(_LONG), "double": {"type": "number"}}[t]
     if field.get("doc"):

@@ -23,9 +23,12 @@ from typing import Any
 from schemas.canonical import canonical_json, encode_json_string
 from schemas.compiled import _SMALL, HELPERS, zigzag
 from schemas.model import (
+    MAX_COST,
     MAX_ID_LEN,
+    MAX_TOKENS,
     SERVER_DEFAULTS,
     SERVER_FIELDS,
+    _cost,
     _double,
     _double_map,
     _id,
@@ -35,6 +38,7 @@ from schemas.model import (
     _string_array,
     _string_map,
     _timestamp,
+    _tokens,
     spec,
     unaddressable_id,
 )
@@ -78,6 +82,13 @@ def _check_and_encode(check: Callable[..., Any], v: str, ind: str) -> list[str]:
                 f"{ind}out += _long({v})"]
     if check is _double:
         return _enc_double(v, ind)
+    if check is _cost:
+        return [f"{ind}if {v}.__class__ is int and {-MAX_COST!r} <= {v} <= {MAX_COST!r}: {v} = float({v})",
+                f"{ind}if {v}.__class__ is not float or not {-MAX_COST!r} <= {v} <= {MAX_COST!r}: raise Declined",
+                f"{ind}out += _pack_d({v})"]
+    if check is _tokens:
+        return [f"{ind}if {v}.__class__ is not int or not 0 <= {v} <= {MAX_TOKENS}: raise Declined",
+                f"{ind}out += _long({v})"]
     if check is _timestamp:
         return [f"{ind}if {v}.__class__ is str: {v} = _parse_ms({v})",
                 f"{ind}elif {v}.__class__ is not int: raise Declined",

@@ -97,6 +97,31 @@ def _double(name: str, v: Any) -> float:
     return v
 
 
+#: Largest cost (either sign) and token count one event may carry: sums over billions of events
+#: stay finite (Float64) and exact (Int64), so no total a read returns can overflow.
+MAX_COST = 1e12
+MAX_TOKENS = 10**12
+
+
+def _cost(name: str, v: Any) -> float:
+    v = _double(name, v)
+    if not -MAX_COST <= v <= MAX_COST:
+        raise ValidationError(name, f"must be between -{MAX_COST:.0e} and {MAX_COST:.0e}")
+    return v
+
+
+def _tokens(name: str, v: Any) -> int:
+    v = _long(name, v)
+    if not 0 <= v <= MAX_TOKENS:
+        raise ValidationError(name, f"must be between 0 and {MAX_TOKENS}")
+    return v
+
+
+#: Numeric fields that are summed by reads, and their bounded checks.
+BOUNDED_FIELDS: dict[str, Check] = {"cost": _cost, "input_tokens": _tokens, "output_tokens": _tokens,
+                                    "total_tokens": _tokens}
+
+
 def _timestamp(name: str, v: Any) -> int:
     if isinstance(v, bool):
         raise ValidationError(name, "expected an ISO 8601 timestamp, got boolean")
@@ -172,6 +197,8 @@ def _check_for(field: dict[str, Any]) -> tuple[Check, bool]:
             return _string_array, nullable
     if t == "string" and field["name"] in ID_FIELDS:
         return _id, nullable
+    if field["name"] in BOUNDED_FIELDS:
+        return BOUNDED_FIELDS[field["name"]], nullable
     return {"string": _string, "long": _long, "double": _double}[t], nullable
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import faust
 from aiokafka import TopicPartition
+from faust.exceptions import ConsumerNotStarted
 
 from schemas.checkpoints import load_signing_key
 from schemas.topics import (
@@ -95,8 +96,23 @@ class TracehouseApp(faust.App):
         return 0 if known is None else known + 1
 
     def on_rebalance_start(self) -> None:
-        self.settled.clear()
         super().on_rebalance_start()
+        if not self._assigned_partitions():  # nothing is in flight: hold records from now on
+            self.settled.clear()
+
+    async def _consumer_wait_empty(self, consumer: Any, logger: Any) -> None:
+        """Before it revokes partitions, Faust waits here for the records the agents are
+        processing. Records are held (``settled`` cleared) only from then on: a record
+        delivered earlier in the rebalance and held would never finish, and Faust would wait
+        for it forever (seen when the broker restarted under the worker)."""
+        await super()._consumer_wait_empty(consumer, logger)
+        self.settled.clear()
+
+    def _assigned_partitions(self) -> set[Any]:
+        try:
+            return set(self._consumer.assignment()) if self._consumer is not None else set()
+        except ConsumerNotStarted:
+            return set()
 
     def on_rebalance_end(self) -> None:
         super().on_rebalance_end()

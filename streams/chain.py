@@ -266,8 +266,9 @@ class ChainAgent:
     A send that fails stops the worker (``TracehouseApp.fail``): the in-memory heads are
     then ahead of what is durable, and only a restart from the changelog is safe.
 
-    ``settled`` is set while no rebalance is in progress (``streams.app.TracehouseApp``):
-    a record delivered during one is left unacked and read again once it is over."""
+    ``settled`` is cleared while a rebalance reassigns partitions (``streams.app.TracehouseApp``):
+    a record delivered then waits, then is dropped unacked if its partition went to another
+    worker (the new owner reads it from the committed offset)."""
 
     def __init__(self, app: Any, kind: ChainKind, topics: AgentTopics, store: ChainStore,
                  changelog: DeferredChangelog, tail: SealedTail, partitions: int, in_flight: int = 1_000) -> None:
@@ -295,13 +296,10 @@ class ChainAgent:
         if self._failed:
             await asyncio.Event().wait()  # the worker is stopping; seal nothing more
         if not self.app.settled.is_set():
-            # A rebalance is in progress. Faust waits for the records being processed before
-            # it revokes partitions (wait_empty), so waiting here for its end would deadlock
-            # (seen when the broker restarted). Left unacked, the record's offset stays
-            # uncommitted, and once the rebalance is over the consumer seeks back to the
-            # committed offsets (TracehouseApp._seek_back): its partition's owner reads it again.
-            msg.incref()
-            return
+            await self.app.settled.wait()
+            if msg.tp not in self.app.consumer.assignment():
+                msg.incref()  # never acked here: its offset stays uncommitted
+                return
         if not self.app.in_transaction:
             try:
                 caught_up = await self.tail.catch_up(msg.partition)

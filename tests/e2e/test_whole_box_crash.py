@@ -21,10 +21,12 @@ import psutil
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from streams.chain import partitioner
 from streams.embedded.broker import EmbeddedBroker
 from tests.conftest import start_stack
 from tests.e2e.test_crash_recovery import verify_all
-from tests.support.service import Api, Service, all_events
+from tests.support.service import Api, Service, all_events, eventually
+from tracehouse.settings import Settings
 
 pytestmark = pytest.mark.slow
 
@@ -86,13 +88,10 @@ class Ledger:
     """What the producer knows: when each event was acknowledged, and what it never heard back on."""
 
     acked: dict[str, float] = field(default_factory=dict)  # event id -> time of its 202
+    newest: tuple[str, str] = ("", "")  # the event acknowledged last, and its trace
     unknown: list[list[dict]] = field(default_factory=list)
     kills: list[float] = field(default_factory=list)  # when the broker was killed
     durable: list[float] = field(default_factory=list)  # SnapshotWatch.durable_before each kill
-
-
-def broker_pid(broker: EmbeddedBroker) -> int:
-    return int(json.loads((broker.data_dir / "noida.control.json").read_text())["pid"])
 
 
 def kill_everything(service: Service, broker: EmbeddedBroker, broker_first: float) -> None:
@@ -100,7 +99,7 @@ def kill_everything(service: Service, broker: EmbeddedBroker, broker_first: floa
     OOM killer takes one process at a time: the sink may store what it fetched after the broker died)."""
     assert service.proc is not None
     tracehouse = psutil.Process(service.proc.pid)
-    victims = [psutil.Process(broker_pid(broker)), tracehouse, *tracehouse.children(recursive=True)]
+    victims = [psutil.Process(broker.pid()), tracehouse, *tracehouse.children(recursive=True)]
     victims[0].send_signal(signal.SIGKILL)
     time.sleep(broker_first)
     for proc in victims[1:]:
@@ -130,14 +129,14 @@ async def post_steadily(api: Api, key: str, prefix: str, round_: int, ledger: Le
         now = time.time()
         for event_id in body["accepted"]:
             ledger.acked[event_id] = now
+        ledger.newest = (batch[-1]["event_id"], batch[-1]["trace_id"])
         await asyncio.sleep(pause)
 
 
 async def stored_meanwhile(api: Api, key: str, ledger: Ledger) -> None:
     """Wait until the event acknowledged last is stored: a kill right then finds the sink ahead of
     what the broker wrote to disk, the case where a broker that dies itself could fork chains."""
-    newest = max(ledger.acked, key=ledger.acked.__getitem__)
-    trace = f"{newest.split('-')[0]}-{newest.split('-')[1]}-tr-{int(newest.rsplit('-', 1)[1]) % 100}"
+    newest, trace = ledger.newest
     for _ in range(500):
         status, body = await api.get(f"/v1/traces/{trace}", key)
         if status == 200 and any(e["event_id"] == newest for e in body["events"]):
@@ -145,17 +144,22 @@ async def stored_meanwhile(api: Api, key: str, ledger: Ledger) -> None:
         await asyncio.sleep(0.01)
 
 
-async def settled_events(api: Api, key: str, quiet: float = 3.0, timeout: float = 120.0) -> list[dict]:
-    """The stored events once their number stopped changing for ``quiet`` seconds."""
-    deadline, last, since = time.monotonic() + timeout, -1, time.monotonic()
-    while True:
-        events = await all_events(api, key)
-        if len(events) != last:
-            last, since = len(events), time.monotonic()
-        elif time.monotonic() - since >= quiet:
-            return events
-        assert time.monotonic() < deadline, f"stored events still changing after {timeout}s"
-        await asyncio.sleep(0.5)
+async def settled_events(api: Api, key: str, prefix: str) -> list[dict]:
+    """The stored events, once one sentinel event per partition, posted now, is stored: each
+    partition is sealed and stored in order, so everything the broker still holds is stored then."""
+    route = partitioner(Settings().topic_partitions)
+    sentinels: dict[int, str] = {}
+    n = 0
+    while len(sentinels) < Settings().topic_partitions:
+        sentinels.setdefault(route(f"{prefix}-sentinel-{n}".encode()), f"{prefix}-sentinel-{n}")
+        n += 1
+    for trace in sentinels.values():
+        status, body = await api.post("/v1/events", key, [{"event_id": trace, "trace_id": trace,
+                                                            "occurred_at": "2026-09-01T10:00:00.000Z"}])
+        assert status == 202, body
+    for trace in sentinels.values():
+        await eventually(lambda trace=trace: api.get(f"/v1/traces/{trace}", key), lambda r: r[0] == 200, timeout=120)
+    return [e for e in await all_events(api, key) if "-sentinel-" not in e["trace_id"]]
 
 
 async def test_kill_9_of_everything_forks_nothing_and_loses_only_the_window(tmp_path: Path) -> None:
@@ -163,7 +167,7 @@ async def test_kill_9_of_everything_forks_nothing_and_loses_only_the_window(tmp_
                TRACEHOUSE_CHECKPOINT_INTERVAL_SECONDS="1")
     broker, service = start_stack(tmp_path, **env)
     ledger, rng = Ledger(), random.Random(os.environ.get("CHAOS_SEED", uuid.uuid4().hex))
-    kills = int(os.environ.get("CHAOS_KILLS", "3"))
+    kills = int(os.environ.get("CHAOS_KILLS", "3"))  # make chaos: 10
     prefix = f"chaos-{uuid.uuid4().hex[:6]}"
     try:
         async with Api(service.url) as api:
@@ -187,7 +191,7 @@ async def test_kill_9_of_everything_forks_nothing_and_loses_only_the_window(tmp_
         watch.stop()
 
         async with Api(service.url) as api:
-            events = await settled_events(api, key)
+            events = await settled_events(api, key, prefix)
             ids = [e["event_id"] for e in events]
             # no fork: every stored chain verifies (a fork shows as a seq or prev_hash out of line)
             broken = await verify_all(api, key, {e["trace_id"] for e in events})
@@ -199,7 +203,8 @@ async def test_kill_9_of_everything_forks_nothing_and_loses_only_the_window(tmp_
             windows = list(zip(ledger.durable, ledger.kills, strict=True))
             outside = sorted(i for i in lost if not any(durable < ledger.acked[i] <= kill for durable, kill in windows))
             print(f"broker windows at the kills (s): {', '.join(f'{k - d:.2f}' for d, k in windows)}")
-            print(f"whole-box kills: {kills}; acknowledged {len(ledger.acked)}, stored {len(ids)}, "
+            print(f"whole-box kills: {kills}; acknowledged {len(ledger.acked)} "
+                  f"(and {sum(len(b) for b in ledger.unknown)} in requests cut off by a kill), stored {len(ids)}, "
                   f"lost {len(lost)} (oldest {max(ages, default=0):.2f} s before its kill; outside the window: "
                   f"{len(outside)}), broken chains {len(broken)}, "
                   f"metrics total {metrics.get('total')}")

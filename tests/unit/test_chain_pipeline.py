@@ -219,22 +219,3 @@ def test_the_sealed_offset_marker_is_written_every_few_records_and_when_drained(
 
     asyncio.run(run())
 
-
-def test_a_record_delivered_during_a_rebalance_is_left_unacked_at_once():
-    """Faust waits for the records being processed before it revokes partitions: a record
-    that waited for the rebalance to end would never let it end."""
-    async def run():
-        agent, app, topics, _ = make_agent()
-        app.settled.clear()
-        msg = Message(0)
-        await asyncio.wait_for(agent._process(msg, records([trace_event(1)])[0]), 1.0)
-        msg.ack(app.consumer)
-        assert topics.sealed.sent == [] and app.consumer.acked == []  # read again after the seek-back
-        app.settled.set()
-        drainer, _ = await stream(agent, records([trace_event(1)]))
-        topics.sealed.sent[0].future.set_result(type("Meta", (), {"offset": 0})())
-        await asyncio.sleep(0)
-        drainer.cancel()
-        assert sealed_seqs(topics.sealed) == [1] and app.consumer.acked == [0]
-
-    asyncio.run(run())

@@ -19,6 +19,8 @@ GOOD = {  # check name -> valid JSON values
     "_timestamp": ["2026-11-23T10:00:00.123Z", "2026-11-23T10:00:00+02:00", "2026-11-23", NOW, 946_684_800_000],
     "_long": [0, -1, 10, 2**63 - 1, -(2**63), 5000],
     "_double": [0.0, 0.0004, -3.5, 7, 10**20, 1e300],
+    "_cost": [0.0, 0.0004, -3.5, 7, 1e12, -1e12, 10**12],
+    "_tokens": [0, 1, 5000, 10**12],
     "_json_text": ["text", {"b": [1, 2.5, None, True], "a": "ü"}, [], 3, False, None],
     "_string_map": [{}, {"k": "v", "ü": "✓"}],
     "_double_map": [{}, {"accuracy": 0.9, "n": 3}],
@@ -26,7 +28,7 @@ GOOD = {  # check name -> valid JSON values
 }
 BAD = ["", "x" * 257, "\ud800", "not a time", "2026-13-40", True, False, 1.5, 2**63, -(2**63) - 1, 10**400,
        float("nan"), float("inf"), {}, {"k": 1}, {"k": "\udfff"}, {"\ud800": "v"}, [1], ["\ud800"], [[]], "1999-12-31",
-       2**70, None, ".", "..", "a\x00b", "tr\n", "x\x85"]
+       2**70, None, ".", "..", "a\x00b", "tr\n", "x\x85", 1.7e308, -1e13, 10**12 + 1, -1]
 
 
 def random_object(name: str, rnd: random.Random) -> dict:

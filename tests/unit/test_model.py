@@ -112,3 +112,11 @@ def test_ids_a_url_path_cannot_name_are_refused(field, value):
 @pytest.mark.parametrize("value", ["a{b}c", "a/b", "100%", "a b", "\u00e9\u4e2d\U0001f600", "...", ".a"])
 def test_ids_with_url_special_characters_are_accepted(value):
     assert validate_trace_event({"trace_id": value}, org_id="o", now=NOW)["trace_id"] == value
+
+
+@pytest.mark.parametrize(("field", "value"), [("cost", 1.7e308), ("cost", -1e13), ("input_tokens", -1),
+                                              ("total_tokens", 10**12 + 1)])
+def test_summed_numbers_are_bounded_so_no_total_overflows(field, value):
+    with pytest.raises(ValidationError) as err:
+        validate_trace_event({"trace_id": "t", field: value}, org_id="o", now=0)
+    assert err.value.field == field and "between" in err.value.reason
