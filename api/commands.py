@@ -1,7 +1,7 @@
 """Commands on a trace: publish one, then await the chain agent's verdict.
 
 The chain agent is the single writer of a trace, so it alone decides whether an
-outcome applies (DESIGN.md "Integrity"); the API publishes the command on
+outcome applies; the API publishes the command on
 ``trace-events`` (keyed by trace_id, in order with the trace's events) and waits for
 the verdict on ``command-verdicts``, which every API process reads from its end.
 """

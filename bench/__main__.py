@@ -38,7 +38,7 @@ N20 = 200_000  # events per 20-per-trace round: long enough that the sink's last
 #: 0.5 s key cache would send a key lookup to ClickHouse twice a second)
 BENCH_ENV = {"TRACEHOUSE_SINK_BATCH_SECONDS": "1.0", "TRACEHOUSE_TRIM_INTERVAL_SECONDS": "5",
              "TRACEHOUSE_LOG_LEVEL": "WARNING", "TRACEHOUSE_KEY_CACHE_SECONDS": "30"}
-PAYLOAD = "x" * 120  # ~380-byte Avro events, as DESIGN.md measured
+PAYLOAD = "x" * 120  # ~380-byte Avro events, as measured on the development machine
 
 
 def event(i: int, per_trace: int, prefix: str, base_ms: int) -> dict:

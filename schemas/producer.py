@@ -1,7 +1,7 @@
 """The producer client: publish trace and audit events to Kafka in tracehouse's wire format.
 
-Events of one trace travel as one ``TraceEventBatch`` record keyed by trace_id (see
-DESIGN.md "Throughput": every agent pays its per-record cost once per batch).
+Events of one trace travel as one ``TraceEventBatch`` record keyed by trace_id (measured:
+Faust's per-record cost dominates, so every agent pays it once per batch).
 ``EventProducer.send_trace_events`` publishes a request's worth of events at once;
 ``EventProducer.add`` lingers and groups events per trace for producers that emit
 one event at a time.

@@ -41,7 +41,7 @@ RETRY_BACKOFF = (0.2, 30.0)
 #: Skip ReplacingMergeTree's collapse-on-insert (~15 % cheaper inserts, measured here): the
 #: replay window already keeps redelivered rows out, and a producer's resend of an event_id
 #: is not collapsed by it either when the two land in different inserts; the chain agent
-#: (issue 4) drops such resends before they reach the sink.
+#: drops such resends before they reach the sink.
 INSERT_SETTINGS = {"optimize_on_insert": 0}
 
 

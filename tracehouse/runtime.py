@@ -1,6 +1,6 @@
 """Wiring: start the embedded parts, the Faust worker and the API in one process, stop cleanly.
 
-The order matters (DESIGN.md "Recipe"): broker, topics, ClickHouse migrations, worker
+The order matters (each step needs the ones before it): broker, topics, ClickHouse migrations, worker
 (table recovery done), then HTTP. Shutdown runs it backwards: HTTP first so no new
 writes arrive, then the agents (their last batches commit), then ClickHouse, then the
 broker if this process started it.
