@@ -13,11 +13,13 @@ import contextlib
 import dataclasses
 import io
 import logging
+import multiprocessing
 import os
 import secrets
 import signal
+import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import faust
 from aiohttp import web
@@ -90,17 +92,36 @@ async def trim_forever(settings: Settings, cap: Callable[[TopicPartition], int |
             log.warning("trimming the embedded broker failed: %s", exc)
 
 
-async def supervise_broker(broker: EmbeddedBroker, interval: float) -> None:
-    """Restart the embedded broker whenever its process is gone (same port and data dir);
-    the worker's and the API's clients reconnect by themselves."""
+async def supervise_broker(broker: EmbeddedBroker, interval: float, *, worker: bool) -> None:
+    """Restart the embedded broker whenever its process is gone (same port and data dir).
+
+    A broker that died lost what it acknowledged since it last began writing its state (README
+    "Crashes of the whole box"), and a worker's memory (chain heads, read positions) may be
+    ahead of what it kept: sealing on from there would fork chains or skip records. So a
+    process running the worker restarts itself (``restart_process``), the broker first, and
+    recovers from the broker's and ClickHouse's durable state, as after a power cut. An API
+    alone keeps running: its clients reconnect to the restarted broker."""
     while True:
         await asyncio.sleep(interval)
         try:
+            if worker and not await asyncio.to_thread(broker.answers):
+                log.critical("the embedded broker (noida-db, %s) died: restarting tracehouse so the worker "
+                             "recovers from what the broker kept", broker.bootstrap)
+                restart_process()
             if await asyncio.to_thread(broker.revive):
                 log.warning("the embedded broker (noida-db, %s) had died: restarted it, pid %s",
                             broker.bootstrap, await asyncio.to_thread(broker.pid))
         except Exception as exc:  # noida-db refused to start: try again next round
             log.error("the embedded broker is down and could not be restarted: %s", exc)
+
+
+def restart_process() -> NoReturn:
+    """Replace this process with a fresh ``tracehouse`` of the same command (same pid, nothing
+    flushed or committed on the way: what is durable is the truth, as after a kill -9)."""
+    for child in multiprocessing.active_children():  # the ingest workers would outlive the exec
+        child.kill()
+    logging.shutdown()
+    os.execv(sys.executable, [sys.executable, "-m", "tracehouse.cli", *sys.argv[1:]])
 
 
 def dump_tasks() -> None:
@@ -132,7 +153,7 @@ async def serve(settings: Settings, *, worker: bool = True, api: bool = True,
             if await asyncio.to_thread(broker.start):
                 stack.callback(broker.stop)
             # supervised whoever started it: the data dir and port are this deployment's
-            supervisor = asyncio.create_task(supervise_broker(broker, settings.broker_supervise_seconds),
+            supervisor = asyncio.create_task(supervise_broker(broker, settings.broker_supervise_seconds, worker=worker),
                                              name="broker-supervisor")
             stack.push_async_callback(_cancel, supervisor)
             fetch_throttle.install()

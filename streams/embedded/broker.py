@@ -112,10 +112,14 @@ class EmbeddedBroker:
         match = _STATUS_PID.search(res.stdout) if res.returncode == 0 else None
         return int(match.group(1)) if match else None
 
+    def answers(self) -> bool:
+        """True while a broker listens on our port (one TCP connect), or runs for this data dir."""
+        return port_open(self.host, self.port) or self.is_running()
+
     def revive(self, timeout: float = 20.0) -> bool:
         """Start the broker again if its process is gone (kill -9, OOM), on the same port and
         data dir; True if it was restarted. Cheap while it runs: one TCP connect."""
-        if port_open(self.host, self.port) or self.is_running():
+        if self.answers():
             return False
         self.start(timeout)
         return True

@@ -24,8 +24,10 @@ T = TypeVar("T")
 class Service:
     """One ``tracehouse run`` process; its data dir's broker must already be running."""
 
-    def __init__(self, data_dir: Path, kafka_port: int, **env: str) -> None:
+    def __init__(self, data_dir: Path, kafka_port: int, command: str = "run", **env: str) -> None:
+        """``command``: a ``tracehouse`` command (``run``, ``api``...); ``env`` wins over the defaults."""
         self.data_dir = data_dir
+        self.command = command
         self.kafka_port = kafka_port
         self.http_port = free_port()
         self.env = {
@@ -41,7 +43,8 @@ class Service:
             "TRACEHOUSE_ROLLUP_INTERVAL_SECONDS": "0.5",
             **env,
         }
-        self.env.pop("TRACEHOUSE_KAFKA_BOOTSTRAP", None)
+        if "TRACEHOUSE_KAFKA_BOOTSTRAP" not in env:
+            self.env.pop("TRACEHOUSE_KAFKA_BOOTSTRAP", None)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / "service.log"
 
@@ -52,7 +55,7 @@ class Service:
     def start(self, timeout: float = 60.0) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "tracehouse.cli", "run"], env=self.env,
+        self.proc = subprocess.Popen([sys.executable, "-m", "tracehouse.cli", self.command], env=self.env,
                                      stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         import urllib.request
