@@ -207,8 +207,8 @@ async def test_kill_9_of_everything_forks_nothing_and_loses_only_the_window(tmp_
             print(f"broker windows at the kills (s): {', '.join(f'{k - d:.2f}' for d, k in windows)}")
             print(f"whole-box kills: {kills}; acknowledged {len(ledger.acked)} "
                   f"(and {sum(len(b) for b in ledger.unknown)} in requests cut off by a kill), stored {len(ids)}, "
-                  f"lost {len(lost)} (the oldest acknowledged {max(ages, default=0):.2f} s before its kill; outside the window: "
-                  f"{len(outside)}), broken chains {len(broken)}, "
+                  f"lost {len(lost)} (the oldest acknowledged {max(ages, default=0):.2f} s before its kill; "
+                  f"outside the window: {len(outside)}), broken chains {len(broken)}, "
                   f"metrics total {metrics.get('total')}")
             assert len(ids) == len(set(ids)), "an event was stored twice"
             assert broken == {}, f"{len(broken)} chains are broken, e.g. {next(iter(broken.items()))}"
