@@ -18,7 +18,6 @@ in one Kafka transaction. Under ``at_least_once``:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -36,6 +35,7 @@ from sinks.writer import RETRY_BACKOFF
 from streams.chaining import Advance, ChainKind, ChainStore, Sealed, kind_of, replay_sealed, restore_sealed, seal
 from streams.changelog import DeferredChangelog, WriteBatch
 from streams.invalid import invalid_report
+from streams.ordered_acks import InOrderAcks
 
 log = logging.getLogger(__name__)
 
@@ -247,9 +247,8 @@ Followup = tuple[faust.TopicT, bytes, bytes]
 
 @dataclass
 class _InFlight:
-    """A sealed record on its way to the broker, and what waits for its acknowledgement."""
+    """What waits for a sealed record's acknowledgement (or, with nothing sealed, for those before it)."""
 
-    sent: asyncio.Future[Any] | None  # None: nothing sealed, only followups
     message: Any  # the source message: held unacked (its offset uncommitted) until then
     writes: WriteBatch
     followups: list[Followup]
@@ -275,7 +274,7 @@ class ChainAgent:
         self.app, self.kind, self.topics, self.store, self.tail = app, kind, topics, store, tail
         self.changelog = changelog
         self.partition_of = partitioner(partitions)
-        self._pipeline: asyncio.Queue[_InFlight] = asyncio.Queue(maxsize=in_flight)
+        self._acks: InOrderAcks[_InFlight] = InOrderAcks(self._completed, self._fail, in_flight)
         self._since_mark: dict[int, int] = {}  # records completed since each partition's sealed-offset marker
         self._failed = False
 
@@ -288,8 +287,7 @@ class ChainAgent:
             async for event in stream.events():
                 await self._process(event.message, event.value or b"")
         finally:
-            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.shield(self._pipeline.join()), 10.0)  # a clean stop commits all
+            await self._acks.join(10.0)  # a clean stop commits all
             drainer.cancel()
 
     async def _process(self, msg: Any, value: bytes) -> None:
@@ -350,25 +348,20 @@ class ChainAgent:
                 raise
         elif not followups:
             return  # nothing waits: every event was a retry
-        item = _InFlight(sent, msg, writes, followups)
+        item = _InFlight(msg, writes, followups)
         if self.app.in_transaction:  # the transaction orders it all: no waiting
             await self._complete(item, None)
         else:
             msg.incref()
-            await self._pipeline.put(item)
+            await self._acks.put(item, sent)
 
     async def _drain(self) -> None:
-        while True:
-            item = await self._pipeline.get()
-            try:
-                offset = (await item.sent).offset if item.sent is not None else None
-                await self._complete(item, offset)
-                item.message.ack(self.app.consumer)
-            except Exception as exc:
-                self._fail(exc)
-                return
-            finally:
-                self._pipeline.task_done()
+        await self._acks.run()
+
+    async def _completed(self, item: _InFlight, sent: Any) -> None:
+        """The sealed record before ``item``'s writes is acknowledged (``sent`` its metadata)."""
+        await self._complete(item, sent.offset if sent is not None else None)
+        item.message.ack(self.app.consumer)
 
     async def _complete(self, item: _InFlight, offset: int | None) -> None:
         partition = item.message.partition
@@ -385,7 +378,7 @@ class ChainAgent:
         of a record whose head is saved changes nothing); one per record was a third of
         the agent's writes."""
         since = self._since_mark[partition] = self._since_mark.get(partition, 0) + 1
-        if since < MARK_EVERY and self._pipeline.qsize():
+        if since < MARK_EVERY and self._acks.waiting():
             return False
         self._since_mark[partition] = 0
         return True
