@@ -1,17 +1,23 @@
 """One frozen Settings object, built once per process from ``TRACEHOUSE_*`` env vars.
 
 Every setting has one field, one env var (``TRACEHOUSE_`` + the upper-cased field
-name) and one default. Nothing else in tracehouse reads the environment.
+name) and one default. Nothing else in tracehouse reads the environment. Values are
+parsed strictly by the field's type: a typo stops start-up with a ValueError naming the
+variable instead of silently meaning the default or ``false``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 ENV_PREFIX = "TRACEHOUSE_"
 #: What a sealed record of one event adds to the event's bytes, at most: the batch header
@@ -23,6 +29,12 @@ RECORD_OVERHEAD_BYTES = 64 * 1024
 #: noida-db (like Kafka's socket.request.max.bytes) accepts.
 MIN_EVENT_BYTES = 1024 * 1024
 MAX_EVENT_BYTES = 64 * 1024 * 1024
+
+ProcessingGuarantee = Literal["at_least_once", "exactly_once"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+#: Accepted spellings of a boolean setting (case-insensitive, surrounding whitespace ignored).
+TRUE_WORDS = ("true", "1", "yes", "on")
+FALSE_WORDS = ("false", "0", "no", "off")
 
 
 @dataclass(frozen=True)
@@ -49,7 +61,7 @@ class Settings:
     topic_replication_factor: int = 1
     #: Faust processing guarantee: exactly_once (chains never fork or gap on a crash) or
     #: at_least_once (cheaper; a crash may store a sealed batch twice).
-    processing_guarantee: str = "at_least_once"
+    processing_guarantee: ProcessingGuarantee = "at_least_once"
     #: Chain events into hash chains (sealed-events). ``false`` is the bench's unchained
     #: baseline: events are stored without links (verify reports them invalid) and outcomes
     #: cannot be recorded (503).
@@ -91,7 +103,7 @@ class Settings:
     #: as their tables have keys, plus compact_min_records (noida-db does not compact).
     trim_interval_seconds: float = 30.0
     compact_min_records: int = 10_000
-    log_level: str = "INFO"
+    log_level: LogLevel = "INFO"
     #: Faust consumer commit interval, seconds.
     commit_interval_seconds: float = 1.0
 
@@ -149,8 +161,12 @@ class Settings:
 
     def validate(self) -> None:
         """Raise ValueError naming the env var of the first invalid setting."""
-        if self.processing_guarantee not in ("at_least_once", "exactly_once"):
-            raise ValueError(f"{ENV_PREFIX}PROCESSING_GUARANTEE must be at_least_once or exactly_once")
+        for name, hint in _field_types().items():
+            value = getattr(self, name)
+            if typing.get_origin(hint) is Literal and value not in typing.get_args(hint):
+                raise ValueError(f"{_env_name(name)}={value!r}: expected {'/'.join(typing.get_args(hint))}")
+            if hint is float and not math.isfinite(value):
+                raise ValueError(f"{_env_name(name)}={value!r}: expected a finite number")
         if self.processing_guarantee == "exactly_once" and self.embedded_kafka:
             raise ValueError(
                 f"{ENV_PREFIX}PROCESSING_GUARANTEE=exactly_once needs a real Kafka ({ENV_PREFIX}KAFKA_BOOTSTRAP): "
@@ -162,26 +178,58 @@ class Settings:
                      "command_timeout_seconds", "checkpoint_interval_seconds", "rollup_interval_seconds",
                      "compact_min_records"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"{ENV_PREFIX}{name.upper()} must be positive")
+                raise ValueError(f"{_env_name(name)} must be positive")
         if not MIN_EVENT_BYTES <= self.max_event_bytes <= MAX_EVENT_BYTES:
             raise ValueError(f"{ENV_PREFIX}MAX_EVENT_BYTES must be between {MIN_EVENT_BYTES} and {MAX_EVENT_BYTES}")
         if self.ingest_processes < 0:
             raise ValueError(f"{ENV_PREFIX}INGEST_PROCESSES must be 0 or more")
 
 
+def _env_name(field_name: str) -> str:
+    return ENV_PREFIX + field_name.upper()
+
+
+@cache
+def _field_types() -> dict[str, Any]:
+    """Each field's resolved type, ``X | None`` reduced to ``X``."""
+    hints = typing.get_type_hints(Settings)
+    resolved: dict[str, Any] = {}
+    for f in dataclasses.fields(Settings):
+        hint = hints[f.name]
+        if typing.get_origin(hint) in (typing.Union, types.UnionType):
+            (hint,) = [a for a in typing.get_args(hint) if a is not type(None)]
+        resolved[f.name] = hint
+    return resolved
+
+
 def _parse(f: dataclasses.Field, raw: str) -> Any:
-    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    """One env var's value as its field's type; ValueError naming the variable otherwise."""
+    kind = _field_types()[f.name]
+    word = raw.strip()
+    if kind is bool:
+        if word.lower() in TRUE_WORDS:
+            return True
+        if word.lower() in FALSE_WORDS:
+            return False
+        raise ValueError(f"{_env_name(f.name)}={raw!r}: expected true/false/1/0/yes/no/on/off")
+    if typing.get_origin(kind) is Literal:
+        allowed: tuple[str, ...] = typing.get_args(kind)
+        for value in allowed:  # case-insensitive, stored as spelled in the type
+            if word.lower() == value.lower():
+                return value
+        raise ValueError(f"{_env_name(f.name)}={raw!r}: expected {'/'.join(allowed)}")
     try:
-        if kind.startswith("int"):
+        if kind is int:
             return int(raw)
-        if kind.startswith("float"):
-            return float(raw)
-        if kind.startswith("Path"):
-            return Path(raw)
-        if kind.startswith("bool"):
-            return raw.lower() in ("1", "true", "yes", "on")
+        if kind is float:
+            number = float(raw)
+            if not math.isfinite(number):
+                raise ValueError("expected a finite number")
+            return number
     except ValueError as exc:
-        raise ValueError(f"{ENV_PREFIX}{f.name.upper()}={raw!r}: {exc}") from None
+        raise ValueError(f"{_env_name(f.name)}={raw!r}: {exc}") from None
+    if kind is Path:
+        return Path(raw)
     return raw
 
 

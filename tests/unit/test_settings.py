@@ -44,3 +44,72 @@ def test_exactly_once_needs_a_real_kafka():
 def test_chaining_is_on_by_default():
     assert Settings.from_env({}).chain_events
     assert not Settings.from_env({"TRACEHOUSE_CHAIN_EVENTS": "false"}).chain_events
+
+
+@pytest.mark.parametrize("raw", ["true", "TRUE", "True", "1", "yes", "YES", "on", "On", " true ", "\tyes\n"])
+def test_every_true_spelling_is_accepted(raw):
+    assert Settings.from_env({"TRACEHOUSE_CHAIN_EVENTS": raw}).chain_events is True
+
+
+@pytest.mark.parametrize("raw", ["false", "FALSE", "False", "0", "no", "NO", "off", "Off", " false ", "\toff\n"])
+def test_every_false_spelling_is_accepted(raw):
+    assert Settings.from_env({"TRACEHOUSE_CHAIN_EVENTS": raw}).chain_events is False
+
+
+@pytest.mark.parametrize("raw", ["ture", "t", "y", "2", "-1", "enabled", "true!", "o n"])
+def test_a_misspelled_boolean_stops_start_up_naming_the_variable(raw):
+    with pytest.raises(ValueError) as exc:
+        Settings.from_env({"TRACEHOUSE_CHAIN_EVENTS": raw})
+    assert str(exc.value) == f"TRACEHOUSE_CHAIN_EVENTS={raw!r}: expected true/false/1/0/yes/no/on/off"
+
+
+@pytest.mark.parametrize(("raw", "stored"), [("debug", "DEBUG"), ("Info", "INFO"), ("WARNING", "WARNING"),
+                                             (" error ", "ERROR"), ("critical", "CRITICAL")])
+def test_log_level_is_case_insensitive_and_stored_upper_case(raw, stored):
+    assert Settings.from_env({"TRACEHOUSE_LOG_LEVEL": raw}).log_level == stored
+
+
+@pytest.mark.parametrize("raw", ["verbose", "WARN", "FATAL", "10", "INFO,DEBUG"])
+def test_an_unknown_log_level_names_the_variable_and_the_levels(raw):
+    with pytest.raises(ValueError) as exc:
+        Settings.from_env({"TRACEHOUSE_LOG_LEVEL": raw})
+    assert str(exc.value) == f"TRACEHOUSE_LOG_LEVEL={raw!r}: expected DEBUG/INFO/WARNING/ERROR/CRITICAL"
+
+
+@pytest.mark.parametrize("raw", ["maybe", "at-least-once", "exactly once", "once"])
+def test_an_unknown_processing_guarantee_names_the_variable_and_the_guarantees(raw):
+    with pytest.raises(ValueError) as exc:
+        Settings.from_env({"TRACEHOUSE_PROCESSING_GUARANTEE": raw})
+    assert str(exc.value) == f"TRACEHOUSE_PROCESSING_GUARANTEE={raw!r}: expected at_least_once/exactly_once"
+
+
+def test_processing_guarantee_is_parsed_at_parse_time_not_validate():
+    s = Settings.from_env({"TRACEHOUSE_PROCESSING_GUARANTEE": " AT_LEAST_ONCE "})
+    assert s.processing_guarantee == "at_least_once"
+
+
+@pytest.mark.parametrize(("field", "value"), [("log_level", "debug"), ("processing_guarantee", "maybe")])
+def test_overrides_are_checked_against_the_same_values(field, value):
+    with pytest.raises(ValueError, match=f"TRACEHOUSE_{field.upper()}={value!r}: expected "):
+        Settings.from_env({}, **{field: value})
+
+
+@pytest.mark.parametrize("raw", ["inf", "-inf", "Infinity", "nan", "NaN", "1e400"])
+def test_float_settings_refuse_inf_and_nan(raw):
+    with pytest.raises(ValueError) as exc:
+        Settings.from_env({"TRACEHOUSE_SINK_BATCH_SECONDS": raw})
+    assert str(exc.value) == f"TRACEHOUSE_SINK_BATCH_SECONDS={raw!r}: expected a finite number"
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan")])
+def test_float_overrides_refuse_inf_and_nan(value):
+    with pytest.raises(ValueError, match="TRACEHOUSE_KEY_CACHE_SECONDS=.*expected a finite number"):
+        Settings.from_env({}, key_cache_seconds=value)
+
+
+@pytest.mark.parametrize(("var", "raw"), [("TRACEHOUSE_HTTP_PORT", "80x"), ("TRACEHOUSE_HTTP_PORT", "8.5"),
+                                          ("TRACEHOUSE_SEND_TIMEOUT_SECONDS", "3s"),
+                                          ("TRACEHOUSE_INGEST_PROCESSES", "two")])
+def test_junk_numbers_name_the_variable(var, raw):
+    with pytest.raises(ValueError, match=f"^{var}={raw!r}: "):
+        Settings.from_env({var: raw})
