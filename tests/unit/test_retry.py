@@ -108,3 +108,30 @@ async def test_cancelling_the_task_while_it_waits_to_retry_ends_it():
     with pytest.raises(asyncio.CancelledError):
         await task
     assert task.cancelled() and op.calls == 1
+
+
+async def test_a_supervised_consumer_is_started_again_after_each_failure_and_each_return(monkeypatch, caplog):
+    from streams import supervise
+
+    monkeypatch.setattr(supervise, "SUPERVISION", RetrySchedule(0.0, 1.0, 0.0))
+    runs: list[str] = []
+    done = asyncio.Event()
+
+    async def run_once() -> None:
+        runs.append("run")
+        if len(runs) == 5:
+            done.set()
+            await asyncio.Event().wait()  # until cancelled
+        if len(runs) % 2:
+            raise RuntimeError("broker gone")
+
+    with caplog.at_level(logging.WARNING, logger="schemas.retry"):
+        task = asyncio.create_task(supervise.restarting(run_once, "sink consumer"))
+        await done.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert len(runs) == 5
+    failures = [r for r in caplog.records if r.name == "schemas.retry"]
+    assert [r.getMessage() for r in failures] == ["the sink consumer failed (broker gone); retrying in 0.0 s"] * 2
+    assert all(r.exc_info for r in failures)  # the traceback is kept
