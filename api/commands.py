@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas.codec import DecodeError, decode
+from schemas.retry import BROKER_READS, retrying
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +69,8 @@ class VerdictWaiter:
 
     async def _read(self) -> None:
         while True:
-            try:
-                batches = await self._consumer.getmany(timeout_ms=1000)
-            except Exception as exc:  # the broker restarting: keep the task alive
-                log.warning("reading verdicts failed: %s", exc)
-                await asyncio.sleep(1)
-                continue
+            batches = await retrying(lambda: self._consumer.getmany(timeout_ms=1000), BROKER_READS,
+                                     "reading verdicts")  # while the broker restarts: the task stays alive
             for records in batches.values():
                 for record in records:
                     try:

@@ -31,13 +31,12 @@ from typing import Any
 from schemas.codec import HEADER_LEN, DecodeError, decode, schema_of, sealed_links, trace_summary
 from schemas.compiled import boolean_bytes, long_array, long_bytes
 from schemas.registry import schema
+from schemas.retry import CLICKHOUSE
 from sinks.clickhouse import ClickHouse
 from sinks.container import ContainerWriter, avro_string
 
 log = logging.getLogger(__name__)
 
-#: Backoff between failed inserts: doubles from the first value up to the last.
-RETRY_BACKOFF = (0.2, 30.0)
 #: Skip ReplacingMergeTree's collapse-on-insert (~15 % cheaper inserts, measured here): the
 #: replay window already keeps redelivered rows out, and a producer's resend of an event_id
 #: is not collapsed by it either when the two land in different inserts; the chain agent
@@ -212,7 +211,7 @@ class SinkWriter:
         return bad
 
     async def write(self, records: list[SinkRecord]) -> list[Rejected]:
-        """Store ``records``, retrying with backoff until ClickHouse takes them.
+        """Store ``records``, retrying per ``schemas.retry.CLICKHOUSE`` until ClickHouse takes them.
 
         Returns the records that can never be stored (not tracehouse Avro, or corrupt),
         for the caller to report on ``invalid-events``.
@@ -224,7 +223,7 @@ class SinkWriter:
                 pending.append((r, self._check_schema(r)))
             except DecodeError as exc:
                 rejected.append(Rejected(r, str(exc)))
-        delay, max_delay = RETRY_BACKOFF
+        delays = CLICKHOUSE.delays()
         scanned = False
         while True:
             try:
@@ -243,7 +242,7 @@ class SinkWriter:
                         dropped = {id(b.record) for b in bad}
                         pending = [(r, name) for r, name in pending if id(r) not in dropped]
                         continue
+                delay = next(delays)
                 log.warning("writing %s failed (%s); retrying in %.1fs", self.spec.table, exc, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, max_delay)
         return rejected

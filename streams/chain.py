@@ -30,8 +30,8 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from schemas.codec import DecodeError, decode, encode, schema_of
 from schemas.lifecycle import completion_notice, decide, expiry_commands
+from schemas.retry import CLICKHOUSE, retrying
 from schemas.topics import PADDING, is_padding
-from sinks.writer import RETRY_BACKOFF
 from streams.chaining import Advance, ChainKind, ChainStore, Sealed, kind_of, replay_sealed, restore_sealed, seal
 from streams.changelog import DeferredChangelog, WriteBatch
 from streams.invalid import invalid_report
@@ -201,15 +201,9 @@ class SealedTail:
         ClickHouse answers: sealing before knowing could fork a chain)."""
         if self.stored is None:
             return {}
-        delay = RETRY_BACKOFF[0]
-        while True:
-            try:
-                return await self.stored.stored_after(self.topic, partition, end)
-            except Exception as exc:
-                log.warning("sealed-events[%d]: reading stored links failed (%s); retrying in %.1f s",
-                            partition, exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_BACKOFF[1])
+        stored = self.stored
+        return await retrying(lambda: stored.stored_after(self.topic, partition, end), CLICKHOUSE,
+                              f"sealed-events[{partition}]: reading stored links")
 
     async def _publish_at(self, partition: int, first: int, values: list[bytes | None]) -> None:
         """Append ``values`` (None: a padding record) to the partition, the first at offset ``first``."""

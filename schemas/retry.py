@@ -1,0 +1,65 @@
+"""Retry schedules (delays as data) and the one loop that retries an async operation with them.
+
+It lives in ``schemas`` because that is the lowest package every retrying caller may import:
+``api`` and ``streams`` depend on ``schemas`` and ``sinks``, and ``sinks`` (whose writer retries
+ClickHouse inserts) may import ``schemas`` but never ``streams``. Like ``schemas.producer``, it is
+shared plumbing rather than a record layout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import TypeVar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetrySchedule:
+    """Seconds to wait after each failure: ``first``, then each delay times ``factor``, at most ``max``."""
+
+    first: float
+    factor: float
+    max: float
+
+    def __post_init__(self) -> None:
+        if self.first < 0 or self.factor < 1 or self.max < self.first:
+            raise ValueError(f"invalid retry schedule {self}: need 0 <= first <= max and factor >= 1")
+
+    def delays(self) -> Iterator[float]:
+        """The delays after the first, second, ... failure (endless)."""
+        delay = self.first
+        while True:
+            yield delay
+            delay = min(delay * self.factor, self.max)
+
+
+#: Inserts into and reads from ClickHouse (the sink writer, the sealed tail's stored links).
+CLICKHOUSE = RetrySchedule(0.2, 2.0, 30.0)
+#: A background consumer that failed is started again after a fixed second (``streams.supervise``).
+SUPERVISION = RetrySchedule(1.0, 1.0, 1.0)
+#: The API's verdict reader while the broker is away.
+BROKER_READS = RetrySchedule(1.0, 1.0, 1.0)
+
+
+async def retrying(op: Callable[[], Awaitable[T]], schedule: RetrySchedule, what: str, *,
+                   traceback: bool = False,
+                   sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> T:
+    """Await ``op()`` until it returns, and return its result; after each failure (an ``Exception``)
+    log ``"<what> failed (<error>); retrying in <delay> s"`` (with the traceback if ``traceback``) and
+    wait the schedule's next delay. Cancellation is never retried: it propagates."""
+    delays = schedule.delays()
+    while True:
+        try:
+            return await op()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            delay = next(delays)
+            log.warning("%s failed (%s); retrying in %.1f s", what, exc, delay, exc_info=traceback)
+            await sleep(delay)
