@@ -36,7 +36,7 @@ from streams.chain import (
 )
 from streams.chaining import AUDIT_CHAIN, TRACE_CHAIN, ChainStore
 from streams.checkpointer import CHECKPOINT_GROUP, Checkpointer
-from streams.compaction import ChangelogCompactor, add_compaction_timer
+from streams.embedded.compaction import ChangelogCompactor, add_compaction_timer
 from streams.rollups import RollupPublisher
 from streams.sink import SINK_GROUP, Sink
 from tracehouse.settings import Settings
@@ -46,9 +46,6 @@ APP_ID = "tracehouse"
 #: chain-heads holds every head the agents save.
 CHANGELOGS = {attr: f"{APP_ID}-{name}-changelog" for attr, name in TABLE_NAMES.items()}
 HEADS_CHANGELOG = CHANGELOGS["heads"]
-#: On the embedded broker tracehouse compacts the changelogs itself (streams.compaction),
-#: which needs DeleteRecords: noida-db refuses it on a compact-only topic. Nothing expires.
-EMBEDDED_CHANGELOG_CONFIG = {"cleanup.policy": "compact,delete", "retention.ms": "-1", "retention.bytes": "-1"}
 
 
 def raw_topic(app: faust.App, name: str, partitions: int) -> faust.TopicT:

@@ -10,7 +10,7 @@ acknowledged.
 
 A crash loses only the in-memory data; the worker then recovers the tables from their
 changelogs, which hold nothing a durable record does not back. The batches taken but
-not yet sent are what ``streams.compaction`` must not overtake.
+not yet sent are what ``streams.embedded.compaction`` must not overtake.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 
 import faust
 
-#: Header of the records a changelog compaction republishes (``streams.compaction``).
+#: Header of the records a changelog compaction republishes (``streams.embedded.compaction``).
 COMPACTION_HEADER = "tracehouse-compaction"
 
 

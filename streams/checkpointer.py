@@ -145,7 +145,7 @@ class Checkpointer:
 
 
 def _republished(record: Any) -> bool:
-    """A head a changelog compaction wrote again (``streams.compaction``): not a change."""
+    """A head a changelog compaction wrote again (``streams.embedded.compaction``): not a change."""
     return any(key == COMPACTION_HEADER for key, _ in record.headers or ())
 
 

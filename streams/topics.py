@@ -21,7 +21,7 @@ async def ensure_topics(bootstrap: str, partitions: int, replication_factor: int
     Faust stalls on PartitionsMismatch when a source topic was auto-created with one
     partition, so the count is checked, not assumed. ``configs`` are set on every one of
     ``topics``, existing ones included, and so is ``max.message.bytes`` when
-    ``max_message_bytes`` is given (``Settings.max_record_bytes``: Kafka's and noida-db's
+    ``max_message_bytes`` is given (``Settings.max_record_bytes``: Kafka's and the embedded broker's
     default, 1,048,588, refuses a record of a 1 MB event).
     """
     if max_message_bytes is not None:

@@ -18,46 +18,33 @@ import os
 import secrets
 import signal
 import sys
-from collections.abc import Callable
 from typing import Any, NoReturn
 
 import faust
 from aiohttp import web
-from aiokafka import TopicPartition
 
 from api.app import create_app
-from schemas.topics import AUDIT_EVENTS, COMMAND_VERDICTS, TRACE_EVENTS
 from sinks.clickhouse import ClickHouse
 from sinks.migrate import migrate
 from streams.app import (
     APP_ID,
     CHANGELOGS,
-    EMBEDDED_CHANGELOG_CONFIG,
     create_checkpointer,
     create_faust_app,
     create_rollup_publisher,
     create_sink,
-    sink_topics,
 )
 from streams.checkpointer import CHECKPOINT_GROUP
 from streams.embedded import fetch_throttle
 from streams.embedded.broker import EmbeddedBroker
+from streams.embedded.compaction import CHANGELOG_CONFIG
 from streams.embedded.groups import evict_stale_members
-from streams.embedded.trim import log_extents, trim_consumed, trim_to
+from streams.embedded.trimmer import trim_forever
 from streams.sink import SINK_GROUP
 from streams.topics import ensure_topics
 from tracehouse.settings import Settings
 
 log = logging.getLogger("tracehouse")
-
-
-def topic_readers(settings: Settings) -> dict[str, list[str]]:
-    """Which consumer groups read which topic: what the embedded broker may trim."""
-    readers: dict[str, list[str]] = {topic: [SINK_GROUP] for topic in sink_topics(settings)}
-    if settings.chain_events:
-        for topic in (TRACE_EVENTS, AUDIT_EVENTS):
-            readers.setdefault(topic, []).append(APP_ID)
-    return readers
 
 
 def ensure_admin_key(settings: Settings) -> Settings:
@@ -73,25 +60,6 @@ def ensure_admin_key(settings: Settings) -> Settings:
     return dataclasses.replace(settings, admin_key=path.read_text().strip())
 
 
-async def trim_forever(settings: Settings, cap: Callable[[TopicPartition], int | None] | None = None) -> None:
-    """Delete consumed records from the embedded broker so its snapshot stays small.
-
-    ``command-verdicts`` has no consumer group (every API process reads it from its end,
-    waiting at most ``command_timeout_seconds``): each round deletes what the previous
-    round saw, records at least one interval old."""
-    seen_verdicts: dict[TopicPartition, int] = {}
-    while True:
-        await asyncio.sleep(settings.trim_interval_seconds)
-        try:
-            await trim_consumed(settings.bootstrap_servers, topic_readers(settings), cap)
-            if settings.trim_interval_seconds > settings.command_timeout_seconds:
-                await trim_to(settings.bootstrap_servers, seen_verdicts)
-                extents = await log_extents(settings.bootstrap_servers, [COMMAND_VERDICTS])
-                seen_verdicts = {tp: end for tp, (_, end) in extents.items()}
-        except Exception as exc:  # the next round tries again
-            log.warning("trimming the embedded broker failed: %s", exc)
-
-
 async def supervise_broker(broker: EmbeddedBroker, interval: float, *, worker: bool) -> None:
     """Restart the embedded broker whenever its process is gone (same port and data dir).
 
@@ -105,13 +73,13 @@ async def supervise_broker(broker: EmbeddedBroker, interval: float, *, worker: b
         await asyncio.sleep(interval)
         try:
             if worker and not await asyncio.to_thread(broker.answers):
-                log.critical("the embedded broker (noida-db, %s) died: restarting tracehouse so the worker "
+                log.critical("the embedded broker (%s) died: restarting tracehouse so the worker "
                              "recovers from what the broker kept", broker.bootstrap)
                 restart_process()
             if await asyncio.to_thread(broker.revive):
-                log.warning("the embedded broker (noida-db, %s) had died: restarted it, pid %s",
+                log.warning("the embedded broker (%s) had died: restarted it, pid %s",
                             broker.bootstrap, await asyncio.to_thread(broker.pid))
-        except Exception as exc:  # noida-db refused to start: try again next round
+        except Exception as exc:  # the broker refused to start: try again next round
             log.error("the embedded broker is down and could not be restarted: %s", exc)
 
 
@@ -157,13 +125,13 @@ async def serve(settings: Settings, *, worker: bool = True, api: bool = True,
                                              name="broker-supervisor")
             stack.push_async_callback(_cancel, supervisor)
             fetch_throttle.install()
-            log.info("embedded Kafka broker (noida-db) on %s", broker.bootstrap)
+            log.info("embedded Kafka broker on %s", broker.bootstrap)
         await ensure_topics(settings.bootstrap_servers, settings.topic_partitions,
                             settings.topic_replication_factor, max_message_bytes=settings.max_record_bytes)
         if settings.embedded_kafka and worker and settings.chain_events:
             await ensure_topics(settings.bootstrap_servers, settings.topic_partitions,
                                 settings.topic_replication_factor, tuple(CHANGELOGS.values()),
-                                EMBEDDED_CHANGELOG_CONFIG, max_message_bytes=settings.max_record_bytes)
+                                CHANGELOG_CONFIG, max_message_bytes=settings.max_record_bytes)
 
         clickhouse = ClickHouse.from_settings(settings)
         stack.push_async_callback(clickhouse.close)

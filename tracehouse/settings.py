@@ -26,7 +26,7 @@ ENV_PREFIX = "TRACEHOUSE_"
 RECORD_OVERHEAD_BYTES = 64 * 1024
 #: Bounds of ``max_event_bytes``: at least the producers' 1 MiB batches (a topic's
 #: max.message.bytes must hold a whole batch), at most well under the 100 MiB request
-#: noida-db (like Kafka's socket.request.max.bytes) accepts.
+#: the embedded broker (like Kafka's socket.request.max.bytes) accepts.
 MIN_EVENT_BYTES = 1024 * 1024
 MAX_EVENT_BYTES = 64 * 1024 * 1024
 
@@ -44,7 +44,7 @@ class Settings:
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     data_dir: Path = Path("./.tracehouse")
-    #: External Kafka bootstrap servers; unset means the embedded broker (noida-db).
+    #: External Kafka bootstrap servers; unset means the embedded broker.
     kafka_bootstrap: str | None = None
     #: Port of the embedded broker (only used when kafka_bootstrap is unset).
     kafka_port: int = 9092
@@ -100,7 +100,7 @@ class Settings:
     key_cache_seconds: float = 30.0
     #: How often the embedded broker's consumed records are deleted (DeleteRecords), and
     #: its chain-table changelogs compacted once they hold more than twice as many records
-    #: as their tables have keys, plus compact_min_records (noida-db does not compact).
+    #: as their tables have keys, plus compact_min_records (the embedded broker does not compact).
     trim_interval_seconds: float = 30.0
     compact_min_records: int = 10_000
     log_level: LogLevel = "INFO"
@@ -109,7 +109,7 @@ class Settings:
 
     @property
     def embedded_kafka(self) -> bool:
-        """True when tracehouse runs its own noida-db broker."""
+        """True when tracehouse runs its own embedded broker."""
         return not self.kafka_bootstrap
 
     @property
@@ -170,8 +170,8 @@ class Settings:
         if self.processing_guarantee == "exactly_once" and self.embedded_kafka:
             raise ValueError(
                 f"{ENV_PREFIX}PROCESSING_GUARANTEE=exactly_once needs a real Kafka ({ENV_PREFIX}KAFKA_BOOTSTRAP): "
-                "after an aborted transaction the embedded broker (noida-db 0.2.3) hides later committed "
-                "records from read_committed consumers (docs/integrity-plan.md)")
+                "after an aborted transaction the embedded broker hides later committed records from "
+                "read_committed consumers (README, \"exactly_once needs a real Kafka\")")
         for name in ("http_port", "kafka_port", "topic_partitions", "sink_batch_records",
                      "max_body_bytes", "max_batch_events", "max_event_bytes", "send_timeout_seconds",
                      "broker_supervise_seconds", "approval_ttl_seconds", "approval_check_seconds",

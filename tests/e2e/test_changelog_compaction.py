@@ -1,4 +1,4 @@
-"""The chain tables' changelogs stay short on the embedded broker (streams/compaction.py),
+"""The chain tables' changelogs stay short on the embedded broker (streams/embedded/compaction.py),
 and a kill -9 in the middle of compacting loses, duplicates and forks nothing."""
 
 from __future__ import annotations

@@ -23,8 +23,8 @@ from streams.embedded import fetch_throttle
 from streams.embedded.broker import BrokerError, EmbeddedBroker, free_port, port_open
 from streams.embedded.groups import evict_stale_members
 from streams.embedded.trim import log_extents, trim_consumed, trim_to
+from streams.embedded.trimmer import trim_forever
 from streams.topics import ensure_topics
-from tracehouse.runtime import trim_forever
 from tracehouse.settings import Settings
 
 

@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 
 #: Keys republished between two yields to the event loop.
 CHUNK = 2_000
+#: Config of the chain tables' changelog topics on the embedded broker: compacting them here
+#: needs DeleteRecords, which noida-db refuses on a compact-only topic. Nothing expires.
+CHANGELOG_CONFIG = {"cleanup.policy": "compact,delete", "retention.ms": "-1", "retention.bytes": "-1"}
 
 
 class ChangelogCompactor:
