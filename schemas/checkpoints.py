@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from schemas.canonical import canonical_json
+from schemas.timefmt import format_ms
 
 #: The ``previous`` of the first checkpoint.
 NO_PREVIOUS = "0" * 64
@@ -87,6 +88,33 @@ class Checkpoint:
         except KeyError as exc:
             raise ValueError(f"checkpoint is missing {exc.args[0]!r}") from None
         return cp, signature
+
+
+@dataclass(frozen=True)
+class SignedCheckpoint:
+    """A checkpoint with its signature and the public key that checks it."""
+
+    checkpoint: Checkpoint
+    signature: str
+    public_key: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The statement's members, readable timestamps beside them, the signature and key."""
+        c = self.checkpoint
+        return c.to_json(self.signature) | {"public_key": self.public_key, "digest": c.digest(),
+                                            "period_start_iso": format_ms(c.period_start),
+                                            "period_end_iso": format_ms(c.period_end)}
+
+
+@dataclass(frozen=True)
+class Leaf:
+    """One chain head in a checkpoint."""
+
+    kind: str  # trace or audit
+    org_id: str
+    chain_id: str  # trace_id, or org_id for the audit log
+    seq: int
+    hash: str
 
 
 def load_signing_key(path: pathlib.Path, seed: str | None = None) -> Ed25519PrivateKey:

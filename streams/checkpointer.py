@@ -27,10 +27,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from schemas.checkpoints import NO_PREVIOUS, Checkpoint, head_leaf, public_key_text, sign
+from schemas.checkpoints import NO_PREVIOUS, Checkpoint, Leaf, SignedCheckpoint, head_leaf, public_key_text, sign
 from schemas.lifecycle import trace_of
 from schemas.merkle import leaf_hash, root_of_hashes
-from sinks.repositories.checkpoints import CheckpointRepository, Leaf, SignedCheckpoint
+from sinks.repositories.checkpoints import CheckpointRepository
 from streams.chaining import Head, is_chain_key
 from streams.changelog import COMPACTION_HEADER
 from streams.supervise import restarting

@@ -4,7 +4,7 @@ Three checks, each needing nothing but the file and the public key:
 
 1. the chain: every link's hash recomputed from the event as exported (schemas.integrity);
 2. the readable parts (``trace``, ``events``, ``approval_requests``) are exactly what the
-   chain says (api.views.governance), so an edit there is caught too;
+   chain says (schemas.trace_export), so an edit there is caught too;
 3. the anchor: the checkpoint's signature with KEY, the chain's head at the checkpointed
    seq, and its Merkle inclusion proof up to the signed root.
 
@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from api.views.governance import trace_export
 from schemas.checkpoints import Checkpoint, head_leaf, parse_public_key, verify_signature
 from schemas.integrity import verify
 from schemas.merkle import verify_inclusion
 from schemas.timefmt import parse_ms
+from schemas.trace_export import trace_export
 
 
 @dataclass

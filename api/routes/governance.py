@@ -16,14 +16,7 @@ from api.context import CHAINS, CHECKPOINTS, PRODUCER, SETTINGS, TRACES, VERDICT
 from api.errors import ApiError, bad_param, not_found
 from api.paging import paging, read_page
 from api.params import bool_param, enum_param, int_param, reject_unknown, str_param, time_range
-from api.views.governance import (
-    LIST_FIELDS,
-    approval_requests,
-    event_view,
-    trace_export,
-    trace_list_item,
-    trace_view,
-)
+from api.views.governance import LIST_FIELDS, trace_list_item
 from schemas.canonical import canonical_json
 from schemas.codec import encode
 from schemas.integrity import Verdict, verify
@@ -31,6 +24,7 @@ from schemas.lifecycle import APPLIED, CONFLICT, FINAL_OUTCOMES, IN_PROGRESS, NO
 from schemas.merkle import audit_path
 from schemas.timefmt import format_ms, now_ms
 from schemas.topics import TRACE_EVENTS
+from schemas.trace_export import approval_requests, event_view, trace_export, trace_view
 from sinks.repositories.chains import TRACE_LINKS
 from sinks.repositories.checkpoints import CheckpointRepository, Coverage
 from sinks.repositories.traces import TraceQuery, first_value_is, outcome_is

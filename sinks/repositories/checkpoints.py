@@ -1,41 +1,15 @@
-"""Signed checkpoints and their leaves, as domain objects (``schemas.checkpoints``)."""
+"""Signed checkpoints and their leaves in ClickHouse (the types are ``schemas.checkpoints``)."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
 
-from schemas.checkpoints import Checkpoint
+from schemas.checkpoints import Checkpoint, Leaf, SignedCheckpoint
 from schemas.timefmt import datetime_ms, format_ms
 from sinks.clickhouse import ClickHouse
 
 HASH_HEX = 64
-
-
-@dataclass(frozen=True)
-class SignedCheckpoint:
-    checkpoint: Checkpoint
-    signature: str
-    public_key: str
-
-    def to_json(self) -> dict[str, Any]:
-        """The statement's members, readable timestamps beside them, the signature and key."""
-        c = self.checkpoint
-        return c.to_json(self.signature) | {"public_key": self.public_key, "digest": c.digest(),
-                                            "period_start_iso": format_ms(c.period_start),
-                                            "period_end_iso": format_ms(c.period_end)}
-
-
-@dataclass(frozen=True)
-class Leaf:
-    """One chain head in a checkpoint."""
-
-    kind: str  # trace or audit
-    org_id: str
-    chain_id: str  # trace_id, or org_id for the audit log
-    seq: int
-    hash: str
 
 
 @dataclass(frozen=True)
