@@ -39,6 +39,7 @@ from streams.embedded import fetch_throttle
 from streams.embedded.broker import EmbeddedBroker
 from streams.embedded.compaction import CHANGELOG_CONFIG
 from streams.embedded.groups import evict_stale_members
+from streams.embedded.supervisor import supervise_broker
 from streams.embedded.trimmer import trim_forever
 from streams.sink import SINK_GROUP
 from streams.topics import ensure_topics
@@ -60,32 +61,10 @@ def ensure_admin_key(settings: Settings) -> Settings:
     return dataclasses.replace(settings, admin_key=path.read_text().strip())
 
 
-async def supervise_broker(broker: EmbeddedBroker, interval: float, *, worker: bool) -> None:
-    """Restart the embedded broker whenever its process is gone (same port and data dir).
-
-    A broker that died lost what it acknowledged since it last began writing its state (README
-    "Crashes of the whole box"), and a worker's memory (chain heads, read positions) may be
-    ahead of what it kept: sealing on from there would fork chains or skip records. So a
-    process running the worker restarts itself (``restart_process``), the broker first, and
-    recovers from the broker's and ClickHouse's durable state, as after a power cut. An API
-    alone keeps running: its clients reconnect to the restarted broker."""
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            if worker and not await asyncio.to_thread(broker.answers):
-                log.critical("the embedded broker (%s) died: restarting tracehouse so the worker "
-                             "recovers from what the broker kept", broker.bootstrap)
-                restart_process()
-            if await asyncio.to_thread(broker.revive):
-                log.warning("the embedded broker (%s) had died: restarted it, pid %s",
-                            broker.bootstrap, await asyncio.to_thread(broker.pid))
-        except Exception as exc:  # the broker refused to start: try again next round
-            log.error("the embedded broker is down and could not be restarted: %s", exc)
-
-
 def restart_process() -> NoReturn:
     """Replace this process with a fresh ``tracehouse`` of the same command (same pid, nothing
-    flushed or committed on the way: what is durable is the truth, as after a kill -9)."""
+    flushed or committed on the way: what is durable is the truth, as after a kill -9). A worker
+    process does this when the embedded broker died (``streams.embedded.supervisor``)."""
     for child in multiprocessing.active_children():  # the ingest workers would outlive the exec
         child.kill()
     logging.shutdown()
@@ -121,7 +100,8 @@ async def serve(settings: Settings, *, worker: bool = True, api: bool = True,
             if await asyncio.to_thread(broker.start):
                 stack.callback(broker.stop)
             # supervised whoever started it: the data dir and port are this deployment's
-            supervisor = asyncio.create_task(supervise_broker(broker, settings.broker_supervise_seconds, worker=worker),
+            supervisor = asyncio.create_task(supervise_broker(broker, settings.broker_supervise_seconds,
+                                                              restart_process if worker else None),
                                              name="broker-supervisor")
             stack.push_async_callback(_cancel, supervisor)
             fetch_throttle.install()
