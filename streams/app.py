@@ -125,7 +125,8 @@ class TracehouseApp(faust.App):
 
 def create_faust_app(settings: Settings, clickhouse: ClickHouse | None = None) -> TracehouseApp:
     """The worker's Faust app: the chain agents (raw topics -> sealed-events) and the approval expiry timer.
-    With ``clickhouse``, the agents adopt stored links the broker lost before sealing (``SealedTail``)."""
+    With ``clickhouse``, the agents restore sealed records the broker lost after the sink had stored
+    them (``SealedTail``)."""
     settings.faust_dir.mkdir(parents=True, exist_ok=True)
     app = TracehouseApp(
         APP_ID,

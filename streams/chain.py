@@ -181,7 +181,8 @@ class SealedTail:
         restored: list[Advance] = []
         for offset in range(end, last + 1):
             rebuilt = restore_sealed(*by_offset[offset], self.store) if offset in by_offset else None
-            if rebuilt is None and offset in by_offset:
+            if offset in by_offset and (rebuilt is None or rebuilt[1].head.seq < max(
+                    row["seq"] for row in by_offset[offset][1])):
                 log.error("sealed-events[%d]@%d: stored links do not follow their chain's head; verify reports "
                           "the chain", partition, offset)
             if rebuilt is not None:

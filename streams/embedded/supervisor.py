@@ -25,12 +25,14 @@ async def supervise_broker(broker: EmbeddedBroker, interval: float,
     while True:
         await asyncio.sleep(interval)
         try:
-            if restart_worker is not None and not await asyncio.to_thread(broker.answers):
+            if await asyncio.to_thread(broker.answers):
+                continue
+            if restart_worker is not None:
                 log.critical("the embedded broker (%s) died: restarting tracehouse so the worker "
                              "recovers from what the broker kept", broker.bootstrap)
                 restart_worker()
-            if await asyncio.to_thread(broker.revive):
-                log.warning("the embedded broker (%s) had died: restarted it, pid %s",
-                            broker.bootstrap, await asyncio.to_thread(broker.pid))
+            await asyncio.to_thread(broker.start)
+            log.warning("the embedded broker (%s) had died: restarted it, pid %s",
+                        broker.bootstrap, await asyncio.to_thread(broker.pid))
         except Exception as exc:  # the broker refused to start: try again next round
             log.error("the embedded broker is down and could not be restarted: %s", exc)

@@ -10,19 +10,26 @@ def run(coro):
     return asyncio.run(coro)
 
 
+async def pipeline(sends: int):
+    """A running pipeline with ``sends`` items put, each behind a send not yet acknowledged;
+    returns it, its drainer, the sends, and what was completed and what failed (so far)."""
+    done, failures = [], []
+
+    async def complete(item, result):
+        done.append((item, result))
+
+    acks = InOrderAcks(complete, failures.append)
+    drainer = asyncio.ensure_future(acks.run())
+    loop = asyncio.get_running_loop()
+    futures = [loop.create_future() for _ in range(sends)]
+    for i, sent in enumerate(futures):
+        await acks.put(i, sent)
+    return acks, drainer, futures, done, failures
+
+
 def test_items_complete_in_put_order_whatever_order_their_sends_are_acknowledged():
     async def go():
-        done, failures = [], []
-
-        async def complete(item, result):
-            done.append((item, result))
-
-        acks = InOrderAcks(complete, failures.append)
-        drainer = asyncio.ensure_future(acks.run())
-        loop = asyncio.get_running_loop()
-        sends = [loop.create_future() for _ in range(3)]
-        for i, sent in enumerate(sends):
-            await acks.put(i, sent)
+        acks, drainer, sends, done, failures = await pipeline(3)
         await acks.put(3, None)  # nothing sent: waits only for those before it
         sends[2].set_result("c")
         sends[1].set_result("b")
@@ -38,22 +45,12 @@ def test_items_complete_in_put_order_whatever_order_their_sends_are_acknowledged
 
 def test_the_first_failure_stops_everything_after_it():
     async def go():
-        done, failures = [], []
-
-        async def complete(item, result):
-            done.append(item)
-
-        acks = InOrderAcks(complete, failures.append)
-        drainer = asyncio.ensure_future(acks.run())
-        loop = asyncio.get_running_loop()
-        sends = [loop.create_future() for _ in range(3)]
-        for i, sent in enumerate(sends):
-            await acks.put(i, sent)
+        _, drainer, sends, done, failures = await pipeline(3)
         sends[0].set_result(None)
         sends[1].set_exception(RuntimeError("refused"))
         sends[2].set_result(None)
         await asyncio.wait_for(drainer, 1.0)  # the drainer ends
-        assert done == [0] and [str(e) for e in failures] == ["refused"]
+        assert [item for item, _ in done] == [0] and [str(e) for e in failures] == ["refused"]
 
     run(go())
 
