@@ -59,7 +59,9 @@ def chain_tables(app: faust.App, partitions: int, approval_ttl_ms: int) -> Chain
     options = dict(key_type=bytes, value_type=bytes, partitions=partitions)  # bytes: raw serializer
     tables = {attr: app.Table(name, **options) for attr, name in TABLE_NAMES.items()}
     changelog = DeferredChangelog()
-    store = ChainStore(**{attr: changelog.wrap(t) for attr, t in tables.items()}, approval_ttl_ms=approval_ttl_ms)
+    # an archived bucket is durable before the head that counts it (ChainStore.save writes both)
+    store = ChainStore(**{attr: changelog.wrap(t, first=attr == "archive") for attr, t in tables.items()},
+                       approval_ttl_ms=approval_ttl_ms)
     return ChainTables(store, changelog, tables)
 
 
@@ -362,8 +364,9 @@ class ChainAgent:
         partition = item.message.partition
         if offset is not None and self._marks(partition):
             self.store.set_sealed_offset(partition, offset)
-        item.writes.send(partition)
-        self.changelog.take().send(partition)
+        marker = self.changelog.take()  # taken before anything awaits: no other record's writes mix in
+        await item.writes.send_in_order(partition)
+        marker.send(partition)
         await self._send(item.followups)
 
     def _marks(self, partition: int) -> bool:

@@ -61,6 +61,18 @@ class WriteBatch:
         self.send(partition)
         await self.durable()
 
+    async def send_in_order(self, partition: int) -> None:
+        """``send``, but the writes of tables wrapped ``first`` are acknowledged before any other
+        is sent: a head that counts an archived bucket never reaches its changelog without the
+        bucket (two changelogs are two topics, and a kill between their sends kept one of them)."""
+        first = [w for w in self.writes if w.table in self._owner.first]
+        if first:
+            await asyncio.gather(*(w.send(partition) for w in first))
+        rest = [w for w in self.writes if w.table not in self._owner.first]
+        self._futures = [write.send(partition) for write in rest]
+        self._sent.set()
+        self._owner._outstanding.discard(self)
+
     async def durable(self) -> None:
         """Wait until the batch was sent and the broker acknowledged every write."""
         await self._sent.wait()
@@ -73,8 +85,13 @@ class DeferredChangelog:
     def __init__(self) -> None:
         self._writes: list[Write] = []
         self._outstanding: set[WriteBatch] = set()
+        self.first: set[faust.types.TableT] = set()  # see WriteBatch.send_in_order
 
-    def wrap(self, table: faust.types.TableT) -> MutableMapping[bytes, bytes]:
+    def wrap(self, table: faust.types.TableT, *, first: bool = False) -> MutableMapping[bytes, bytes]:
+        """``table`` whose writes go through this changelog; ``first``: acknowledged before the
+        other writes of a batch are sent (``WriteBatch.send_in_order``)."""
+        if first:
+            self.first.add(table)
         return _DeferredTable(table, self._writes)
 
     def take(self) -> WriteBatch:
