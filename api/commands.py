@@ -14,8 +14,9 @@ import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
+from schemas import kafka_clients
 from schemas.codec import DecodeError, decode
 from schemas.retry import BROKER_READS, retrying
 
@@ -33,9 +34,7 @@ class VerdictWaiter:
     start) and resolves the future of the request each verdict names."""
 
     def __init__(self, bootstrap: str, topic: str, partitions: int) -> None:
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                          isolation_level="read_committed",  # exactly_once: no aborted verdict
-                                          client_id="tracehouse-api-verdicts")
+        self._consumer = kafka_clients.consumer(bootstrap, "tracehouse-api-verdicts")  # no group: from the end
         self._partitions = [TopicPartition(topic, p) for p in range(partitions)]
         self._waiting: dict[str, asyncio.Future[Verdict]] = {}
         self._task: asyncio.Task[None] | None = None

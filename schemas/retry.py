@@ -19,6 +19,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+class Unrecoverable(Exception):
+    """A failure retrying cannot fix: ``retrying`` lets it through, and the process stops."""
+
+
 @dataclass(frozen=True)
 class RetrySchedule:
     """Seconds to wait after each failure: ``first``, then each delay times ``factor``, at most ``max``."""
@@ -52,12 +56,12 @@ async def retrying(op: Callable[[], Awaitable[T]], schedule: RetrySchedule, what
                    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> T:
     """Await ``op()`` until it returns, and return its result; after each failure (an ``Exception``)
     log ``"<what> failed (<error>); retrying in <delay> s"`` (with the traceback if ``traceback``) and
-    wait the schedule's next delay. Cancellation is never retried: it propagates."""
+    wait the schedule's next delay. Cancellation and ``Unrecoverable`` are never retried: they propagate."""
     delays = schedule.delays()
     while True:
         try:
             return await op()
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, Unrecoverable):
             raise
         except Exception as exc:
             delay = next(delays)

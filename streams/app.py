@@ -1,4 +1,4 @@
-"""The worker's parts: the Faust app (chain agents) and the sink; nothing is registered at import time."""
+"""The Faust app of the chain agents; nothing is registered at import time."""
 
 from __future__ import annotations
 
@@ -6,39 +6,28 @@ import asyncio
 from typing import Any
 
 import faust
-from aiokafka import TopicPartition
 from faust.exceptions import ConsumerNotStarted
 
-from schemas.checkpoints import load_signing_key
+from schemas.identity import PID, TOKEN, client_id
 from schemas.topics import (
     AUDIT_EVENTS,
-    CHECKPOINTS,
     COMMAND_VERDICTS,
     INVALID_EVENTS,
-    ROLLUPS_HOURLY,
     SEALED_EVENTS,
     TRACE_EVENTS,
     WEBHOOK_EVENTS,
 )
-from sinks.clickhouse import ClickHouse
-from sinks.repositories.chains import ChainRepository
-from sinks.repositories.checkpoints import CheckpointRepository
-from sinks.repositories.rollups import RollupRepository
-from sinks.writer import AUDIT_EVENTS_SINK, TRACE_EVENTS_SINK, SinkWriter
 from streams.chain import (
     TABLE_NAMES,
     AgentTopics,
     ChainAgent,
+    ChainTables,
     SealedTail,
+    StoredLinks,
     add_expiry_timer,
     chain_tables,
-    partitioner,
 )
 from streams.chaining import AUDIT_CHAIN, TRACE_CHAIN, ChainStore
-from streams.checkpointer import CHECKPOINT_GROUP, Checkpointer
-from streams.embedded.compaction import ChangelogCompactor, add_compaction_timer
-from streams.rollups import RollupPublisher
-from streams.sink import SINK_GROUP, Sink
 from tracehouse.settings import Settings
 
 APP_ID = "tracehouse"
@@ -77,6 +66,7 @@ class TracehouseApp(faust.App):
         self.settled = asyncio.Event()
         self._seeking: asyncio.Future[None] | None = None
         self.chains: ChainStore | None = None
+        self.chain_tables: ChainTables | None = None
         self.failure: asyncio.Future[None] | None = None
 
     def fail(self, exc: BaseException) -> None:
@@ -84,13 +74,17 @@ class TracehouseApp(faust.App):
         if self.failure is not None and not self.failure.done():
             self.failure.set_exception(exc)
 
-    def sealed_trim_cap(self, tp: TopicPartition) -> int | None:
-        """How far ``sealed-events`` may be trimmed: not past a record whose head write may
-        have been lost (``streams.chain.SealedTail`` reads those back after a crash)."""
-        if tp.topic != SEALED_EVENTS:
-            return None
-        known = self.chains.sealed_offset(tp.partition) if self.chains is not None else None
+    def sealed_trim_cap(self, partition: int) -> int | None:
+        """How far ``sealed-events[partition]`` may be trimmed: not past a record whose head write
+        may have been lost (``streams.chain.SealedTail`` reads those back after a crash)."""
+        known = self.chains.sealed_offset(partition) if self.chains is not None else None
         return 0 if known is None else known + 1
+
+    def active_partitions(self) -> set[int]:
+        """The partitions whose chains this worker writes now (none while a rebalance reassigns them)."""
+        if not self.settled.is_set():
+            return set()
+        return {tp.partition for tp in self._assigned_partitions() if tp.topic in (TRACE_EVENTS, AUDIT_EVENTS)}
 
     def on_rebalance_start(self) -> None:
         super().on_rebalance_start()
@@ -123,19 +117,25 @@ class TracehouseApp(faust.App):
             self.settled.set()
 
 
-def create_faust_app(settings: Settings, clickhouse: ClickHouse | None = None) -> TracehouseApp:
+def create_faust_app(settings: Settings, stored: StoredLinks | None = None) -> TracehouseApp:
     """The worker's Faust app: the chain agents (raw topics -> sealed-events) and the approval expiry timer.
-    With ``clickhouse``, the agents restore sealed records the broker lost after the sink had stored
-    them (``SealedTail``)."""
-    settings.faust_dir.mkdir(parents=True, exist_ok=True)
+    With ``stored`` (the links ClickHouse holds), the agents restore sealed records the broker lost after
+    the sink had stored them (``SealedTail``)."""
+    settings.faust_dir.mkdir(parents=True, exist_ok=True)  # the memory store keeps nothing there
     app = TracehouseApp(
         APP_ID,
         broker=f"kafka://{settings.bootstrap_servers}",
+        broker_client_id=client_id("tracehouse-chain"),
+        # names this process among the group's members (Faust keys its table metadata by it)
+        canonical_url=f"http://127.0.0.1/{PID}.{TOKEN}",
         store="memory://",
         datadir=str(settings.faust_dir),
         web_enabled=False,
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.topic_replication_factor,
+        # a worker taking over a partition recovers its tables from the (compacted) changelog;
+        # standbys would have every worker read every other's changelog writes all the time
+        table_standby_replicas=0,
         processing_guarantee=settings.processing_guarantee,
         broker_commit_interval=settings.commit_interval_seconds,
         consumer_auto_offset_reset="earliest",
@@ -158,16 +158,11 @@ def create_faust_app(settings: Settings, clickhouse: ClickHouse | None = None) -
     trace_events, audit_events = raw_topic(app, TRACE_EVENTS, p), raw_topic(app, AUDIT_EVENTS, p)
     chains = chain_tables(app, p, int(settings.approval_ttl_seconds * 1000))
     store, changelog = chains.store, chains.changelog
-    app.chains = store
-    stored = ChainRepository(clickhouse) if clickhouse is not None else None
+    app.chains, app.chain_tables = store, chains
     tail = SealedTail(settings.bootstrap_servers, SEALED_EVENTS, store, changelog, stored, settings.max_record_bytes)
     for kind, source in ((TRACE_CHAIN, trace_events), (AUDIT_CHAIN, audit_events)):
         ChainAgent(app, kind, AgentTopics(source=source, **outputs), store, changelog, tail, p).register()
     add_expiry_timer(app, store, trace_events, app.settled, settings.approval_check_seconds, p)
-    if settings.embedded_kafka:
-        compactor = ChangelogCompactor(settings.bootstrap_servers, chains, partitioner(p),
-                                       settings.compact_min_records, heads_readers=[CHECKPOINT_GROUP])
-        add_compaction_timer(app, compactor, settings.trim_interval_seconds)
 
     @app.on_partitions_assigned.connect
     async def _forget_per_assignment_state(app: faust.App, assigned: set, **kwargs: object) -> None:
@@ -175,30 +170,3 @@ def create_faust_app(settings: Settings, clickhouse: ClickHouse | None = None) -
         tail.forget()
 
     return app
-
-
-def sink_topics(settings: Settings) -> list[str]:
-    """What the sink stores: sealed events, or the raw topics when chaining is off."""
-    return [SEALED_EVENTS] if settings.chain_events else [TRACE_EVENTS, AUDIT_EVENTS]
-
-
-def create_checkpointer(settings: Settings, clickhouse: ClickHouse) -> Checkpointer:
-    """The checkpointer: chain-heads changelog -> signed checkpoints (ClickHouse, ``checkpoints``)."""
-    key = load_signing_key(settings.checkpoint_key_path, settings.checkpoint_key)
-    sealed = [TopicPartition(SEALED_EVENTS, p) for p in range(settings.topic_partitions)]
-    return Checkpointer(settings.bootstrap_servers, HEADS_CHANGELOG, CHECKPOINTS, CheckpointRepository(clickhouse),
-                        key, settings.checkpoint_interval_seconds, sealed, SINK_GROUP)
-
-
-def create_rollup_publisher(settings: Settings, clickhouse: ClickHouse) -> RollupPublisher:
-    """The rollup publisher: hours the sink changed in ClickHouse -> ``rollups-hourly``."""
-    return RollupPublisher(settings.bootstrap_servers, ROLLUPS_HOURLY, RollupRepository(clickhouse),
-                           settings.rollup_interval_seconds)
-
-
-def create_sink(settings: Settings, clickhouse: ClickHouse) -> Sink:
-    """The sink consumer: ``sink_topics`` -> ClickHouse."""
-    writers = [SinkWriter(clickhouse, TRACE_EVENTS_SINK), SinkWriter(clickhouse, AUDIT_EVENTS_SINK)]
-    return Sink(settings.bootstrap_servers, sink_topics(settings), writers, INVALID_EVENTS,
-                batch_records=settings.sink_batch_records, batch_seconds=settings.sink_batch_seconds,
-                max_record_bytes=settings.max_record_bytes)

@@ -27,13 +27,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from schemas import kafka_clients
 from schemas.checkpoints import NO_PREVIOUS, Checkpoint, Leaf, SignedCheckpoint, head_leaf, public_key_text, sign
+from schemas.identity import client_id
 from schemas.lifecycle import trace_of
 from schemas.merkle import leaf_hash, root_of_hashes
 from sinks.repositories.checkpoints import CheckpointRepository
 from streams.chaining import Head, is_chain_key
 from streams.changelog import COMPACTION_HEADER
-from streams.supervise import restarting
 
 log = logging.getLogger(__name__)
 
@@ -75,21 +76,13 @@ class Checkpointer:
         self.public_key = public_key_text(key)
 
     async def run(self) -> None:
-        await restarting(self._consume, "checkpointer")
-
-    async def _consume(self) -> None:
-        consumer = AIOKafkaConsumer(self.changelog, bootstrap_servers=self.bootstrap, group_id=CHECKPOINT_GROUP,
-                                    client_id=CHECKPOINT_GROUP, enable_auto_commit=False,
-                                    auto_offset_reset="earliest", isolation_level="read_committed")
-        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", client_id=CHECKPOINT_GROUP)
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=CHECKPOINT_GROUP)
-        async with contextlib.AsyncExitStack() as stack:
-            await producer.start()
-            stack.push_async_callback(producer.stop)
+        """Checkpoint until cancelled, or until the broker or ClickHouse fails (the worker starts it again)."""
+        consumer = kafka_clients.consumer(self.bootstrap, CHECKPOINT_GROUP, self.changelog, group=CHECKPOINT_GROUP)
+        producer = kafka_clients.producer(self.bootstrap, CHECKPOINT_GROUP)
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=client_id(CHECKPOINT_GROUP))
+        async with kafka_clients.started(producer, consumer), contextlib.AsyncExitStack() as stack:
             await admin.start()
             stack.push_async_callback(admin.close)
-            await consumer.start()
-            stack.push_async_callback(consumer.stop)
             await self._periods(consumer, producer, admin)
 
     async def _periods(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer,

@@ -17,10 +17,10 @@ import logging
 
 from aiokafka import AIOKafkaProducer
 
+from schemas import kafka_clients
 from schemas.codec import encode
 from schemas.timefmt import now_ms
 from sinks.repositories.rollups import HourBucket, Marks, RollupRepository
-from streams.supervise import restarting
 
 log = logging.getLogger(__name__)
 
@@ -46,20 +46,13 @@ class RollupPublisher:
         self.interval = interval
 
     async def run(self) -> None:
-        """Publish until cancelled; if the broker or ClickHouse fails, log it and start again."""
-        await restarting(self._publish_forever, "rollup publisher")
-
-    async def _publish_forever(self) -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", client_id=CLIENT_ID,
-                                    enable_idempotence=True, linger_ms=5)
-        await producer.start()
-        try:
+        """Publish until cancelled, or until the broker or ClickHouse fails (the worker starts it again)."""
+        producer = kafka_clients.producer(self.bootstrap, CLIENT_ID, linger_ms=5)
+        async with kafka_clients.started(producer):
             marks = await self.repo.marks()
             while True:
                 marks = await self.publish_changed(producer, marks)
                 await asyncio.sleep(self.interval)
-        finally:
-            await producer.stop()
 
     async def publish_changed(self, producer: AIOKafkaProducer, marks: Marks) -> Marks:
         """Publish the hours changed past ``marks``; return (and save) the marks after them."""

@@ -22,11 +22,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
 
+from schemas import kafka_clients
 from schemas.codec import DecodeError, schema_of
 from schemas.topics import is_padding
 from sinks.writer import Rejected, SinkRecord, SinkWriter, Source
 from streams.invalid import invalid_report
-from streams.supervise import restarting
 
 log = logging.getLogger(__name__)
 
@@ -62,31 +62,18 @@ class Sink:
         self.max_record_bytes = max_record_bytes
 
     async def run(self) -> None:
-        """Consume until cancelled; a batch cut short by the cancel is not committed.
-        If the consumer fails (broker gone, fenced), it is logged and started again."""
-        await restarting(self._consume, "sink consumer")
-
-    async def _consume(self) -> None:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=SINK_GROUP, client_id=SINK_GROUP,
-            enable_auto_commit=False, auto_offset_reset="earliest", isolation_level="read_committed",
-            max_poll_records=self.batch_records, max_partition_fetch_bytes=self.max_record_bytes,
-        )
-        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", client_id=SINK_GROUP)
-        await producer.start()
-        try:
-            await consumer.start()
-            try:
-                consumer.subscribe(self.topics, listener=_ForgetWindows(self.writers))
-                while True:
-                    records = await self._next_batch(consumer)
-                    if records:
-                        await self._store(records, producer)
-                        await self._commit(consumer, records)
-            finally:
-                await consumer.stop()
-        finally:
-            await producer.stop()
+        """Consume until cancelled or until the consumer fails (the worker starts it again);
+        a batch cut short is not committed."""
+        consumer = kafka_clients.consumer(self.bootstrap, SINK_GROUP, group=SINK_GROUP,
+                                          max_poll_records=self.batch_records, max_record_bytes=self.max_record_bytes)
+        producer = kafka_clients.producer(self.bootstrap, SINK_GROUP)
+        async with kafka_clients.started(producer, consumer):
+            consumer.subscribe(self.topics, listener=_ForgetWindows(self.writers))
+            while True:
+                records = await self._next_batch(consumer)
+                if records:
+                    await self._store(records, producer)
+                    await self._commit(consumer, records)
 
     async def _next_batch(self, consumer: AIOKafkaConsumer) -> list[ConsumerRecord]:
         """Up to ``batch_records`` records: whatever arrives within ``batch_seconds`` of the first."""

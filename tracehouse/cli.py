@@ -29,7 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tracehouse", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="broker (embedded unless TRACEHOUSE_KAFKA_BOOTSTRAP), worker and API")
-    sub.add_parser("worker", help="the Faust worker only")
+    work = sub.add_parser("worker", help="the worker only (all its parts, or those given with --parts)")
+    work.add_argument("--parts", type=lambda text: [p.strip() for p in text.split(",") if p.strip()],
+                      help="comma-separated worker parts to run, e.g. 'chain' (default: all of them)")
     sub.add_parser("api", help="the HTTP API only")
     sub.add_parser("migrate", help="apply ClickHouse migrations and exit")
     check = sub.add_parser("verify-export", help="verify a single-trace JSON export offline")
@@ -56,7 +58,16 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command in ("run", "api"):
         settings = ensure_admin_key(settings)
-    run(settings, worker=args.command in ("run", "worker"), api=args.command in ("run", "api"))
+    parts = getattr(args, "parts", None)
+    if parts is not None:
+        from streams.worker import chosen_parts
+
+        try:
+            chosen_parts(settings, parts)
+        except ValueError as exc:
+            print(f"tracehouse: {exc}", file=sys.stderr)
+            return 2
+    run(settings, worker=args.command in ("run", "worker"), api=args.command in ("run", "api"), parts=parts)
     return 0
 
 

@@ -1,9 +1,9 @@
-"""Wiring: start the embedded parts, the Faust worker and the API in one process, stop cleanly.
+"""Start the worker and the API in one process, stop them cleanly.
 
-The order matters (each step needs the ones before it): broker, topics, ClickHouse migrations, worker
-(table recovery done), then HTTP. Shutdown runs it backwards: HTTP first so no new
-writes arrive, then the agents (their last batches commit), then ClickHouse, then the
-broker if this process started it.
+The order matters (each step needs the ones before it): broker (embedded), topics, ClickHouse
+migrations, the worker's parts, then HTTP. Shutdown runs it backwards: HTTP first so no new writes
+arrive, then the parts (their last batches commit), then ClickHouse, then the broker if this
+process started it.
 """
 
 from __future__ import annotations
@@ -18,31 +18,16 @@ import os
 import secrets
 import signal
 import sys
+from collections.abc import Sequence
 from typing import Any, NoReturn
 
-import faust
 from aiohttp import web
 
 from api.app import create_app
 from sinks.clickhouse import ClickHouse
 from sinks.migrate import migrate
-from streams.app import (
-    APP_ID,
-    CHANGELOGS,
-    create_checkpointer,
-    create_faust_app,
-    create_rollup_publisher,
-    create_sink,
-)
-from streams.checkpointer import CHECKPOINT_GROUP
-from streams.embedded import fetch_throttle
-from streams.embedded.broker import EmbeddedBroker
-from streams.embedded.compaction import CHANGELOG_CONFIG
-from streams.embedded.groups import evict_stale_members
-from streams.embedded.supervisor import supervise_broker
-from streams.embedded.trimmer import trim_forever
-from streams.sink import SINK_GROUP
-from streams.topics import ensure_topics
+from streams.parts import declared_parts, groups_of, trimmable
+from streams.worker import chosen_parts, ensure_worker_topics, start_parts
 from tracehouse.settings import Settings
 
 log = logging.getLogger("tracehouse")
@@ -85,41 +70,42 @@ def dump_tasks() -> None:
     log.warning("asyncio tasks (SIGUSR1):\n%s", out.getvalue())
 
 
-async def serve(settings: Settings, *, worker: bool = True, api: bool = True,
+async def serve(settings: Settings, *, worker: bool = True, api: bool = True, parts: Sequence[str] | None = None,
                 stop: asyncio.Event | None = None) -> None:
-    """Run until ``stop`` is set (or SIGINT/SIGTERM arrives)."""
+    """Run until ``stop`` is set (or SIGINT/SIGTERM arrives). ``parts`` names the worker parts to
+    run (all when None). A process that runs only parts which need no ClickHouse is a guest beside
+    the process that owns the data dir: with the embedded broker it waits for that process's
+    broker instead of starting one, and opens no ClickHouse."""
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGUSR1, dump_tasks)
+    chosen = chosen_parts(settings, parts) if worker else []
+    owner = api or parts is None or any(part.needs_clickhouse for part in chosen)
 
     async with contextlib.AsyncExitStack() as stack:
+        changelog_config = None
         if settings.embedded_kafka:
-            broker = EmbeddedBroker(settings.broker_dir, "127.0.0.1", settings.kafka_port)
-            if await asyncio.to_thread(broker.start):
-                stack.callback(broker.stop)
-            # supervised whoever started it: the data dir and port are this deployment's
-            supervisor = asyncio.create_task(supervise_broker(broker, settings.broker_supervise_seconds,
-                                                              restart_process if worker else None),
-                                             name="broker-supervisor")
-            stack.push_async_callback(_cancel, supervisor)
-            fetch_throttle.install()
-            log.info("embedded Kafka broker on %s", broker.bootstrap)
-        await ensure_topics(settings.bootstrap_servers, settings.topic_partitions,
-                            settings.topic_replication_factor, max_message_bytes=settings.max_record_bytes)
-        if settings.embedded_kafka and worker and settings.chain_events:
-            await ensure_topics(settings.bootstrap_servers, settings.topic_partitions,
-                                settings.topic_replication_factor, tuple(CHANGELOGS.values()),
-                                CHANGELOG_CONFIG, max_message_bytes=settings.max_record_bytes)
+            changelog_config = await _embedded_broker(settings, stack, starts=owner, worker=worker)
+        await ensure_worker_topics(settings, changelog_config)
 
-        clickhouse = ClickHouse.from_settings(settings)
-        stack.push_async_callback(clickhouse.close)
-        applied = await migrate(clickhouse)
-        if applied:
-            log.info("applied ClickHouse migrations: %s", ", ".join(applied))
+        clickhouse = None
+        if owner:
+            clickhouse = ClickHouse.from_settings(settings)
+            stack.push_async_callback(clickhouse.close)
+            applied = await migrate(clickhouse)
+            if applied:
+                log.info("applied ClickHouse migrations: %s", ", ".join(applied))
 
-        failure = await _start_worker(settings, clickhouse, stack, loop) if worker else None
+        failure = start_parts(chosen, clickhouse, stack) if chosen else None
+        if settings.embedded_kafka and worker and owner:
+            from streams.embedded.trimmer import trim_forever
+
+            trimmer = asyncio.create_task(trim_forever(
+                settings.bootstrap_servers, trimmable(declared_parts(settings)), settings.trim_interval_seconds,
+                settings.command_timeout_seconds), name="trim")
+            stack.push_async_callback(_cancel, trimmer)
         if api:
             runner = web.AppRunner(create_app(settings, clickhouse), handle_signals=False)
             await runner.setup()
@@ -129,7 +115,43 @@ async def serve(settings: Settings, *, worker: bool = True, api: bool = True,
         await _until_stopped(stop, failure)
         log.info("stopping")
         if failure is not None and failure.done():
-            failure.result()  # the worker failed: stop everything and exit with its error
+            failure.result()  # a part failed: stop everything and exit with its error
+
+
+async def _embedded_broker(settings: Settings, stack: contextlib.AsyncExitStack, *, starts: bool,
+                           worker: bool) -> dict[str, str]:
+    """Start (``starts``) or wait for the embedded broker, keep it supervised, patch the Kafka
+    clients for it; returns the config its changelog topics need."""
+    from streams.embedded import fetch_throttle, group_generation
+    from streams.embedded.broker import EmbeddedBroker
+    from streams.embedded.compaction import CHANGELOG_CONFIG
+    from streams.embedded.groups import evict_dead_members, register
+    from streams.embedded.supervisor import supervise_broker
+
+    registry = settings.data_dir / "processes"
+    register(registry)  # before any client of this process joins a group
+    broker = EmbeddedBroker(settings.broker_dir, "127.0.0.1", settings.kafka_port)
+    if starts:
+        if await asyncio.to_thread(broker.start):
+            stack.callback(broker.stop)
+    else:
+        while not await asyncio.to_thread(broker.answers):
+            log.info("waiting for the embedded broker on %s (started by the process that owns %s)",
+                     broker.bootstrap, settings.data_dir)
+            await asyncio.sleep(settings.broker_supervise_seconds)
+    groups = groups_of(declared_parts(settings))
+    evicted = await evict_dead_members(broker.bootstrap, groups, registry)
+    if any(evicted.values()):
+        log.info("evicted the group members of processes that are gone: %s", evicted)
+    # supervised whoever started it: the data dir and port are this deployment's
+    supervisor = asyncio.create_task(supervise_broker(broker, settings.broker_supervise_seconds, groups, registry,
+                                                      restart_process if worker else None, starts=starts),
+                                     name="broker-supervisor")
+    stack.push_async_callback(_cancel, supervisor)
+    fetch_throttle.install()
+    group_generation.install()
+    log.info("embedded Kafka broker on %s", broker.bootstrap)
+    return CHANGELOG_CONFIG
 
 
 async def _until_stopped(stop: asyncio.Event, failure: asyncio.Future[None] | None) -> None:
@@ -139,36 +161,6 @@ async def _until_stopped(stop: asyncio.Event, failure: asyncio.Future[None] | No
     _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     for waiting in pending - {failure}:
         waiting.cancel()
-
-
-async def _start_worker(settings: Settings, clickhouse: ClickHouse, stack: contextlib.AsyncExitStack,
-                        loop: asyncio.AbstractEventLoop) -> asyncio.Future[None] | None:
-    """Start the sink, the rollup publisher and, with chaining, the Faust worker and the checkpointer; returns
-    what fails when the worker can no longer go on (``TracehouseApp.fail``)."""
-    if settings.embedded_kafka:
-        evicted = await evict_stale_members(settings.bootstrap_servers, [APP_ID, SINK_GROUP, CHECKPOINT_GROUP])
-        if any(evicted.values()):
-            log.info("evicted stale group members: %s", evicted)
-    sink = asyncio.create_task(create_sink(settings, clickhouse).run(), name="sink")
-    stack.push_async_callback(_cancel, sink)
-    rollups = asyncio.create_task(create_rollup_publisher(settings, clickhouse).run(), name="rollups")
-    stack.push_async_callback(_cancel, rollups)
-    cap, failure = None, None
-    if settings.chain_events:
-        app = create_faust_app(settings, clickhouse)
-        app.failure = failure = loop.create_future()
-        faust_worker = faust.Worker(app, loglevel=settings.log_level, daemon=False,
-                                    override_logging=False, loop=loop, redirect_stdouts=False)
-        faust_worker.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-        await faust_worker.start()
-        stack.push_async_callback(faust_worker.stop)
-        cap = app.sealed_trim_cap
-        checkpointer = asyncio.create_task(create_checkpointer(settings, clickhouse).run(), name="checkpointer")
-        stack.push_async_callback(_cancel, checkpointer)
-    if settings.embedded_kafka:
-        trimmer = asyncio.create_task(trim_forever(settings, cap), name="trim")
-        stack.push_async_callback(_cancel, trimmer)
-    return failure
 
 
 async def _cancel(task: asyncio.Task[Any]) -> None:

@@ -1,62 +1,86 @@
-"""Evict dead consumer-group members from the embedded broker.
+"""Evict the consumer-group members of dead processes from the embedded broker.
 
-noida-db never expires the members of a consumer that died without leaving
-(kill -9): its session timeout is not enforced, so a restarted worker waits
-in CompletingRebalance for members that will never sync. In embedded mode
-there is one worker, so before it joins we ask the group coordinator who the
-members are (DescribeGroups) and send LeaveGroup for each of them.
+noida-db never expires a member that died without leaving (kill -9): its session timeout is
+not enforced, so the group waits for it at every rebalance and its partitions are never
+handed to a live member. Apache Kafka expires such a member after its session timeout.
 
-Only call this while no live consumer of these groups runs: it evicts every
-member it finds.
+Every tracehouse process sharing the embedded broker registers its incarnation (pid and
+token, ``schemas.identity``) in a registry directory (``<data dir>/processes/<pid>``). A member whose client id
+names an incarnation that is not running any more (the pid is gone, or the file holds a
+newer token because the process exec'd itself) is sent a LeaveGroup on its behalf; so is a
+member of tracehouse's groups whose client id names no incarnation (a client of an older
+version). Every process runs this each supervision round: evicting twice is harmless.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+from pathlib import Path
 
 from aiokafka import AIOKafkaClient
-from aiokafka.errors import for_code
+from aiokafka.errors import UnknownMemberIdError, for_code
 from aiokafka.protocol.admin import DescribeGroupsRequest
 from aiokafka.protocol.group import LeaveGroupRequest
+
+from schemas.identity import PID, TOKEN, client_id, incarnation_of
 
 log = logging.getLogger(__name__)
 
 _GROUP_COORDINATOR = 0
 
 
-async def evict_stale_members(bootstrap: str, group_ids: list[str]) -> dict[str, list[str]]:
-    """LeaveGroup every member of each group; return the evicted member ids per group.
+def register(registry: Path) -> None:
+    """Record this process incarnation as running (written again by an exec'd process)."""
+    registry.mkdir(parents=True, exist_ok=True)
+    tmp = registry / f".{PID}.tmp"
+    tmp.write_text(TOKEN)
+    tmp.replace(registry / str(PID))
 
-    A group that does not exist or has no members maps to an empty list.
-    """
-    client = AIOKafkaClient(bootstrap_servers=bootstrap, client_id="tracehouse-evict")
+
+def running(client: str, registry: Path) -> bool:
+    """Whether ``client`` names a tracehouse process incarnation that is still running."""
+    incarnation = incarnation_of(client)
+    if incarnation is None:
+        return False
+    pid, token = incarnation
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive, and not ours to judge
+        return True
+    with contextlib.suppress(OSError):
+        return (registry / str(pid)).read_text() == token
+    return False
+
+
+async def evict_dead_members(bootstrap: str, group_ids: list[str], registry: Path) -> dict[str, list[str]]:
+    """LeaveGroup every member of ``group_ids`` that no running incarnation owns; return the
+    evicted member ids per group (an empty list for a group without such members)."""
+    client = AIOKafkaClient(bootstrap_servers=bootstrap, client_id=client_id("tracehouse-evict"))
     await client.bootstrap()
     try:
-        return {group: await _evict_group(client, group) for group in group_ids}
+        return {group: await _evict_dead(client, group, registry) for group in group_ids}
     finally:
         await client.close()
 
 
-async def _evict_group(client: AIOKafkaClient, group_id: str) -> list[str]:
+async def _evict_dead(client: AIOKafkaClient, group_id: str, registry: Path) -> list[str]:
     node_id = await client.coordinator_lookup(_GROUP_COORDINATOR, group_id)
     response = await client.send(node_id, DescribeGroupsRequest([group_id]))
     evicted: list[str] = []
     for error_code, name, state, _ptype, _proto, members, *_ in response.groups:
-        if name != group_id:
+        if name != group_id or error_code:
             continue
-        if error_code:
-            log.info("describe group %s: %s", group_id, for_code(error_code).__name__)
-            continue
-        for member_id, client_id, *_ in members:
-            left = await client.send(node_id, LeaveGroupRequest(group_id, member_id))
-            if left.error_code:
-                log.warning(
-                    "LeaveGroup %s member %s: %s",
-                    group_id,
-                    member_id,
-                    for_code(left.error_code).__name__,
-                )
+        for member_id, member_client, *_ in members:
+            if running(member_client, registry):
                 continue
-            log.info("evicted %s (%s) from group %s [%s]", member_id, client_id, group_id, state)
+            left = await client.send(node_id, LeaveGroupRequest(group_id, member_id))
+            if left.error_code and for_code(left.error_code) is not UnknownMemberIdError:  # already gone
+                log.warning("LeaveGroup %s member %s: %s", group_id, member_id, for_code(left.error_code).__name__)
+                continue
+            log.info("evicted %s (%s, not running) from group %s [%s]", member_id, member_client, group_id, state)
             evicted.append(member_id)
     return evicted

@@ -1,20 +1,24 @@
-"""Keep the embedded broker running: restart it whenever its process is gone."""
+"""Keep the embedded broker running, and its consumer groups free of dead members."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 from streams.embedded.broker import EmbeddedBroker
+from streams.embedded.groups import evict_dead_members
 
 log = logging.getLogger(__name__)
 
 
-async def supervise_broker(broker: EmbeddedBroker, interval: float,
-                           restart_worker: Callable[[], None] | None = None) -> None:
-    """Every ``interval`` seconds, start the broker again (same port and data dir) if its
-    process is gone.
+async def supervise_broker(broker: EmbeddedBroker, interval: float, groups: list[str], registry: Path,
+                           restart_worker: Callable[[], None] | None = None, *, starts: bool = True) -> None:
+    """Every ``interval`` seconds, evict the dead members of ``groups`` (``streams.embedded.groups``,
+    whose ``registry`` says which processes run)
+    and, if the broker's process is gone, start it again (same port and data dir; only when
+    ``starts``: a process that runs some parts beside the one owning the broker waits for it).
 
     A broker that died lost what it acknowledged since it last began writing its state (README
     "Crashes of the whole box"), and a worker's memory (chain heads, read positions) may be
@@ -26,13 +30,15 @@ async def supervise_broker(broker: EmbeddedBroker, interval: float,
         await asyncio.sleep(interval)
         try:
             if await asyncio.to_thread(broker.answers):
+                await evict_dead_members(broker.bootstrap, groups, registry)
                 continue
             if restart_worker is not None:
                 log.critical("the embedded broker (%s) died: restarting tracehouse so the worker "
                              "recovers from what the broker kept", broker.bootstrap)
                 restart_worker()
-            await asyncio.to_thread(broker.start)
-            log.warning("the embedded broker (%s) had died: restarted it, pid %s",
-                        broker.bootstrap, await asyncio.to_thread(broker.pid))
-        except Exception as exc:  # the broker refused to start: try again next round
-            log.error("the embedded broker is down and could not be restarted: %s", exc)
+            if starts:
+                await asyncio.to_thread(broker.start)
+                log.warning("the embedded broker (%s) had died: restarted it, pid %s",
+                            broker.bootstrap, await asyncio.to_thread(broker.pid))
+        except Exception as exc:  # the broker refused to start, or vanished meanwhile: next round
+            log.error("supervising the embedded broker failed: %s", exc)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import signal
 import socket
@@ -17,15 +19,14 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.consumer.fetcher import Fetcher
+from aiokafka.errors import CommitFailedError
 
 from schemas.topics import COMMAND_VERDICTS
 from streams.embedded import fetch_throttle
 from streams.embedded.broker import BrokerError, EmbeddedBroker, free_port, port_open
-from streams.embedded.groups import evict_stale_members
 from streams.embedded.trim import log_extents, trim_consumed, trim_to
 from streams.embedded.trimmer import trim_forever
 from streams.topics import ensure_topics
-from tracehouse.settings import Settings
 
 
 @pytest.fixture
@@ -215,59 +216,100 @@ async def test_throttled_consumer_still_receives_and_stops(
     assert time.monotonic() - started < 2.0
 
 
-# -- stale group members -------------------------------------------------------------------
+# -- group members ------------------------------------------------------------------------
 
 CHILD_CONSUMER = """
 import asyncio, sys
+from pathlib import Path
 from aiokafka import AIOKafkaConsumer
+from schemas.identity import client_id
+from streams.embedded import group_generation
+from streams.embedded.groups import register
 
-async def main(bootstrap, topic, group):
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group,
-                                enable_auto_commit=False)
+async def main(bootstrap, topic, group, registry):
+    register(Path(registry))
+    group_generation.install()
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group, client_id=client_id("child"),
+                                auto_commit_interval_ms=200)
     await consumer.start()
-    while not consumer.assignment():
-        await asyncio.sleep(0.05)
-    print("assigned", flush=True)
-    await asyncio.sleep(3600)
+    while True:
+        await consumer.getmany(timeout_ms=200)
+        print(sorted(tp.partition for tp in consumer.assignment()), flush=True)
 
 asyncio.run(main(*sys.argv[1:]))
 """
 
 
-def join_and_kill(bootstrap: str, topic: str, group: str) -> None:
-    """A consumer in another process joins ``group`` and dies by SIGKILL."""
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD_CONSUMER, bootstrap, topic, group],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert child.stdout is not None
-        assert child.stdout.readline().strip() == "assigned"
-    finally:
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait()
+def start_child(bootstrap: str, topic: str, group: str, registry: Path) -> subprocess.Popen[str]:
+    """A committing consumer of ``group`` in another process, printing its partitions twice a second."""
+    return subprocess.Popen([sys.executable, "-c", CHILD_CONSUMER, bootstrap, topic, group, str(registry)],
+                            stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2])
+
+
+def child_holds(child: subprocess.Popen[str], count: int, timeout: float) -> set[int]:
+    """Read ``child``'s lines until it holds ``count`` partitions; return them."""
+    assert child.stdout is not None
+    deadline = time.monotonic() + timeout
+    seen = ""
+    while time.monotonic() < deadline:
+        seen = child.stdout.readline().strip()
+        if len(held := json.loads(seen or "[]")) == count:
+            return set(held)
+    raise AssertionError(f"the child never held {count} partitions; last: {seen}")
+
+
+async def held_until(consumer: AIOKafkaConsumer, partitions: set[int], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while {tp.partition for tp in consumer.assignment()} != partitions:
+        assert time.monotonic() < deadline, consumer.assignment()
+        await consumer.getmany(timeout_ms=200)
+        with contextlib.suppress(CommitFailedError):  # a commit during a rebalance, as Faust's and the sink's
+            await consumer.commit()
 
 
 @pytest.mark.asyncio
-async def test_evict_stale_members_unblocks_a_restarted_consumer(broker: EmbeddedBroker) -> None:
-    topic, group, nobody = unique("evict"), unique("g"), unique("nobody")
-    await create_topic(broker.bootstrap, topic, 2)
-    await asyncio.to_thread(join_and_kill, broker.bootstrap, topic, group)
+async def test_two_committing_members_balance_and_a_killed_ones_partitions_move_to_the_survivor(
+        broker: EmbeddedBroker, tmp_path: Path) -> None:
+    from schemas.identity import client_id
+    from streams.embedded import group_generation
+    from streams.embedded.groups import evict_dead_members, register
 
-    evicted = await evict_stale_members(broker.bootstrap, [group, nobody])
-    assert len(evicted[group]) == 1 and evicted[nobody] == []
-
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=broker.bootstrap, group_id=group, enable_auto_commit=False
-    )
+    topic, group, nobody = unique("members"), unique("g"), unique("nobody")
+    await create_topic(broker.bootstrap, topic, 4)
+    register(tmp_path)
+    group_generation.install()
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=broker.bootstrap, group_id=group,
+                                client_id=client_id("test"), enable_auto_commit=False)
     await consumer.start()
+    child = start_child(broker.bootstrap, topic, group, tmp_path)
     try:
-        await wait_assigned(consumer, 5)
-        assert {tp.partition for tp in consumer.assignment()} == {0, 1}
+        await held_until(consumer, {0, 1, 2, 3}, 10)
+        theirs = await asyncio.wait_for(asyncio.to_thread(child_holds, child, 2, 20), 25)
+        await held_until(consumer, {0, 1, 2, 3} - theirs, 10)  # both members hold two partitions
+        assert await evict_dead_members(broker.bootstrap, [group, nobody], tmp_path) == {group: [], nobody: []}
+
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+        evicted = await evict_dead_members(broker.bootstrap, [group], tmp_path)
+        assert len(evicted[group]) == 1  # the child's member; this live process's stays
+        await held_until(consumer, {0, 1, 2, 3}, 15)
     finally:
-        await consumer.stop()  # leaves the group: it is empty now
-    assert await evict_stale_members(broker.bootstrap, [group]) == {group: []}
+        child.kill()
+        child.wait()
+        await consumer.stop()
+    assert await evict_dead_members(broker.bootstrap, [group], tmp_path) == {group: []}
+
+
+def test_a_member_of_a_process_that_exec_d_itself_is_not_running(tmp_path: Path) -> None:
+    from schemas.identity import PID, TOKEN, client_id
+    from streams.embedded.groups import register, running
+
+    register(tmp_path)
+    assert running(client_id("sink"), tmp_path)
+    (tmp_path / str(PID)).write_text("0" * 8)  # what the same pid registers after an exec
+    assert not running(client_id("sink"), tmp_path)
+    assert not running("faust-0.11.3", tmp_path)  # names no incarnation
+    assert TOKEN not in (tmp_path / str(PID)).read_text()
 
 
 # -- trim ----------------------------------------------------------------------------------
@@ -341,9 +383,7 @@ async def test_command_verdicts_are_trimmed_one_round_after_they_were_seen(broke
     await ensure_topics(broker.bootstrap, 4)
     await produce(broker.bootstrap, COMMAND_VERDICTS, [b"verdict"] * 8, partitions=4)
     ends = {tp: end for tp, (_, end) in (await log_extents(broker.bootstrap, [COMMAND_VERDICTS])).items()}
-    settings = Settings(kafka_port=broker.port, trim_interval_seconds=0.2, command_timeout_seconds=0.1,
-                        chain_events=False)
-    trimmer = asyncio.create_task(trim_forever(settings))
+    trimmer = asyncio.create_task(trim_forever(broker.bootstrap, {}, 0.2, 0.1))
     try:
         async def starts() -> dict:
             return {tp: start for tp, (start, _) in (await log_extents(broker.bootstrap, [COMMAND_VERDICTS])).items()}

@@ -111,9 +111,9 @@ async def test_cancelling_the_task_while_it_waits_to_retry_ends_it():
 
 
 async def test_a_supervised_consumer_is_started_again_after_each_failure_and_each_return(monkeypatch, caplog):
-    from streams import supervise
+    from streams import worker
 
-    monkeypatch.setattr(supervise, "SUPERVISION", RetrySchedule(0.0, 1.0, 0.0))
+    monkeypatch.setattr(worker, "SUPERVISION", RetrySchedule(0.0, 1.0, 0.0))
     runs: list[str] = []
     done = asyncio.Event()
 
@@ -126,7 +126,7 @@ async def test_a_supervised_consumer_is_started_again_after_each_failure_and_eac
             raise RuntimeError("broker gone")
 
     with caplog.at_level(logging.WARNING, logger="schemas.retry"):
-        task = asyncio.create_task(supervise.restarting(run_once, "sink consumer"))
+        task = asyncio.create_task(worker.keep_running(run_once, "the sink consumer"))
         await done.wait()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -135,3 +135,18 @@ async def test_a_supervised_consumer_is_started_again_after_each_failure_and_eac
     failures = [r for r in caplog.records if r.name == "schemas.retry"]
     assert [r.getMessage() for r in failures] == ["the sink consumer failed (broker gone); retrying in 0.0 s"] * 2
     assert all(r.exc_info for r in failures)  # the traceback is kept
+
+
+async def test_an_unrecoverable_failure_is_not_retried():
+    from schemas.retry import Unrecoverable
+    from streams import worker
+
+    runs: list[str] = []
+
+    async def run_once() -> None:
+        runs.append("run")
+        raise Unrecoverable("heads ahead of the log")
+
+    with pytest.raises(Unrecoverable):
+        await worker.keep_running(run_once, "the chain part")
+    assert runs == ["run"]

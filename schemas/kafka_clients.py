@@ -1,0 +1,43 @@
+"""The Kafka clients of tracehouse's plain (non-Faust) consumers, configured in one place.
+
+Every consumer reads committed records only (under ``exactly_once`` no aborted record is
+seen), starts from the earliest record when its group has no commit yet, and commits only
+what its owner says; every producer waits for all replicas and is idempotent. Both are
+named after their part and this process (``schemas.identity``) and sized for the largest
+record tracehouse writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from schemas.identity import client_id
+
+
+def consumer(bootstrap: str, part: str, *topics: str, group: str | None = None, max_record_bytes: int = 1_048_576,
+             **options: Any) -> AIOKafkaConsumer:
+    """A consumer for ``part`` (subscribed to ``topics`` in ``group`` when both are given)."""
+    return AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=group, client_id=client_id(part),
+                            enable_auto_commit=False, auto_offset_reset="earliest", isolation_level="read_committed",
+                            max_partition_fetch_bytes=max_record_bytes, **options)
+
+
+def producer(bootstrap: str, part: str, max_record_bytes: int = 1_048_576, **options: Any) -> AIOKafkaProducer:
+    """An idempotent producer for ``part`` that waits for every replica."""
+    options = {"acks": "all", "enable_idempotence": True, **options}
+    return AIOKafkaProducer(bootstrap_servers=bootstrap, client_id=client_id(part),
+                            max_request_size=max_record_bytes, **options)
+
+
+@contextlib.asynccontextmanager
+async def started(*clients: AIOKafkaConsumer | AIOKafkaProducer) -> AsyncIterator[None]:
+    """Start ``clients`` in order; stop the started ones in reverse order on the way out."""
+    async with contextlib.AsyncExitStack() as stack:
+        for client in clients:
+            await client.start()
+            stack.push_async_callback(client.stop)
+        yield
