@@ -44,17 +44,17 @@ async def in_process(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[
             yield InProcess(api, producer, Pipeline(ch, producer), ch)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def api(in_process: InProcess) -> Api:
     """A client of the in-process app (``tests.support.service.Api``: ``await api.get(path, key)``)."""
     return in_process.api
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def producer(in_process: InProcess) -> RecordingProducer:
     return in_process.producer
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def pipeline(in_process: InProcess) -> Pipeline:
     return in_process.pipeline
