@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from tests.support.service import ADMIN_KEY, Api
+from tests.support.service import ADMIN_KEY, Api, uid
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -49,6 +49,16 @@ async def test_oversize_body_and_batch_are_413(api):
     many = [{"trace_id": "t"}] * 5001
     status, body = await api.post("/v1/events", key, many)
     assert status == 413 and body["error"]["details"]["max_events"] == 5000
+
+
+async def test_ids_a_path_cannot_name_are_rejected_at_ingest(api):
+    key = await api.org_key(uid("org"))
+    events = [{"trace_id": "ok-" + uid("tr"), "event_id": uid("e")}, {"trace_id": "."}, {"trace_id": ".."},
+              {"trace_id": "tr\n1"}, {"trace_id": "t", "event_id": "e\x00"}, {"trace_id": "t", "parent_id": "\x7f"}]
+    status, body = await api.post("/v1/events", key, events)
+    assert status == 202 and len(body["accepted"]) == 1, body
+    assert [(r["index"], r["field"]) for r in body["rejected"]] == [
+        (1, "trace_id"), (2, "trace_id"), (3, "trace_id"), (4, "event_id"), (5, "parent_id")]
 
 
 @pytest.mark.parametrize("params, field", [
@@ -98,6 +108,18 @@ async def test_key_creation_validates_and_is_admin_only(api):
     assert status == 403
     status, listed = await api.get("/v1/admin/keys", ADMIN_KEY, org_id="nobody")
     assert status == 200 and listed["keys"] == []
+    # an org's admin key manages its own org's keys only: another org's keys are neither listed nor touched
+    mine, theirs = org(), org()
+    admin = await api.org_key(mine, ["admin"])
+    status, their_key = await api.post("/v1/admin/keys", ADMIN_KEY, {"org_id": theirs, "scopes": ["traces:read"]})
+    assert status == 201
+    assert (await api.get("/v1/admin/keys", admin, org_id=theirs))[0] == 403
+    assert (await api.post("/v1/admin/keys", admin, {"org_id": theirs, "scopes": ["traces:read"]}))[0] == 403
+    status, listed = await api.get("/v1/admin/keys", admin)
+    assert status == 200 and [k["org_id"] for k in listed["keys"]] == [mine], listed
+    status, body = await api.request("DELETE", f"/v1/admin/keys/{their_key['key_id']}", admin)
+    assert status == 404 and body["error"]["code"] == "not_found"
+    assert (await api.get("/v1/traces", their_key["key"]))[0] == 200  # still valid
 
 
 async def test_another_orgs_data_never_leaks(api, pipeline):
