@@ -13,7 +13,6 @@ from typing import Any
 
 from schemas.codec import decode, encode, schema_of
 from schemas.lifecycle import decide
-from schemas.producer import BrokerUnavailable
 from schemas.timefmt import now_ms
 from schemas.topics import AUDIT_EVENTS, INVALID_EVENTS, SEALED_EVENTS, TRACE_EVENTS
 from sinks.clickhouse import ClickHouse
@@ -30,24 +29,19 @@ class Sent:
 
 class RecordingProducer:
     """What the API uses of ``schemas.producer.EventProducer``, in memory: every record it
-    is asked to publish is kept in ``sent``. ``available = False`` makes it answer like a
-    broker that is down (``BrokerUnavailable``, ``ping`` false)."""
+    is asked to publish is kept in ``sent``, acknowledged at once."""
 
     def __init__(self) -> None:
         self.sent: list[Sent] = []
-        self.available = True
 
     async def start(self) -> None:
-        if not self.available:
-            raise BrokerUnavailable("the recording producer is set unavailable")
+        pass
 
     async def stop(self) -> None:
         pass
 
     async def send_records(self, topic: str, records: Iterable[tuple[bytes | None, bytes]]) -> int:
         records = list(records)
-        if not self.available and records:
-            raise BrokerUnavailable(f"{topic}: the recording producer is set unavailable")
         self.sent += [Sent(topic, key, value) for key, value in records]
         return len(records)
 
@@ -55,7 +49,7 @@ class RecordingProducer:
         await self.send_records(INVALID_EVENTS, ((None, json.dumps(r, default=str).encode()) for r in reports))
 
     async def ping(self) -> bool:
-        return self.available
+        return True
 
     def invalid_reports(self, org_id: str) -> list[dict[str, Any]]:
         """The rejection reports published for ``org_id``."""
