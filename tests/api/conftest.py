@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import pytest
 import pytest_asyncio
-from aiohttp.test_utils import TestServer
+from aiohttp.test_utils import TestClient, TestServer
 
 from api.app import create_app
 from sinks.clickhouse import ClickHouse
@@ -28,6 +28,7 @@ from tracehouse.settings import Settings
 @dataclass(frozen=True)
 class InProcess:
     api: Api
+    client: TestClient
     producer: RecordingProducer
     pipeline: Pipeline
     clickhouse: ClickHouse
@@ -40,14 +41,20 @@ async def in_process(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[
     settings = Settings(admin_key=ADMIN_KEY, chain_events=False, ingest_processes=0)
     async with fresh_clickhouse(tmp_path_factory) as ch:
         app = create_app(settings, ch, producer=lambda _: producer)
-        async with TestServer(app) as server, Api(f"http://{server.host}:{server.port}") as api:
-            yield InProcess(api, producer, Pipeline(ch, producer), ch)
+        async with TestClient(TestServer(app)) as client, Api(str(client.make_url("")).rstrip("/")) as api:
+            yield InProcess(api, client, producer, Pipeline(ch, producer), ch)
 
 
 @pytest.fixture(scope="session")
 def api(in_process: InProcess) -> Api:
     """A client of the in-process app (``tests.support.service.Api``: ``await api.get(path, key)``)."""
     return in_process.api
+
+
+@pytest.fixture(scope="session")
+def client(in_process: InProcess) -> TestClient:
+    """aiohttp's test client of the same app (paths sent as written, raw connections)."""
+    return in_process.client
 
 
 @pytest.fixture(scope="session")
