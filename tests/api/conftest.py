@@ -18,7 +18,6 @@ import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
 
 from api.app import create_app
-from sinks.clickhouse import ClickHouse
 from tests.integration.conftest import fresh_clickhouse
 from tests.support.in_process import Pipeline, RecordingProducer
 from tests.support.service import ADMIN_KEY, Api
@@ -31,7 +30,6 @@ class InProcess:
     client: TestClient
     producer: RecordingProducer
     pipeline: Pipeline
-    clickhouse: ClickHouse
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
@@ -42,7 +40,7 @@ async def in_process(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[
     async with fresh_clickhouse(tmp_path_factory) as ch:
         app = create_app(settings, ch, producer=lambda _: producer)
         async with TestClient(TestServer(app)) as client, Api(str(client.make_url("")).rstrip("/")) as api:
-            yield InProcess(api, client, producer, Pipeline(ch, producer), ch)
+            yield InProcess(api, client, producer, Pipeline(ch, producer))
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ from typing import Any
 
 from schemas.codec import decode, encode, schema_of
 from schemas.lifecycle import decide
+from schemas.producer import invalid_records
 from schemas.timefmt import now_ms
 from schemas.topics import AUDIT_EVENTS, INVALID_EVENTS, SEALED_EVENTS, TRACE_EVENTS
 from sinks.clickhouse import ClickHouse
@@ -46,7 +47,7 @@ class RecordingProducer:
         return len(records)
 
     async def send_invalid(self, reports: Iterable[dict[str, Any]]) -> None:
-        await self.send_records(INVALID_EVENTS, ((None, json.dumps(r, default=str).encode()) for r in reports))
+        await self.send_records(INVALID_EVENTS, invalid_records(reports))
 
     async def ping(self) -> bool:
         return True
