@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
@@ -23,6 +23,7 @@ from api.context import (
     TRACES,
     VERDICTS,
     VERIFIER,
+    Publisher,
 )
 from api.errors import error_middleware
 from api.preparation import PreparationPool
@@ -39,8 +40,17 @@ from sinks.repositories.traces import TraceRepository
 from tracehouse.settings import Settings
 
 
-def create_app(settings: Settings, clickhouse: ClickHouse | None = None) -> web.Application:
-    """The API. Pass ``clickhouse`` to share the worker's connection (embedded chdb)."""
+def broker_producer(settings: Settings) -> EventProducer:
+    """The API's producer: no linger (a request's records are sent together and the reply
+    waits for their acks), records up to the settings' record limit."""
+    return EventProducer(settings.bootstrap_servers, client_id="tracehouse-api", linger_ms=0,
+                         max_request_size=settings.max_record_bytes, send_timeout=settings.send_timeout_seconds)
+
+
+def create_app(settings: Settings, clickhouse: ClickHouse | None = None, *,
+               producer: Callable[[Settings], Publisher] = broker_producer) -> web.Application:
+    """The API. Pass ``clickhouse`` to share the worker's connection (embedded chdb), and
+    ``producer`` to publish elsewhere than to the broker (the API tests keep records in memory)."""
     app = web.Application(middlewares=[error_middleware(settings.max_body_bytes)],
                           client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
@@ -61,15 +71,12 @@ def create_app(settings: Settings, clickhouse: ClickHouse | None = None) -> web.
             await ch.close()
 
     async def producer_ctx(app: web.Application) -> AsyncIterator[None]:
-        # no linger: a request's records are sent together and the reply waits for their acks
-        producer = EventProducer(settings.bootstrap_servers, client_id="tracehouse-api", linger_ms=0,
-                                 max_request_size=settings.max_record_bytes,
-                                 send_timeout=settings.send_timeout_seconds)
+        publisher = producer(settings)
         with contextlib.suppress(BrokerUnavailable):  # started again on the first send
-            await producer.start()
-        app[PRODUCER] = producer
+            await publisher.start()
+        app[PRODUCER] = publisher
         yield
-        await producer.stop()
+        await publisher.stop()
 
     async def preparation_ctx(app: web.Application) -> AsyncIterator[None]:
         pool = PreparationPool(settings.ingest_processes)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any, Protocol
+
 from aiohttp import web
 
 from api.auth import KeyVerifier, authenticate, require_scope
 from api.commands import VerdictWaiter
 from api.preparation import PreparationPool
-from schemas.producer import EventProducer
 from sinks.clickhouse import ClickHouse
 from sinks.repositories.api_keys import ApiKeyRepository
 from sinks.repositories.chains import ChainRepository
@@ -17,9 +19,24 @@ from sinks.repositories.rollups import RollupRepository
 from sinks.repositories.traces import TraceRepository
 from tracehouse.settings import Settings
 
+
+class Publisher(Protocol):
+    """What the API needs of ``schemas.producer.EventProducer`` (tests pass an in-memory one)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def send_records(self, topic: str, records: Iterable[tuple[bytes | None, bytes]]) -> int: ...
+
+    async def send_invalid(self, reports: Iterable[dict[str, Any]]) -> None: ...
+
+    async def ping(self) -> bool: ...
+
+
 SETTINGS = web.AppKey("settings", Settings)
 CLICKHOUSE = web.AppKey("clickhouse", ClickHouse)
-PRODUCER = web.AppKey("producer", EventProducer)
+PRODUCER = web.AppKey("producer", Publisher)
 EVENTS = web.AppKey("events", EventRepository)
 CHAINS = web.AppKey("chains", ChainRepository)
 TRACES = web.AppKey("traces", TraceRepository)

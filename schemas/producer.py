@@ -105,6 +105,11 @@ def audit_batch_records(org_id: str, encoded: list[bytes]) -> Iterator[tuple[byt
         yield key, value
 
 
+def invalid_records(reports: Iterable[dict[str, Any]]) -> Iterator[tuple[None, bytes]]:
+    """(key, value) records for ``invalid-events``: each rejection report as JSON, unkeyed."""
+    return ((None, json.dumps(r, default=str).encode()) for r in reports)
+
+
 class EventProducer:
     """Publishes validated event datums (see ``schemas.model``) to tracehouse's topics.
 
@@ -221,7 +226,7 @@ class EventProducer:
 
     async def send_invalid(self, reports: Iterable[dict[str, Any]]) -> None:
         """Publish rejection reports (JSON: source, org_id, reason, field, payload) to invalid-events."""
-        await self.send_records(INVALID_EVENTS, ((None, json.dumps(r, default=str).encode()) for r in reports))
+        await self.send_records(INVALID_EVENTS, invalid_records(reports))
 
     async def ping(self) -> bool:
         """True when the broker answers a metadata request within ``send_timeout``."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 from aiokafka import AIOKafkaConsumer
 
 from schemas.codec import decode
@@ -12,6 +13,7 @@ from schemas.timefmt import format_ms
 from schemas.topics import ROLLUPS_HOURLY
 from tests.support.service import Api, Service, eventually
 
+pytestmark = pytest.mark.slow
 MEASURES = ("errors", "input_tokens", "output_tokens", "total_tokens", "cost")
 
 

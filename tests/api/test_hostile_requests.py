@@ -1,45 +1,32 @@
-"""Hostile parameters, bodies and ids through HTTP against the in-process API (real chdb and
-broker): every one answers a 4xx naming what is wrong, never a 500 or the router's 404."""
+"""Hostile parameters, bodies and ids through HTTP against the in-process API (tests/api/conftest.py,
+real chdb): every one answers a 4xx naming what is wrong, never a 500 or the router's 404."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import pytest_asyncio
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from yarl import URL
 
-from api.app import create_app
 from api.body import MAX_DEPTH
 from api.routes.governance import MAX_OUTCOME_METADATA_BYTES
-from tests.integration.conftest import fresh_clickhouse
-from tracehouse.settings import Settings
+from tests.support.service import ADMIN_KEY
 
-ADMIN = "hostile-operator-key"
 ORG = "acme-hostile"
 
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def client(tmp_path_factory, broker) -> AsyncIterator[TestClient]:
-    """One app for the module (its requests change nothing but one org's keys)."""
-    # no chain agents: a valid outcome answers 503, so a 503 shows the body passed validation
-    settings = Settings(kafka_bootstrap=broker.bootstrap, admin_key=ADMIN, chain_events=False, ingest_processes=0)
-    async with fresh_clickhouse(tmp_path_factory) as ch, TestClient(TestServer(create_app(settings, ch))) as c:
-        yield c
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def key(client: TestClient) -> str:
     r = await client.post("/v1/admin/keys", json={"org_id": ORG, "name": "t", "scopes": [
-        "traces:read", "traces:write", "audit:read", "admin"]}, headers=_auth(ADMIN))
+        "traces:read", "traces:write", "audit:read", "admin"]}, headers=_auth(ADMIN_KEY))
     assert r.status == 201, await r.text()
     return (await r.json())["key"]
 
@@ -149,7 +136,7 @@ async def test_outcome_body_within_the_limits_passes_validation(client, key):
     (b"\xff", "(body)"),
 ])
 async def test_hostile_key_body_is_400_naming_the_field(client, raw, field):
-    status, body = await _call(client, "POST", "/v1/admin/keys", ADMIN, raw)
+    status, body = await _call(client, "POST", "/v1/admin/keys", ADMIN_KEY, raw)
     assert status == 400 and body["error"]["details"]["field"] == field, body
 
 
@@ -182,7 +169,7 @@ async def test_tenant_routes_reach_their_handler_for_any_tenant(client, key, ten
 
 
 async def test_key_revocation_reaches_its_handler_for_any_key_id(client):
-    status, body = await _call(client, "DELETE", "/v1/admin/keys/a%7Bb%7D", ADMIN)
+    status, body = await _call(client, "DELETE", "/v1/admin/keys/a%7Bb%7D", ADMIN_KEY)
     assert status == 404 and body["error"]["message"] == "key not found", body
 
 
