@@ -24,10 +24,12 @@ T = TypeVar("T")
 class Service:
     """One ``tracehouse run`` process; its data dir's broker must already be running."""
 
-    def __init__(self, data_dir: Path, kafka_port: int, command: str = "run", **env: str) -> None:
-        """``command``: a ``tracehouse`` command (``run``, ``api``...); ``env`` wins over the defaults."""
+    def __init__(self, data_dir: Path, kafka_port: int, command: str = "run", *args: str, **env: str) -> None:
+        """``command``: a ``tracehouse`` command (``run``, ``api``...) and its ``args``; ``env`` wins over
+        the defaults."""
         self.data_dir = data_dir
         self.command = command
+        self.args = args
         self.kafka_port = kafka_port
         self.http_port = free_port()
         self.env = {
@@ -52,11 +54,14 @@ class Service:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
 
-    def start(self, timeout: float = 60.0) -> None:
+    def start(self, timeout: float = 60.0, *, serves_http: bool = True) -> None:
+        """Start the process; wait until ``/readyz`` answers 200 when it ``serves_http``."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "tracehouse.cli", self.command], env=self.env,
-                                     stdout=log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen([sys.executable, "-m", "tracehouse.cli", self.command, *self.args],
+                                     env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        if not serves_http:
+            return
         deadline = time.monotonic() + timeout
         import urllib.request
         while time.monotonic() < deadline:

@@ -1,0 +1,123 @@
+"""Chain agents in several processes on one broker: ``tracehouse worker --parts chain`` beside
+``tracehouse run``. Partitions spread over the processes; one is killed with SIGKILL under
+ingest and another joins under ingest. Afterwards every accepted event is stored once, every
+chain verifies, the checkpoints form one signed, gap-free sequence, and ``/v1/metrics`` counts
+every event once."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import uuid
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaClient
+from aiokafka.protocol.admin import DescribeGroupsRequest
+
+from schemas.checkpoints import Checkpoint, parse_public_key, verify_signature
+from schemas.identity import incarnation_of
+from streams.app import APP_ID
+from tests.conftest import start_stack
+from tests.e2e.test_crash_recovery import batches, checkpointed, post_until_killed, verify_all
+from tests.support.service import Api, Service, all_events, eventually
+
+pytestmark = pytest.mark.slow
+
+
+async def members(bootstrap: str) -> dict[int, int]:
+    """pid -> how many members the chain agents' group has from that process (Stable groups only)."""
+    client = AIOKafkaClient(bootstrap_servers=bootstrap)
+    await client.bootstrap()
+    try:
+        node = await client.coordinator_lookup(0, APP_ID)
+        response = await client.send(node, DescribeGroupsRequest([APP_ID]))
+    finally:
+        await client.close()
+    pids: dict[int, int] = {}
+    for _error, _name, state, _ptype, _proto, group_members, *_ in response.groups:
+        if state != "Stable":
+            return {}
+        for _member_id, client_id, *_ in group_members:
+            incarnation = incarnation_of(client_id)
+            if incarnation is not None:
+                pids[incarnation[0]] = pids.get(incarnation[0], 0) + 1
+    return pids
+
+
+def chain_worker(service: Service, name: str) -> Service:
+    guest = Service(service.data_dir, service.kafka_port, "worker", "--parts", "chain",
+                    **{k: v for k, v in service.env.items() if k.startswith("TRACEHOUSE_") and k not in (
+                        "TRACEHOUSE_DATA_DIR", "TRACEHOUSE_KAFKA_PORT", "TRACEHOUSE_HTTP_PORT")})
+    guest.log_path = Path(service.data_dir) / f"{name}.log"
+    guest.start(serves_http=False)
+    return guest
+
+
+async def checkpoints_in_order(api: Api, key: str) -> int:
+    """Every checkpoint, newest first, signed and naming the digest of the one before; returns how many."""
+    chain, cursor = [], None
+    while True:
+        params = {"limit": "200"} | ({"cursor": cursor} if cursor else {})
+        status, body = await api.get("/v1/checkpoints", key, **params)
+        assert status == 200, body
+        chain += body["checkpoints"]
+        cursor = body["nextCursor"]
+        if not cursor:
+            break
+    public_key = parse_public_key(body["public_key"])
+    numbers = [cp["number"] for cp in chain]
+    assert numbers == list(range(len(chain), 0, -1)), "checkpoint numbers are not one gap-free sequence"
+    for cp, before in zip(chain, chain[1:], strict=False):
+        checkpoint, signature = Checkpoint.from_json(cp)
+        assert verify_signature(public_key, checkpoint.statement(), signature)
+        assert checkpoint.previous == Checkpoint.from_json(before)[0].digest()
+    return len(chain)
+
+
+async def test_chain_workers_share_partitions_survive_a_kill_and_a_join(tmp_path: Path) -> None:
+    broker, service = start_stack(tmp_path, TRACEHOUSE_CHECKPOINT_INTERVAL_SECONDS="1",
+                                  TRACEHOUSE_SINK_BATCH_RECORDS="50")
+    guests: list[Service] = []
+    try:
+        guests = [chain_worker(service, f"chain-{i}") for i in range(2)]
+        pids = {service.proc.pid, *(g.proc.pid for g in guests)}
+        await eventually(lambda: members(broker.bootstrap), lambda got: set(got) == pids, timeout=60)
+
+        todo = batches("w", 9_000, per_trace=15)
+        async with Api(service.url) as api:
+            org = f"workers-{uuid.uuid4().hex[:6]}"
+            key = await api.org_key(org)
+            progress: list[str] = []
+            poster = asyncio.create_task(post_until_killed(api, key, todo, asyncio.Event(), progress))
+            await eventually(lambda: asyncio.sleep(0, len(progress)), lambda n: n >= 2_000, timeout=60,
+                             interval=0.01)
+            guests[0].stop(signal.SIGKILL)  # its partitions move to the survivors
+            at_kill = len(progress)
+            survivors = pids - {guests[0].proc.pid}
+            await eventually(lambda: members(broker.bootstrap), lambda got: set(got) == survivors, timeout=60)
+            joined = chain_worker(service, "chain-joined")  # a process joining under load
+            guests.append(joined)
+            await eventually(lambda: members(broker.bootstrap), lambda got: set(got) == survivors | {joined.proc.pid},
+                             timeout=60)
+            accepted, unknown = await poster
+            assert not unknown
+            assert at_kill < len(accepted), "posting ended before the kill; nothing was tested"
+
+            expected = set(accepted)
+            await eventually(lambda: all_events(api, key), lambda got: len(got) >= len(expected), timeout=120)
+            events = await all_events(api, key)
+            ids = [e["event_id"] for e in events]
+            assert len(ids) == len(set(ids)), "an event was stored twice"
+            assert set(ids) == expected, "an accepted event was lost"
+            assert await verify_all(api, key, {e["trace_id"] for e in events}) == {}
+            await checkpointed(api, key, events)
+            assert await checkpoints_in_order(api, key) > 0
+            _, metrics = await eventually(lambda: api.get("/v1/metrics", key, since="2026-08-01T00:00:00Z"),
+                                          lambda r: r[1].get("total", 0) >= len(expected))
+            assert metrics["total"] == len(expected)
+    finally:
+        for guest in guests:
+            guest.stop()
+        service.stop()
+        broker.stop()
