@@ -18,14 +18,17 @@ from aiokafka import TopicPartition
 
 from schemas import kafka_clients
 from schemas.codec import DecodeError, decode
+from schemas.lifecycle import Verdict
 from schemas.retry import BROKER_READS, retrying
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Verdict:
-    status: int  # 204 applied, 404 no such trace, 409 already closed
+class CommandVerdict:
+    """The chain agent's answer to one command."""
+
+    verdict: Verdict
     message: str
 
 
@@ -36,7 +39,7 @@ class VerdictWaiter:
     def __init__(self, bootstrap: str, topic: str, partitions: int) -> None:
         self._consumer = kafka_clients.consumer(bootstrap, "tracehouse-api-verdicts")  # no group: from the end
         self._partitions = [TopicPartition(topic, p) for p in range(partitions)]
-        self._waiting: dict[str, asyncio.Future[Verdict]] = {}
+        self._waiting: dict[str, asyncio.Future[CommandVerdict]] = {}
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -54,11 +57,11 @@ class VerdictWaiter:
                 await self._task
         await self._consumer.stop()
 
-    async def decide(self, request_id: str, publish: Awaitable[object], timeout: float) -> Verdict:
+    async def decide(self, request_id: str, publish: Awaitable[object], timeout: float) -> CommandVerdict:
         """Wait up to ``timeout`` seconds for the verdict on ``request_id``; register the
         wait before awaiting ``publish`` (the command's send) so no verdict is missed.
         Raises TimeoutError."""
-        future: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[CommandVerdict] = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = future
         try:
             await publish
@@ -79,4 +82,7 @@ class VerdictWaiter:
                         continue
                     future = self._waiting.get(datum["request_id"])
                     if future is not None and not future.done():
-                        future.set_result(Verdict(datum["status"], datum["message"]))
+                        try:
+                            future.set_result(CommandVerdict(Verdict(datum["verdict"]), datum["message"]))
+                        except ValueError as exc:  # a verdict this version does not know
+                            future.set_exception(exc)

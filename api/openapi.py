@@ -298,8 +298,8 @@ def _ok(schema: Schema, description: str = "OK", headers: dict[str, Any] | None 
     return out
 
 
-def _query(name: str, schema: Schema, description: str = "") -> Schema:
-    out: Schema = {"name": name, "in": "query", "required": False, "schema": schema}
+def _query(name: str, schema: Schema, description: str = "", *, required: bool = False) -> Schema:
+    out: Schema = {"name": name, "in": "query", "required": required, "schema": schema}
     if description:
         out["description"] = description
     return out
@@ -505,6 +505,15 @@ def _paths() -> dict[str, dict[str, Schema]]:
                                                                           **keys_responses},
                               [_query("org_id", {"type": "string"}, "required with the operator key; an org key "
                                                                     "lists its own org")], tag="admin")},
+        "/v1/admin/stored-links": {"get": _operation(
+            "Links stored from one sealed-events partition from an offset on (chain workers in other processes)",
+            "admin", {200: _ok({"type": "object", "required": ["links"], "properties": {"links": {
+                "type": "object", "description": "rows by event schema (TraceEvent, AuditEvent), each with its "
+                                                 "_offset, seq, prev_hash and hash",
+                "additionalProperties": {"type": "array", "items": {"type": "object"}}}}}), 400: _error(400)},
+            [_query("partition", {"type": "integer", "minimum": 0}, "a sealed-events partition", required=True),
+             _query("offset", {"type": "integer", "minimum": 0}, "the first offset", required=True)],
+            tag="admin", description="The operator key only.")},
         "/v1/admin/keys/{key_id}": {"delete": _operation(
             "Revoke a key", "admin", {200: _ok(_ref("ApiKey"), "Revoked"), 404: _error(404),
                                       403: keys_responses[403]},

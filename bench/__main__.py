@@ -4,7 +4,8 @@ Runs a real noida-db broker and ``tracehouse run`` as a subprocess (as ``make ru
 then measures: raw aiokafka produce rate (the baseline), end-to-end events/s until
 queryable for HTTP ingest with 1, 20 and 100 events per trace per request and for the
 direct-Kafka producer, ingest-to-queryable latency, page latency at ~1M stored events,
-idle CPU and data-dir size. ``BENCH_EVENTS`` scales the run (default 1,000,000 stored).
+idle CPU and data-dir size, then the chained pipeline with one and two chain-agent processes
+(``bench.chain_workers``). ``BENCH_EVENTS`` scales the run (default 1,000,000 stored).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
+from bench.chain_workers import chain_processes
 from bench.stats import pct
 from schemas.model import validate_trace_event
 from schemas.producer import EventProducer
@@ -239,6 +241,7 @@ async def main() -> None:
         service.stop()
         broker.stop()
     await chained(work, report, unchained_http20=http_rates[20])
+    await chain_processes(work, report, BENCH_ENV, event)
     print("\nsummary\n" + "\n".join(lines))
 
 

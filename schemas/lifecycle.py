@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from functools import cache
 from typing import Any
 
@@ -30,8 +31,14 @@ FINAL_OUTCOMES = frozenset({"executed", "completed_with_approval", "blocked", "d
 LIFECYCLE_TYPES = frozenset({"approval_requested", "approval_granted", "approval_denied", "operation_executed",
                              "operation_failed", "operation_denied", "trace_closed"})
 OUTCOME_STATUSES = ("success", "error")
-#: What the agent says about a command (HTTP statuses: the API answers with them).
-APPLIED, NOT_FOUND, CONFLICT = 204, 404, 409
+
+
+class Verdict(StrEnum):
+    """What the chain agent says about a command (the API answers 204, 404 or 409)."""
+
+    APPLIED = "applied"
+    NOT_FOUND = "not_found"  # no such trace
+    CONFLICT = "conflict"  # the trace is closed already, by another outcome
 
 
 @dataclass
@@ -104,7 +111,7 @@ def touches_lifecycle(events: Iterable[Mapping[str, Any]]) -> bool:
 class Decision:
     """The agent's answer to a command: a verdict (None: nobody asked) and the events to chain."""
 
-    verdict: int | None
+    verdict: Verdict | None
     message: str = ""
     events: list[dict[str, Any]] = field(default_factory=list)
 
@@ -126,17 +133,17 @@ def decide(command: Mapping[str, Any], chain_length: int, state: TraceState) -> 
 def _decide_outcome(command: Mapping[str, Any], chain_length: int, state: TraceState) -> Decision:
     trace_id = command["trace_id"]
     if chain_length == 0:
-        return Decision(NOT_FOUND, f"trace {trace_id} not found")
+        return Decision(Verdict.NOT_FOUND, f"trace {trace_id} not found")
     if state.closed:
         if state.closed_by == _event_id(command, "trace_closed"):
-            return Decision(APPLIED)  # this very command, redelivered
-        return Decision(CONFLICT, f"trace {trace_id} is already finalized ({state.final_outcome})")
+            return Decision(Verdict.APPLIED)  # this very command, redelivered
+        return Decision(Verdict.CONFLICT, f"trace {trace_id} is already finalized ({state.final_outcome})")
     success = command["status"] == "success"
     outcome = ("completed_with_approval" if state.has_approval else "executed") if success else "blocked"
     operation = _event(command, "operation_executed" if success else "operation_failed", status=command["status"],
                        metadata=dict(command["metadata"]),
                        description="Operation completed successfully" if success else "Operation execution failed")
-    return Decision(APPLIED, events=[operation, _closing(command, outcome)])
+    return Decision(Verdict.APPLIED, events=[operation, _closing(command, outcome)])
 
 
 def _closing(command: Mapping[str, Any], outcome: str) -> dict[str, Any]:

@@ -29,10 +29,20 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
 from schemas.codec import DecodeError, decode, encode, schema_of
-from schemas.lifecycle import completion_notice, decide, expiry_commands
+from schemas.lifecycle import completion_notice, expiry_commands
 from schemas.retry import CLICKHOUSE, retrying
 from schemas.topics import PADDING, is_padding
-from streams.chaining import Advance, ChainKind, ChainStore, Sealed, kind_of, replay_sealed, restore_sealed, seal
+from streams.chaining import (
+    Advance,
+    ChainKind,
+    ChainStore,
+    Sealed,
+    apply_command,
+    kind_of,
+    replay_sealed,
+    restore_sealed,
+    seal,
+)
 from streams.changelog import DeferredChangelog, WriteBatch
 from streams.invalid import invalid_report
 from streams.ordered_acks import InOrderAcks
@@ -406,17 +416,11 @@ class ChainAgent:
         if not self._owns(msg.partition)(key):
             await self._forward(key, value)
             return
-        chain = self.kind.chain_key(command)
-        decision = decide(command, self.store.head(chain).seq, self.store.state(chain))
-        out = None
-        if decision.events:
-            batch = {"org_id": command["org_id"], "trace_id": command["trace_id"], "events": decision.events}
-            out = seal(self.kind, encode(self.kind.batch_schema, batch), self.store)
+        applied = apply_command(self.kind, command, self.store)
         followups: list[Followup] = []
-        if decision.verdict is not None and command["request_id"]:
-            verdict = {"request_id": command["request_id"], "status": decision.verdict, "message": decision.message}
-            followups.append((self.topics.verdicts, command["request_id"].encode(), encode("CommandVerdict", verdict)))
-        await self._publish(msg, out, followups)
+        if applied.verdict is not None:
+            followups.append((self.topics.verdicts, command["request_id"].encode(), applied.verdict))
+        await self._publish(msg, applied.sealed, followups)
 
 
 def add_expiry_timer(app: faust.App, store: ChainStore, source: faust.TopicT, settled: asyncio.Event,

@@ -12,10 +12,24 @@ from schemas.topics import SEALED_EVENTS
 from sinks.clickhouse import ClickHouse
 from sinks.repositories.chains import ChainRepository
 from streams.app import HEADS_CHANGELOG, create_faust_app
+from streams.chain import StoredLinks
 from streams.parts import Part, Run, readers_of
+from streams.stored_links import HttpStoredLinks
 from tracehouse.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+def stored_links(settings: Settings, clickhouse: ClickHouse | None) -> StoredLinks:
+    """Where the chain agents read the links the sink stored: ClickHouse, or, in a process beside the
+    one that owns embedded chdb, that process's API (``streams.stored_links``)."""
+    if clickhouse is not None:
+        return ChainRepository(clickhouse)
+
+    def admin_key() -> str:
+        return settings.admin_key or (settings.data_dir / "admin_key").read_text().strip()
+
+    return HttpStoredLinks(f"http://127.0.0.1:{settings.http_port}", admin_key)
 
 
 def build_chain_agents(settings: Settings, clickhouse: ClickHouse | None, parts: list[Part]) -> Run:
@@ -24,8 +38,7 @@ def build_chain_agents(settings: Settings, clickhouse: ClickHouse | None, parts:
     which recovers from the changelogs, is safe (``streams.chain.ChainAgent``)."""
 
     async def run() -> None:
-        stored = ChainRepository(clickhouse) if clickhouse is not None else None
-        app = create_faust_app(settings, stored)
+        app = create_faust_app(settings, stored_links(settings, clickhouse))
         loop = asyncio.get_running_loop()
         app.failure = loop.create_future()
         if settings.embedded_kafka:

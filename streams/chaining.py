@@ -24,12 +24,13 @@ import hashlib
 import json
 import struct
 from collections import OrderedDict
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
+from typing import Any
 
-from schemas.codec import HEADER_LEN, MAGIC, DecodeError, decode, sealed_links, trace_summary
+from schemas.codec import HEADER_LEN, MAGIC, DecodeError, decode, encode, sealed_links, trace_summary
 from schemas.integrity import GENESIS, link_hash
-from schemas.lifecycle import TraceState, fold, touches_lifecycle
+from schemas.lifecycle import TraceState, decide, fold, touches_lifecycle
 from schemas.registry import record_fields, schema
 
 #: Id digests per archived bucket (8 bytes each): bounds the size of one head write.
@@ -281,6 +282,31 @@ def seal(kind: ChainKind, value: bytes, store: ChainStore,
     advance = _advance(kind, store, chain, head, kept)
     sealed = _sealed_value(kind, body, first_seq, prev, hashes, advance)
     return Sealed(kind.kafka_key(batch), sealed, len(kept), retried, advance=advance)
+
+
+@dataclass(frozen=True)
+class Applied:
+    """A command applied to its chain: the events it chained (None: none) and the encoded
+    ``CommandVerdict`` to answer with (None: nobody waits for one)."""
+
+    sealed: Sealed | None
+    verdict: bytes | None
+
+
+def apply_command(kind: ChainKind, command: Mapping[str, Any], store: ChainStore) -> Applied:
+    """Decide ``command`` against its chain in ``store`` (``schemas.lifecycle.decide``) and seal the
+    events it adds; nothing is saved (the caller saves ``sealed.advance`` as for ``seal``)."""
+    chain = kind.chain_key(command)
+    decision = decide(command, store.head(chain).seq, store.state(chain))
+    sealed = None
+    if decision.events:
+        batch = {"org_id": command["org_id"], "trace_id": command["trace_id"], "events": decision.events}
+        sealed = seal(kind, encode(kind.batch_schema, batch), store)
+    verdict = None
+    if decision.verdict is not None and command["request_id"]:
+        verdict = encode("CommandVerdict", {"request_id": command["request_id"], "verdict": decision.verdict.value,
+                                            "message": decision.message})
+    return Applied(sealed, verdict)
 
 
 def _sealed_value(kind: ChainKind, body: bytes, first_seq: int, prev: bytes, hashes: list[bytes],

@@ -1,7 +1,8 @@
 """Signed checkpoints: every period, a Merkle root over the heads of the chains that changed.
 
 The checkpointer reads the ``chain-heads`` table's changelog (a plain aiokafka consumer,
-group ``tracehouse-checkpoints``): each record there is a chain's new head, written
+group ``tracehouse-checkpoints``, which elects one member: ``streams.election``, so checkpoints form
+one sequence however many workers run): each record there is a chain's new head, written
 only once its sealed record was durable. At the end of each period it first waits for
 the sink to have stored every sealed record written so far (its committed offsets reach
 the ends of ``sealed-events`` as they were then), so a checkpoint never covers a link
@@ -24,6 +25,7 @@ import time
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -35,6 +37,7 @@ from schemas.merkle import leaf_hash, root_of_hashes
 from sinks.repositories.checkpoints import CheckpointRepository
 from streams.chaining import Head, is_chain_key
 from streams.changelog import COMPACTION_HEADER
+from streams.election import ELECTED
 
 log = logging.getLogger(__name__)
 
@@ -77,18 +80,21 @@ class Checkpointer:
 
     async def run(self) -> None:
         """Checkpoint until cancelled, or until the broker or ClickHouse fails (the worker starts it again)."""
-        consumer = kafka_clients.consumer(self.bootstrap, CHECKPOINT_GROUP, self.changelog, group=CHECKPOINT_GROUP)
+        consumer = kafka_clients.consumer(self.bootstrap, CHECKPOINT_GROUP, group=CHECKPOINT_GROUP, **ELECTED)
+        revocations = _Revocations()
+        consumer.subscribe([self.changelog], listener=revocations)
         producer = kafka_clients.producer(self.bootstrap, CHECKPOINT_GROUP)
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=client_id(CHECKPOINT_GROUP))
         async with kafka_clients.started(producer, consumer), contextlib.AsyncExitStack() as stack:
             await admin.start()
             stack.push_async_callback(admin.close)
-            await self._periods(consumer, producer, admin)
+            await self._periods(consumer, producer, admin, revocations)
 
     async def _periods(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer,
-                       admin: AIOKafkaAdminClient) -> None:
+                       admin: AIOKafkaAdminClient, revocations: _Revocations) -> None:
         heads: dict[bytes, bytes] = {}
         start_ms, due = _now_ms(), time.monotonic() + self.interval
+        seen = revocations.count
         while True:
             wait = max(0.0, due - time.monotonic())
             batches = await consumer.getmany(timeout_ms=int(min(wait, 1.0) * 1000))
@@ -100,6 +106,12 @@ class Checkpointer:
                 continue
             due += self.interval
             end_ms = _now_ms()
+            if revocations.count != seen or not consumer.assignment():
+                # not (or no longer) the elected checkpointer: the member that holds the changelog now
+                # reads these heads again from the committed offsets
+                heads.clear()
+                seen = revocations.count
+                continue
             if heads and not await self._sink_caught_up(consumer, admin):
                 log.warning("checkpoint postponed: the sink has not stored the sealed records yet")
                 continue  # the heads stay for the next period; nothing is committed
@@ -135,6 +147,20 @@ class Checkpointer:
         await self.repository.save(signed, leaves, hashes)
         await producer.send_and_wait(self.topic, json.dumps(signed.to_json()).encode())
         return signed
+
+
+class _Revocations(ConsumerRebalanceListener):
+    """Counts the rebalances that took the changelog away from this checkpointer."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        if revoked:
+            self.count += 1
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        pass
 
 
 def _republished(record: Any) -> bool:

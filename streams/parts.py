@@ -33,7 +33,7 @@ from sinks.repositories.rollups import RollupRepository
 from sinks.writer import AUDIT_EVENTS_SINK, TRACE_EVENTS_SINK, SinkWriter
 from streams.app import APP_ID, CHANGELOGS, HEADS_CHANGELOG
 from streams.checkpointer import CHECKPOINT_GROUP, Checkpointer
-from streams.rollups import RollupPublisher
+from streams.rollups import ROLLUPS_GROUP, RollupPublisher
 from streams.sink import SINK_GROUP, Sink
 from tracehouse.settings import Settings
 
@@ -78,8 +78,9 @@ def declared_parts(settings: Settings) -> list[Part]:
         parts.append(Part(CHECKPOINTER, lambda ch: create_checkpointer(settings, _required(ch)).run,
                           group=CHECKPOINT_GROUP, reads=(HEADS_CHANGELOG,), writes=(CHECKPOINTS,),
                           needs_clickhouse=True))
+    # its group only elects the one publisher (streams.election): it reads and commits nothing
     parts.append(Part(ROLLUPS, lambda ch: create_rollup_publisher(settings, _required(ch)).run,
-                      writes=(ROLLUPS_HOURLY,), needs_clickhouse=True))
+                      group=ROLLUPS_GROUP, writes=(ROLLUPS_HOURLY,), needs_clickhouse=True))
     return parts
 
 

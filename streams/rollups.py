@@ -15,16 +15,18 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
 
 from schemas import kafka_clients
 from schemas.codec import encode
 from schemas.timefmt import now_ms
 from sinks.repositories.rollups import HourBucket, Marks, RollupRepository
+from streams.election import ELECTED
 
 log = logging.getLogger(__name__)
 
-CLIENT_ID = "tracehouse-rollups"
+ROLLUPS_GROUP = "tracehouse-rollups"
 
 
 def rollup_record(org_id: str, hour: int, buckets: list[HourBucket], published_at: int) -> bytes:
@@ -34,6 +36,18 @@ def rollup_record(org_id: str, hour: int, buckets: list[HourBucket], published_a
         "buckets": [{"type": b.type, "outcome": b.outcome, "events": b.events, "errors": b.errors,
                      "input_tokens": b.input_tokens, "output_tokens": b.output_tokens,
                      "total_tokens": b.total_tokens, "cost": b.cost} for b in buckets]})
+
+
+class _FromTheEnd(ConsumerRebalanceListener):
+    def __init__(self, consumer: AIOKafkaConsumer) -> None:
+        self.consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        pass
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        if assigned:
+            await self.consumer.seek_to_end(*assigned)
 
 
 class RollupPublisher:
@@ -46,12 +60,19 @@ class RollupPublisher:
         self.interval = interval
 
     async def run(self) -> None:
-        """Publish until cancelled, or until the broker or ClickHouse fails (the worker starts it again)."""
-        producer = kafka_clients.producer(self.bootstrap, CLIENT_ID, linger_ms=5)
-        async with kafka_clients.started(producer):
-            marks = await self.repo.marks()
+        """Publish until cancelled, or until the broker or ClickHouse fails (the worker starts it again).
+        Only the member its group elects publishes (``streams.election``): one per deployment."""
+        producer = kafka_clients.producer(self.bootstrap, ROLLUPS_GROUP, linger_ms=5)
+        election = kafka_clients.consumer(self.bootstrap, ROLLUPS_GROUP, group=ROLLUPS_GROUP, **ELECTED)
+        election.subscribe([self.topic], listener=_FromTheEnd(election))  # read nothing of it: membership only
+        async with kafka_clients.started(producer, election):
+            marks: Marks | None = None
             while True:
-                marks = await self.publish_changed(producer, marks)
+                await election.getmany(timeout_ms=0)  # a member that stops polling is dropped
+                if not election.assignment():
+                    marks = None  # another process publishes; its marks are read when this one is elected
+                else:
+                    marks = await self.publish_changed(producer, marks or await self.repo.marks())
                 await asyncio.sleep(self.interval)
 
     async def publish_changed(self, producer: AIOKafkaProducer, marks: Marks) -> Marks:

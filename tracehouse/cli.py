@@ -28,10 +28,12 @@ def _migrate(settings: Settings) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tracehouse", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", help="broker (embedded unless TRACEHOUSE_KAFKA_BOOTSTRAP), worker and API")
+    every = sub.add_parser("run", help="broker (embedded unless TRACEHOUSE_KAFKA_BOOTSTRAP), worker and API")
     work = sub.add_parser("worker", help="the worker only (all its parts, or those given with --parts)")
-    work.add_argument("--parts", type=lambda text: [p.strip() for p in text.split(",") if p.strip()],
-                      help="comma-separated worker parts to run, e.g. 'chain' (default: all of them)")
+    for command in (every, work):
+        command.add_argument("--parts", type=lambda text: [p.strip() for p in text.split(",") if p.strip()],
+                             help="comma-separated worker parts to run: chain, sink, checkpointer, rollups "
+                                  "(default: all of them)")
     sub.add_parser("api", help="the HTTP API only")
     sub.add_parser("migrate", help="apply ClickHouse migrations and exit")
     check = sub.add_parser("verify-export", help="verify a single-trace JSON export offline")

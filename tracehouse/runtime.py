@@ -75,7 +75,8 @@ async def serve(settings: Settings, *, worker: bool = True, api: bool = True, pa
     """Run until ``stop`` is set (or SIGINT/SIGTERM arrives). ``parts`` names the worker parts to
     run (all when None). A process that runs only parts which need no ClickHouse is a guest beside
     the process that owns the data dir: with the embedded broker it waits for that process's
-    broker instead of starting one, and opens no ClickHouse."""
+    broker instead of starting one, and it opens no embedded chdb (its chain agents ask the owner's
+    API for stored links, ``streams.stored_links``)."""
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -91,7 +92,7 @@ async def serve(settings: Settings, *, worker: bool = True, api: bool = True, pa
         await ensure_worker_topics(settings, changelog_config)
 
         clickhouse = None
-        if owner:
+        if owner or not settings.embedded_clickhouse:  # embedded chdb opens in one process only
             clickhouse = ClickHouse.from_settings(settings)
             stack.push_async_callback(clickhouse.close)
             applied = await migrate(clickhouse)

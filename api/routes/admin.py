@@ -1,4 +1,5 @@
-"""Key management: POST/GET /v1/admin/keys, DELETE /v1/admin/keys/{key_id}.
+"""Key management: POST/GET /v1/admin/keys, DELETE /v1/admin/keys/{key_id}; and
+GET /v1/admin/stored-links, what chain workers in other processes ask the ClickHouse owner.
 
 The operator key (TRACEHOUSE_ADMIN_KEY) manages keys of every org; an org key with
 the ``admin`` scope manages its own org's keys.
@@ -12,9 +13,10 @@ from aiohttp import web
 
 from api.auth import SCOPES, Principal, authenticate
 from api.body import json_body
-from api.context import API_KEYS, VERIFIER
+from api.context import API_KEYS, CHAINS, SETTINGS, VERIFIER
 from api.errors import ApiError, bad_param, not_found
-from api.params import reject_unknown
+from api.params import int_param, reject_unknown
+from schemas.topics import SEALED_EVENTS
 
 ORG_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 
@@ -72,7 +74,25 @@ async def revoke_key(request: web.Request) -> web.Response:
     return web.json_response(key.public())
 
 
+async def stored_links(request: web.Request) -> web.Response:
+    """The links the sink stored from ``sealed-events[partition]`` at ``offset`` or later, every org's
+    (operator key only): a chain worker without ClickHouse reads them before it seals on a partition,
+    to restore records the broker lost (``streams.chain.SealedTail``)."""
+    reject_unknown(request.query, ("partition", "offset"))
+    partitions = request.app[SETTINGS].topic_partitions
+    partition = int_param(request.query, "partition", -1, 0, partitions - 1)
+    offset = int_param(request.query, "offset", -1, 0, 2**63 - 1)
+    for name, value in (("partition", partition), ("offset", offset)):
+        if value < 0:
+            raise bad_param(name, "required")
+    principal = await authenticate(request, request.app[VERIFIER])
+    if not principal.operator:
+        raise ApiError(403, "forbidden", "stored links are for the operator key only")
+    return web.json_response({"links": await request.app[CHAINS].stored_after(SEALED_EVENTS, partition, offset)})
+
+
 def add_routes(app: web.Application) -> None:
+    app.router.add_get("/v1/admin/stored-links", stored_links)
     app.router.add_post("/v1/admin/keys", create_key)
     app.router.add_get("/v1/admin/keys", list_keys)
     app.router.add_delete("/v1/admin/keys/{key_id:[^/]+}", revoke_key)

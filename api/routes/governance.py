@@ -11,16 +11,17 @@ from urllib.parse import quote
 from aiohttp import web
 
 from api.body import json_body
-from api.commands import Verdict as CommandVerdict
+from api.commands import CommandVerdict
 from api.context import CHAINS, CHECKPOINTS, PRODUCER, SETTINGS, TRACES, VERDICTS, caller_org
 from api.errors import ApiError, bad_param, not_found
 from api.paging import paging, read_page
 from api.params import bool_param, enum_param, int_param, reject_unknown, str_param, time_range
 from api.views.governance import LIST_FIELDS, trace_list_item
+from schemas import lifecycle
 from schemas.canonical import canonical_json
 from schemas.codec import encode
 from schemas.integrity import Verdict, verify
-from schemas.lifecycle import APPLIED, CONFLICT, FINAL_OUTCOMES, IN_PROGRESS, NOT_FOUND, OUTCOME_STATUSES
+from schemas.lifecycle import FINAL_OUTCOMES, IN_PROGRESS, OUTCOME_STATUSES
 from schemas.merkle import audit_path
 from schemas.timefmt import format_ms, now_ms
 from schemas.topics import TRACE_EVENTS
@@ -183,13 +184,11 @@ async def record_outcome(request: web.Request) -> web.Response:
     except TimeoutError:
         raise ApiError(504, "timeout", "the outcome was queued but not decided in time; GET the trace to see whether "
                        "it was recorded (a retry of a recorded outcome answers 409)") from None
-    if verdict.status == APPLIED:
+    if verdict.verdict is lifecycle.Verdict.APPLIED:
         return web.Response(status=204)
-    if verdict.status == NOT_FOUND:
+    if verdict.verdict is lifecycle.Verdict.NOT_FOUND:
         raise not_found(f"trace {trace_id}")
-    if verdict.status == CONFLICT:
-        raise ApiError(409, "conflict", verdict.message)
-    raise ApiError(500, "internal_error", f"unexpected verdict {verdict.status}: {verdict.message}")
+    raise ApiError(409, "conflict", verdict.message)
 
 
 def add_routes(app: web.Application) -> None:

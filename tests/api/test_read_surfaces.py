@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from schemas.lifecycle import Verdict
 from schemas.timefmt import format_ms, parse_ms
 from tests.support.in_process import Pipeline
 from tests.support.service import Api, all_events, uid
@@ -114,8 +115,8 @@ async def data(api: Api, pipeline: Pipeline) -> Dataset:
     # the intruder org writes a trace under one of our trace ids
     await post(api, d.intruder, [{"trace_id": d.approved, "type": "trace_initiated", "occurred_at": at(T0),
                                   "agent_id": "intruder"}])
-    assert await pipeline.outcome(d.org, d.approved, "success") == 204
-    assert await pipeline.outcome(d.org, d.blocked, "error") == 204
+    assert await pipeline.outcome(d.org, d.approved, "success") is Verdict.APPLIED
+    assert await pipeline.outcome(d.org, d.blocked, "error") is Verdict.APPLIED
     _, listed = await api.get("/api/v1/traces", d.key, limit=100)
     counts = {d.approved: 8, d.blocked: 4, d.denied: 2, d.open: 2, d.llm: 2, d.failing: 1, d.unicode: 1,
               d.shuffled: 2}

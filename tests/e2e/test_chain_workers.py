@@ -12,46 +12,18 @@ import uuid
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaClient
-from aiokafka.protocol.admin import DescribeGroupsRequest
 
 from schemas.checkpoints import Checkpoint, parse_public_key, verify_signature
-from schemas.identity import incarnation_of
 from streams.app import APP_ID
 from tests.conftest import start_stack
 from tests.e2e.test_crash_recovery import batches, checkpointed, post_until_killed, verify_all
-from tests.support.service import Api, Service, all_events, eventually
+from tests.support.service import Api, Service, all_events, chain_worker, eventually, group_members
 
 pytestmark = pytest.mark.slow
 
 
 async def members(bootstrap: str) -> dict[int, int]:
-    """pid -> how many members the chain agents' group has from that process (Stable groups only)."""
-    client = AIOKafkaClient(bootstrap_servers=bootstrap)
-    await client.bootstrap()
-    try:
-        node = await client.coordinator_lookup(0, APP_ID)
-        response = await client.send(node, DescribeGroupsRequest([APP_ID]))
-    finally:
-        await client.close()
-    pids: dict[int, int] = {}
-    for _error, _name, state, _ptype, _proto, group_members, *_ in response.groups:
-        if state != "Stable":
-            return {}
-        for _member_id, client_id, *_ in group_members:
-            incarnation = incarnation_of(client_id)
-            if incarnation is not None:
-                pids[incarnation[0]] = pids.get(incarnation[0], 0) + 1
-    return pids
-
-
-def chain_worker(service: Service, name: str) -> Service:
-    guest = Service(service.data_dir, service.kafka_port, "worker", "--parts", "chain",
-                    **{k: v for k, v in service.env.items() if k.startswith("TRACEHOUSE_") and k not in (
-                        "TRACEHOUSE_DATA_DIR", "TRACEHOUSE_KAFKA_PORT", "TRACEHOUSE_HTTP_PORT")})
-    guest.log_path = Path(service.data_dir) / f"{name}.log"
-    guest.start(serves_http=False)
-    return guest
+    return await group_members(bootstrap, APP_ID)
 
 
 async def checkpoints_in_order(api: Api, key: str) -> int:

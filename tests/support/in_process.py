@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from schemas.codec import decode, encode, schema_of
-from schemas.lifecycle import decide
+from schemas.lifecycle import Verdict
 from schemas.producer import invalid_records
 from schemas.timefmt import now_ms
 from schemas.topics import AUDIT_EVENTS, INVALID_EVENTS, SEALED_EVENTS, TRACE_EVENTS
 from sinks.clickhouse import ClickHouse
 from sinks.writer import AUDIT_EVENTS_SINK, TRACE_EVENTS_SINK, SinkRecord, SinkWriter, Source
-from streams.chaining import AUDIT_CHAIN, TRACE_CHAIN, ChainKind, ChainStore, seal
+from streams.chaining import AUDIT_CHAIN, TRACE_CHAIN, ChainKind, ChainStore, apply_command, seal
 
 
 @dataclass(frozen=True)
@@ -62,9 +62,11 @@ class Pipeline:
     """The worker's path from ``trace-events`` / ``audit-events`` to ClickHouse, in this
     process: each record the producer kept is sealed as the chain agent seals it
     (``streams.chaining.seal``; a ``TraceCommand`` decided by ``schemas.lifecycle.decide``),
-    and the sealed records are stored by the sink writer, one ``sealed-events`` offset each."""
+    and the sealed records are stored by the sink writer, one ``sealed-events`` offset each
+    (of partition 0)."""
 
     def __init__(self, clickhouse: ClickHouse, producer: RecordingProducer) -> None:
+        self.clickhouse = clickhouse
         self.producer = producer
         self.chains = ChainStore({}, {})
         self.writers = {TRACE_CHAIN.sealed_schema: SinkWriter(clickhouse, TRACE_EVENTS_SINK),
@@ -86,9 +88,9 @@ class Pipeline:
         return await self._store(sealed)
 
     async def outcome(self, org_id: str, trace_id: str, status: str, metadata: dict[str, str] | None = None,
-                      issued_at: int | None = None) -> int:
+                      issued_at: int | None = None) -> Verdict:
         """An outcome command as ``POST …/outcome`` publishes it, after what is pending:
-        decided and chained as the chain agent does; its verdict (an HTTP status)."""
+        decided and chained as the chain agent does; its verdict."""
         await self.flush()
         command = {"request_id": uuid.uuid4().hex, "org_id": org_id, "trace_id": trace_id, "action": "outcome",
                    "status": status, "approval_request_id": None, "metadata": metadata or {},
@@ -105,16 +107,14 @@ class Pipeline:
             out.advance.save(self.chains)
         return [out.value] if out.value is not None else []
 
-    def _command(self, value: bytes) -> tuple[int | None, list[bytes]]:
-        """What ``streams.chain.ChainAgent`` does with a command: decide it, chain its
-        events; the verdict and the sealed record."""
-        command = decode(value).datum
-        chain = TRACE_CHAIN.chain_key(command)
-        decision = decide(command, self.chains.head(chain).seq, self.chains.state(chain))
-        if not decision.events:
-            return decision.verdict, []
-        batch = {"org_id": command["org_id"], "trace_id": command["trace_id"], "events": decision.events}
-        return decision.verdict, self._seal(TRACE_CHAIN, encode(TRACE_CHAIN.batch_schema, batch))
+    def _command(self, value: bytes) -> tuple[Verdict | None, list[bytes]]:
+        """What ``streams.chain.ChainAgent`` does with a command: apply it; the verdict and the sealed record."""
+        applied = apply_command(TRACE_CHAIN, decode(value).datum, self.chains)
+        sealed = applied.sealed
+        if sealed is not None and sealed.advance is not None:
+            sealed.advance.save(self.chains)
+        verdict = Verdict(decode(applied.verdict).datum["verdict"]) if applied.verdict is not None else None
+        return verdict, [sealed.value] if sealed is not None and sealed.value is not None else []
 
     async def _store(self, sealed: list[bytes]) -> int:
         per_writer: dict[str, list[SinkRecord]] = {name: [] for name in self.writers}

@@ -178,3 +178,40 @@ async def all_events(api: Api, key: str, limit: int = 200, **params: Any) -> lis
 def uid(prefix: str) -> str:
     """A unique id for one test's org, trace or event."""
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+async def group_members(bootstrap: str, group: str) -> dict[int, int]:
+    """pid -> how many members of ``group`` that process has, once the group is Stable ({} until then);
+    only members named by ``schemas.identity.client_id`` count."""
+    from aiokafka import AIOKafkaClient
+    from aiokafka.protocol.admin import DescribeGroupsRequest
+
+    from schemas.identity import incarnation_of
+
+    client = AIOKafkaClient(bootstrap_servers=bootstrap)
+    await client.bootstrap()
+    try:
+        node = await client.coordinator_lookup(0, group)
+        response = await client.send(node, DescribeGroupsRequest([group]))
+    finally:
+        await client.close()
+    pids: dict[int, int] = {}
+    for _error, _name, state, _ptype, _proto, members, *_ in response.groups:
+        if state != "Stable":
+            return {}
+        for _member_id, client_id, *_ in members:
+            incarnation = incarnation_of(client_id)
+            if incarnation is not None:
+                pids[incarnation[0]] = pids.get(incarnation[0], 0) + 1
+    return pids
+
+
+def chain_worker(owner: Service, name: str) -> Service:
+    """Start ``tracehouse worker --parts chain`` beside ``owner`` (same data dir, broker and settings)."""
+    env = {k: v for k, v in owner.env.items() if k.startswith("TRACEHOUSE_")
+           and k not in ("TRACEHOUSE_DATA_DIR", "TRACEHOUSE_KAFKA_PORT")}  # HTTP_PORT: the owner's API
+    guest = Service(owner.data_dir, owner.kafka_port, "worker", "--parts", "chain", **env)
+    guest.log_path = Path(owner.data_dir) / f"{name}.log"
+    guest.start(serves_http=False)
+    return guest
+

@@ -194,7 +194,7 @@ def test_verdicts_wait_for_the_sealed_record_they_answer():
         for i, sent in enumerate(topics.sealed.sent):
             sent.future.set_result(type("Metadata", (), {"offset": i})())
         await asyncio.sleep(0)
-        assert [decode(s.value).datum["status"] for s in topics.verdicts.sent] == [204]
+        assert [decode(s.value).datum["verdict"] for s in topics.verdicts.sent] == ["applied"]
         assert len(topics.notices.sent) == 1  # trace.completed
         drainer.cancel()
 

@@ -7,10 +7,8 @@ import json
 
 from schemas.codec import encode
 from schemas.lifecycle import (
-    APPLIED,
-    CONFLICT,
-    NOT_FOUND,
     TraceState,
+    Verdict,
     completion_notice,
     decide,
     expiry_commands,
@@ -57,9 +55,9 @@ def test_final_outcome_rules():
 
 
 def test_outcome_commands():
-    assert decide(command(), 0, TraceState()).verdict == NOT_FOUND
+    assert decide(command(), 0, TraceState()).verdict == Verdict.NOT_FOUND
     applied = decide(command(status="error"), 3, state_of("trace_initiated"))
-    assert applied.verdict == APPLIED
+    assert applied.verdict == Verdict.APPLIED
     assert [(e["type"], e["outcome"], e["status"]) for e in applied.events] == [
         ("operation_failed", None, "error"), ("trace_closed", "blocked", "closed")]
     assert applied.events[0]["metadata"] == {"k": "v"} and applied.events[1]["occurred_at"] == T0 + 5_000
@@ -69,9 +67,9 @@ def test_outcome_commands():
     closed = TraceState()
     fold(closed, applied.events, TTL)
     again = decide(command(status="error"), 5, closed)  # the same command, redelivered
-    assert (again.verdict, again.events) == (APPLIED, [])
+    assert (again.verdict, again.events) == (Verdict.APPLIED, [])
     other = decide(command(request_id="r2"), 5, closed)
-    assert other.verdict == CONFLICT and "blocked" in other.message and other.events == []
+    assert other.verdict == Verdict.CONFLICT and "blocked" in other.message and other.events == []
 
 
 def test_expire_commands():
