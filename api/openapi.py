@@ -325,7 +325,7 @@ def _cursor(source: str) -> Schema:
 
 def _operation(summary: str, scope: str | None, responses: dict[int, Schema], parameters: list[Schema] = (),
                body: Schema | None = None, tag: str = "", description: str = "") -> Schema:
-    """One operation; ``scope`` None means no key, ``"*"`` any valid key."""
+    """One operation; ``scope`` None means no key, ``"*"`` any valid key, ``"operator"`` the operator key only."""
     op: Schema = {"summary": summary, "operationId": "", "tags": [tag] if tag else []}
     if description:
         op["description"] = description
@@ -335,6 +335,9 @@ def _operation(summary: str, scope: str | None, responses: dict[int, Schema], pa
         op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
     if scope is None:
         op["security"] = []
+    elif scope == "operator":
+        op["security"] = [{"bearerAuth": ["operator"]}]
+        responses = {401: _error(401), 403: _error(403, "Not the operator key (TRACEHOUSE_ADMIN_KEY)")} | responses
     else:
         op["security"] = [{"bearerAuth": [] if scope == "*" else [scope]}]
         responses = {401: _error(401)} | responses
@@ -507,13 +510,15 @@ def _paths() -> dict[str, dict[str, Schema]]:
                                                                     "lists its own org")], tag="admin")},
         "/v1/admin/stored-links": {"get": _operation(
             "Links stored from one sealed-events partition from an offset on (chain workers in other processes)",
-            "admin", {200: _ok({"type": "object", "required": ["links"], "properties": {"links": {
+            "operator", {200: _ok({"type": "object", "required": ["links"], "properties": {"links": {
                 "type": "object", "description": "rows by event schema (TraceEvent, AuditEvent), each with its "
                                                  "_offset, seq, prev_hash and hash",
                 "additionalProperties": {"type": "array", "items": {"type": "object"}}}}}), 400: _error(400)},
-            [_query("partition", {"type": "integer", "minimum": 0}, "a sealed-events partition", required=True),
-             _query("offset", {"type": "integer", "minimum": 0}, "the first offset", required=True)],
-            tag="admin", description="The operator key only.")},
+            [_query("partition", {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
+                    "a sealed-events partition (one that does not exist has no links)", required=True),
+             _query("offset", {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}, "the first offset",
+                    required=True)],
+            tag="admin", description="The operator key (TRACEHOUSE_ADMIN_KEY) only.")},
         "/v1/admin/keys/{key_id}": {"delete": _operation(
             "Revoke a key", "admin", {200: _ok(_ref("ApiKey"), "Revoked"), 404: _error(404),
                                       403: keys_responses[403]},

@@ -58,6 +58,13 @@ def trace_summary(started_at: int, final_outcome: str | None = None, completed_a
     return long_bytes(started_at) + outcome + completed
 
 
+def sealed_record(sealed_schema: str, body: bytes, first_seq: int, prev_hash: bytes, hashes: list[bytes],
+                  summary: bytes = b"") -> bytes:
+    """A sealed record of ``sealed_schema``: a raw batch's Avro ``body``, then its links, then (a
+    trace batch) its ``trace_summary``. The one place that frames sealed records."""
+    return MAGIC + schema(sealed_schema).fingerprint + body + sealed_links(first_seq, prev_hash, hashes) + summary
+
+
 def schema_of(value: bytes) -> str:
     """The name of the schema a single-object record was written with (DecodeError if none)."""
     if not value or len(value) < HEADER_LEN or value[:2] != MAGIC:

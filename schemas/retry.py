@@ -45,8 +45,9 @@ class RetrySchedule:
 
 #: Inserts into and reads from ClickHouse (the sink writer, the sealed tail's stored links).
 CLICKHOUSE = RetrySchedule(0.2, 2.0, 30.0)
-#: A background consumer that failed is started again after a fixed second (``streams.supervise``).
-SUPERVISION = RetrySchedule(1.0, 1.0, 1.0)
+#: A worker part that failed is started again after 1 s, then 2, 4, at most 8 s while it keeps failing
+#: (``streams.worker``): a broker or ClickHouse that is away is not hammered, and one back is used soon.
+SUPERVISION = RetrySchedule(1.0, 2.0, 8.0)
 #: The API's verdict reader while the broker is away.
 BROKER_READS = RetrySchedule(1.0, 1.0, 1.0)
 

@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from schemas.codec import HEADER_LEN, MAGIC, DecodeError, decode, encode, sealed_links, trace_summary
+from schemas.codec import HEADER_LEN, DecodeError, decode, encode, sealed_record, trace_summary
 from schemas.integrity import GENESIS, link_hash
 from schemas.lifecycle import TraceState, decide, fold, touches_lifecycle
 from schemas.registry import record_fields, schema
@@ -312,12 +312,12 @@ def apply_command(kind: ChainKind, command: Mapping[str, Any], store: ChainStore
 def _sealed_value(kind: ChainKind, body: bytes, first_seq: int, prev: bytes, hashes: list[bytes],
                   advance: Advance) -> bytes:
     """The sealed record: the raw batch ``body``, its links and (traces) the summary of its head."""
-    tail = sealed_links(first_seq, prev, hashes)
+    summary = b""
     if kind.lifecycle:
         closed = advance.state if advance.closed else None
-        tail += trace_summary(advance.head.started_at, closed and closed.final_outcome,
-                              closed and closed.completed_at)
-    return MAGIC + schema(kind.sealed_schema).fingerprint + body + tail
+        summary = trace_summary(advance.head.started_at, closed and closed.final_outcome,
+                                closed and closed.completed_at)
+    return sealed_record(kind.sealed_schema, body, first_seq, prev, hashes, summary)
 
 
 def replay_sealed(value: bytes, store: ChainStore) -> Advance | None:

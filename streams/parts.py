@@ -63,7 +63,7 @@ class Part:
 
 def declared_parts(settings: Settings) -> list[Part]:
     """Every part a deployment with ``settings`` runs, in start order."""
-    from streams.chain_part import build_chain_agents  # Faust is imported only where it runs
+    from streams.chain_part import build_chain_agents  # imported here: it builds on this module
 
     parts = []
     if settings.chain_events:

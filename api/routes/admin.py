@@ -13,7 +13,7 @@ from aiohttp import web
 
 from api.auth import SCOPES, Principal, authenticate
 from api.body import json_body
-from api.context import API_KEYS, CHAINS, SETTINGS, VERIFIER
+from api.context import API_KEYS, CHAINS, VERIFIER
 from api.errors import ApiError, bad_param, not_found
 from api.params import int_param, reject_unknown
 from schemas.topics import SEALED_EVENTS
@@ -78,16 +78,15 @@ async def stored_links(request: web.Request) -> web.Response:
     """The links the sink stored from ``sealed-events[partition]`` at ``offset`` or later, every org's
     (operator key only): a chain worker without ClickHouse reads them before it seals on a partition,
     to restore records the broker lost (``streams.chain.SealedTail``)."""
+    principal = await authenticate(request, request.app[VERIFIER])
+    if not principal.operator:
+        raise ApiError(403, "forbidden", "stored links are for the operator key only")
     reject_unknown(request.query, ("partition", "offset"))
-    partitions = request.app[SETTINGS].topic_partitions
-    partition = int_param(request.query, "partition", -1, 0, partitions - 1)
+    partition = int_param(request.query, "partition", -1, 0, 2**31 - 1)  # one that does not exist has none
     offset = int_param(request.query, "offset", -1, 0, 2**63 - 1)
     for name, value in (("partition", partition), ("offset", offset)):
         if value < 0:
             raise bad_param(name, "required")
-    principal = await authenticate(request, request.app[VERIFIER])
-    if not principal.operator:
-        raise ApiError(403, "forbidden", "stored links are for the operator key only")
     return web.json_response({"links": await request.app[CHAINS].stored_after(SEALED_EVENTS, partition, offset)})
 
 

@@ -26,7 +26,7 @@ async def test_the_owner_serves_the_stored_links_a_chain_worker_restores_from(ap
 
 
 @pytest.mark.parametrize("params, field", [({"offset": "0"}, "partition"), ({"partition": "0"}, "offset"),
-                                           ({"partition": "99", "offset": "0"}, "partition"),
+                                           ({"partition": str(2**31), "offset": "0"}, "partition"),
                                            ({"partition": "0", "offset": "-1"}, "offset"),
                                            ({"partition": "0", "offset": "0", "org": "x"}, "org")])
 async def test_bad_parameters_are_400_naming_them(api, params, field) -> None:
@@ -37,4 +37,10 @@ async def test_bad_parameters_are_400_naming_them(api, params, field) -> None:
 async def test_only_the_operator_key_reads_stored_links(api) -> None:
     admin = await api.org_key(uid("org"), ["admin"])
     assert (await api.get("/v1/admin/stored-links", admin, partition="0", offset="0"))[0] == 403
+    assert (await api.get("/v1/admin/stored-links", admin))[0] == 403  # before its parameters are looked at
     assert (await api.get("/v1/admin/stored-links", partition="0", offset="0"))[0] == 401
+
+
+async def test_a_partition_that_does_not_exist_has_no_links(api) -> None:
+    status, body = await api.get("/v1/admin/stored-links", ADMIN_KEY, partition="1000", offset="0")
+    assert status == 200 and all(rows == [] for rows in body["links"].values())

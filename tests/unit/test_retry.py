@@ -23,8 +23,8 @@ def test_the_clickhouse_schedule_doubles_from_a_fifth_of_a_second_to_thirty():
     assert first(CLICKHOUSE, 10) == pytest.approx([0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 12.8, 25.6, 30.0, 30.0])
 
 
-def test_supervision_waits_one_second_every_time():
-    assert first(SUPERVISION, 4) == [1.0, 1.0, 1.0, 1.0]
+def test_supervision_backs_off_to_eight_seconds():
+    assert first(SUPERVISION, 5) == [1.0, 2.0, 4.0, 8.0, 8.0]
 
 
 @pytest.mark.parametrize("args", [(-1.0, 2.0, 5.0), (1.0, 0.5, 5.0), (2.0, 2.0, 1.0)])

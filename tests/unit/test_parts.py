@@ -1,0 +1,50 @@
+"""What the worker derives from its parts' declarations (streams/parts.py, streams/worker.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from schemas.topics import AUDIT_EVENTS, SEALED_EVENTS, TRACE_EVENTS, WEBHOOK_EVENTS
+from streams.app import HEADS_CHANGELOG
+from streams.parts import Part, declared_parts, groups_of, readers_of, topics_of, trimmable
+from streams.worker import chosen_parts
+from tracehouse.settings import Settings
+
+
+def test_a_chained_deployment_has_four_parts_and_every_group_is_evicted_by_name():
+    parts = declared_parts(Settings(chain_events=True))
+    assert [p.name for p in parts] == ["chain", "sink", "checkpointer", "rollups"]
+    assert groups_of(parts) == ["tracehouse", "tracehouse-sink", "tracehouse-checkpoints", "tracehouse-rollups"]
+    assert [p.name for p in parts if p.needs_clickhouse] == ["sink", "checkpointer", "rollups"]
+
+
+def test_trimming_follows_the_readers_and_leaves_kept_topics_and_changelogs_alone():
+    parts = declared_parts(Settings(chain_events=True))
+    assert trimmable(parts) == {TRACE_EVENTS: ["tracehouse"], AUDIT_EVENTS: ["tracehouse"]}
+    assert readers_of(parts, SEALED_EVENTS) == ["tracehouse-sink"]  # trimmed by the chain worker holding it
+    assert readers_of(parts, HEADS_CHANGELOG) == ["tracehouse-checkpoints"]
+    assert HEADS_CHANGELOG not in topics_of(parts)
+
+
+def test_unchained_the_sink_reads_the_raw_topics():
+    parts = declared_parts(Settings(chain_events=False))
+    assert [p.name for p in parts] == ["sink", "rollups"]
+    assert trimmable(parts) == {TRACE_EVENTS: ["tracehouse-sink"], AUDIT_EVENTS: ["tracehouse-sink"]}
+
+
+def test_a_new_consumer_is_trimmed_after_once_declared():
+    parts = declared_parts(Settings(chain_events=True))
+    dispatcher = Part("webhooks", lambda ch: None, group="tracehouse-webhooks", reads=(WEBHOOK_EVENTS,))  # type: ignore
+    assert WEBHOOK_EVENTS not in trimmable(parts)
+    assert trimmable([*parts, dispatcher])[WEBHOOK_EVENTS] == ["tracehouse-webhooks"]
+    assert "tracehouse-webhooks" in groups_of([*parts, dispatcher])
+
+
+def test_parts_are_chosen_by_name_and_an_unknown_name_is_refused():
+    settings = Settings(chain_events=True)
+    assert [p.name for p in chosen_parts(settings, ["chain"])] == ["chain"]
+    assert len(chosen_parts(settings)) == 4
+    with pytest.raises(ValueError, match="unknown worker part.*chian"):
+        chosen_parts(settings, ["chian"])
+    with pytest.raises(ValueError, match="checkpointer"):  # not in an unchained deployment
+        chosen_parts(Settings(chain_events=False), ["checkpointer"])
