@@ -58,6 +58,7 @@ class RollupPublisher:
         self.topic = topic
         self.repo = repo
         self.interval = interval
+        self.elected = False  # whether this publisher is the one its group elected
 
     async def run(self) -> None:
         """Publish until cancelled, or until the broker or ClickHouse fails (the worker starts it again).
@@ -69,7 +70,8 @@ class RollupPublisher:
             marks: Marks | None = None
             while True:
                 await election.getmany(timeout_ms=0)  # a member that stops polling is dropped
-                if not election.assignment():
+                self.elected = bool(election.assignment())
+                if not self.elected:
                     marks = None  # another process publishes; its marks are read when this one is elected
                 else:
                     marks = await self.publish_changed(producer, marks or await self.repo.marks())

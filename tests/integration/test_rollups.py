@@ -160,3 +160,40 @@ async def test_the_publisher_sends_each_changed_hour_whole_once_and_again_when_i
     with contextlib.suppress(asyncio.CancelledError):
         await task
     assert len(await published(broker.bootstrap, topic)) == len(first) + 1
+
+
+async def test_two_publishers_publish_each_change_once_and_the_survivor_takes_over(clickhouse, broker):
+    from streams.embedded import group_generation
+
+    group_generation.install()  # the embedded broker's rebalances (streams.embedded.group_generation)
+    topic = f"rollups-{uuid.uuid4().hex[:6]}"
+    await ensure_topics(broker.bootstrap, 1, topics=(topic,))
+    writer, repo = SinkWriter(clickhouse, TRACE_EVENTS_SINK), RollupRepository(clickhouse)
+    await writer.write([record(0, event("a", H0)), record(1, event("x", H0 + HOUR_MS, org="p"))])
+    publishers = [RollupPublisher(broker.bootstrap, topic, repo, interval=0.05) for _ in range(2)]
+    tasks = [asyncio.create_task(p.run()) for p in publishers]
+
+    async def published_settles_at(count: int) -> None:
+        for _ in range(300):
+            if len(await published(broker.bootstrap, topic)) >= count:
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1)  # a second publisher would have sent its copies by now
+        assert len(await published(broker.bootstrap, topic)) == count
+
+    try:
+        await published_settles_at(2)  # two changed hours, once each
+        await writer.write([record(2, event("late", H0 + 7))])
+        await published_settles_at(3)
+        assert sorted(p.elected for p in publishers) == [False, True]
+        leader = tasks[[p.elected for p in publishers].index(True)]
+        leader.cancel()  # the other one must take over
+        with contextlib.suppress(asyncio.CancelledError):
+            await leader
+        await writer.write([record(3, event("later", H0 + HOUR_MS + 9, org="p"))])
+        await published_settles_at(4)
+    finally:
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
