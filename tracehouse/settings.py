@@ -106,6 +106,19 @@ class Settings:
     log_level: LogLevel = "INFO"
     #: Faust consumer commit interval, seconds.
     commit_interval_seconds: float = 1.0
+    #: Delays before each webhook retry tier (``ms``, ``s``, ``m``, ``h``; 1 to 10 tiers, each at most
+    #: 24 h); a delivery failing after the last goes to the dead letters.
+    webhook_retry_schedule: str = "1m,5m,30m"
+    #: Let webhooks reach private, loopback and link-local addresses (cloud metadata never).
+    webhook_allow_private_networks: bool = False
+    #: One webhook delivery attempt's time limit (connect to the end of the response).
+    webhook_timeout_seconds: float = 10.0
+    #: Deliveries in flight to one endpoint at once.
+    webhook_concurrency_per_endpoint: int = 4
+    #: An endpoint's circuit breaker opens after this many consecutive failed attempts, for this
+    #: long; then one attempt probes it.
+    webhook_breaker_failures: int = 5
+    webhook_breaker_cooldown_seconds: float = 30.0
 
     @property
     def embedded_kafka(self) -> bool:
@@ -176,13 +189,27 @@ class Settings:
                      "max_body_bytes", "max_batch_events", "max_event_bytes", "send_timeout_seconds",
                      "broker_supervise_seconds", "approval_ttl_seconds", "approval_check_seconds",
                      "command_timeout_seconds", "checkpoint_interval_seconds", "rollup_interval_seconds",
-                     "compact_min_records"):
+                     "compact_min_records", "webhook_timeout_seconds", "webhook_concurrency_per_endpoint",
+                     "webhook_breaker_failures", "webhook_breaker_cooldown_seconds"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{_env_name(name)} must be positive")
         if not MIN_EVENT_BYTES <= self.max_event_bytes <= MAX_EVENT_BYTES:
             raise ValueError(f"{ENV_PREFIX}MAX_EVENT_BYTES must be between {MIN_EVENT_BYTES} and {MAX_EVENT_BYTES}")
         if self.ingest_processes < 0:
             raise ValueError(f"{ENV_PREFIX}INGEST_PROCESSES must be 0 or more")
+        from schemas.webhooks import parse_retry_schedule  # here: importing settings loads none of ours
+
+        try:
+            parse_retry_schedule(self.webhook_retry_schedule)
+        except ValueError as exc:
+            raise ValueError(f"{ENV_PREFIX}WEBHOOK_RETRY_SCHEDULE={self.webhook_retry_schedule!r}: {exc}") from None
+
+    @property
+    def webhook_retry_delays(self) -> tuple[float, ...]:
+        """Seconds before each webhook retry tier (``webhook_retry_schedule`` parsed)."""
+        from schemas.webhooks import parse_retry_schedule  # here: importing settings loads none of ours
+
+        return parse_retry_schedule(self.webhook_retry_schedule)
 
 
 def _env_name(field_name: str) -> str:

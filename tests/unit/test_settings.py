@@ -113,3 +113,39 @@ def test_float_overrides_refuse_inf_and_nan(value):
 def test_junk_numbers_name_the_variable(var, raw):
     with pytest.raises(ValueError, match=f"^{var}={raw!r}: "):
         Settings.from_env({var: raw})
+
+
+def test_webhook_settings_have_their_defaults():
+    s = Settings.from_env({})
+    assert s.webhook_retry_schedule == "1m,5m,30m" and s.webhook_retry_delays == (60.0, 300.0, 1800.0)
+    assert s.webhook_allow_private_networks is False
+    assert (s.webhook_timeout_seconds, s.webhook_concurrency_per_endpoint) == (10.0, 4)
+    assert (s.webhook_breaker_failures, s.webhook_breaker_cooldown_seconds) == (5, 30.0)
+
+
+def test_webhook_settings_are_read_from_the_environment():
+    s = Settings.from_env({"TRACEHOUSE_WEBHOOK_RETRY_SCHEDULE": "200ms,400ms",
+                           "TRACEHOUSE_WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",
+                           "TRACEHOUSE_WEBHOOK_TIMEOUT_SECONDS": "2.5",
+                           "TRACEHOUSE_WEBHOOK_CONCURRENCY_PER_ENDPOINT": "8",
+                           "TRACEHOUSE_WEBHOOK_BREAKER_FAILURES": "3",
+                           "TRACEHOUSE_WEBHOOK_BREAKER_COOLDOWN_SECONDS": "0.5"})
+    assert s.webhook_retry_delays == (0.2, 0.4) and s.webhook_allow_private_networks
+    assert (s.webhook_timeout_seconds, s.webhook_concurrency_per_endpoint) == (2.5, 8)
+    assert (s.webhook_breaker_failures, s.webhook_breaker_cooldown_seconds) == (3, 0.5)
+
+
+@pytest.mark.parametrize(("raw", "why"), [("1m,5x", "'5x' is not a duration"), ("0s", "must be above 0"),
+                                          ("25h", "at most 24h"), (",".join(["1s"] * 11), "expected 1 to 10"),
+                                          ("1m,,5m", "'' is not a duration")])
+def test_an_invalid_webhook_retry_schedule_stops_start_up(raw, why):
+    with pytest.raises(ValueError) as exc:
+        Settings.from_env({"TRACEHOUSE_WEBHOOK_RETRY_SCHEDULE": raw})
+    assert str(exc.value).startswith(f"TRACEHOUSE_WEBHOOK_RETRY_SCHEDULE={raw!r}: ") and why in str(exc.value)
+
+
+@pytest.mark.parametrize("name", ["WEBHOOK_TIMEOUT_SECONDS", "WEBHOOK_CONCURRENCY_PER_ENDPOINT",
+                                  "WEBHOOK_BREAKER_FAILURES", "WEBHOOK_BREAKER_COOLDOWN_SECONDS"])
+def test_webhook_limits_must_be_positive(name):
+    with pytest.raises(ValueError, match=f"TRACEHOUSE_{name} must be positive"):
+        Settings.from_env({f"TRACEHOUSE_{name}": "0"})
