@@ -104,6 +104,8 @@ class Settings:
     trim_interval_seconds: float = 30.0
     compact_min_records: int = 10_000
     log_level: LogLevel = "INFO"
+    #: Let webhook URLs resolve to private, loopback or link-local addresses (development only).
+    webhook_allow_private_networks: bool = False
     #: Faust consumer commit interval, seconds.
     commit_interval_seconds: float = 1.0
 
