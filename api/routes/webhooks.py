@@ -46,6 +46,8 @@ PATCH_FIELDS = (*CREATE_FIELDS, "status")
 SECRET_GRACE_MS = 24 * 3_600_000
 #: ``limit`` of the list: default, least, most.
 LIMIT = (50, 1, 200)
+#: How long a URL's host may take to resolve (400 naming ``url`` after).
+RESOLVE_TIMEOUT_SECONDS = 5.0
 #: How long the view of the process may take to load the topic before a route answers 503.
 LOAD_TIMEOUT_SECONDS = 10.0
 
@@ -78,9 +80,12 @@ async def _url(request: web.Request, value: Any) -> str:
         url = check_url(value)
         parts = urlsplit(url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
-        await resolve_allowed(parts.hostname or "", port, request.app[SETTINGS].webhook_allow_private_networks)
+        async with asyncio.timeout(RESOLVE_TIMEOUT_SECONDS):
+            await resolve_allowed(parts.hostname or "", port, request.app[SETTINGS].webhook_allow_private_networks)
     except ValueError as exc:
         raise bad_param("url", str(exc)) from None
+    except TimeoutError:
+        raise bad_param("url", f"the host did not resolve within {RESOLVE_TIMEOUT_SECONDS:g} s") from None
     return url
 
 
