@@ -448,7 +448,7 @@ def _paths() -> dict[str, dict[str, Schema]]:
         "name": {"type": "string", "maxLength": 200, "default": "", "description": "valid Unicode"}},
         ["org_id", "scopes"])
     webhook_fields = {
-        "url": {"type": "string", "minLength": 1, "maxLength": MAX_URL_LEN,
+        "url": {"type": "string", "minLength": 1, "maxLength": MAX_URL_LEN, "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://",
                 "description": "http(s); must not resolve to a private, loopback or link-local address unless "
                                "TRACEHOUSE_WEBHOOK_ALLOW_PRIVATE_NETWORKS"},
         "event_types": {"type": "array", "minItems": 1, "items": {"type": "string", "enum": list(EVENT_TYPES)}},

@@ -19,6 +19,9 @@ hourly rollup rows come from their own views (``0007_traces.sql``, ``0012_rollup
 each written in one part per insert, so the highest offset each table holds for a partition
 tells which replayed records still need theirs (``_summarize``, ``_rollup``): a crash between
 two views' parts counts nothing twice and loses nothing. Reads never pay for deduplication.
+
+A ``one_row`` table (``webhook_subscriptions``) takes each record whole as one row, inserted into
+the table itself; ClickHouse skips the record's fields the table has no column for.
 """
 
 from __future__ import annotations
