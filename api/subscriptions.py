@@ -113,19 +113,29 @@ class SubscriptionReader:
         self._partitions = [TopicPartition(topic, p) for p in range(partitions)]
         self.view = view
         self._task: asyncio.Task[None] | None = None
+        self._started = False
 
     async def start(self) -> None:
-        await self._consumer.start()
+        """Start reading in the background (the API starts even while the broker is away: the
+        webhook routes answer 503 until the view is read)."""
+        self._task = asyncio.create_task(self._read(), name="webhook-subscriptions")
+
+    async def _connect(self) -> dict[TopicPartition, int]:
+        """Start the consumer at the beginning of every partition; the end offsets found."""
+        if not self._started:
+            await self._consumer.start()
+            self._started = True
         self._consumer.assign(self._partitions)
         await self._consumer.seek_to_beginning(*self._partitions)
-        self._task = asyncio.create_task(self._read(), name="webhook-subscriptions")
+        return await self._consumer.end_offsets(self._partitions)
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await self._consumer.stop()
+        if self._started:
+            await self._consumer.stop()
 
     async def _caught_up(self, ends: dict[TopicPartition, int]) -> bool:
         for tp, end in ends.items():
@@ -134,8 +144,7 @@ class SubscriptionReader:
         return True
 
     async def _read(self) -> None:
-        ends = await retrying(lambda: self._consumer.end_offsets(self._partitions), BROKER_READS,
-                              "reading the webhook subscriptions' end offsets")
+        ends = await retrying(self._connect, BROKER_READS, "starting the webhook subscriptions' reader")
         while True:
             if not self.view.ready.is_set() and await self._caught_up(ends):
                 self.view.ready.set()
