@@ -30,8 +30,8 @@ from api.context import (
 from api.errors import error_middleware
 from api.preparation import PreparationPool
 from api.routes import admin, audit, checkpoints, gateway, governance, health, ingest, tenants, webhooks
-from api.subscriptions import SubscriptionReader, SubscriptionView
 from schemas.producer import BrokerUnavailable, EventProducer
+from schemas.subscriptions import SubscriptionReader, SubscriptionView
 from schemas.topics import COMMAND_VERDICTS, WEBHOOK_SUBSCRIPTIONS
 from sinks.clickhouse import ClickHouse
 from sinks.repositories.api_keys import ApiKeyRepository

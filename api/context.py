@@ -10,7 +10,7 @@ from aiohttp import web
 from api.auth import KeyVerifier, authenticate, require_scope
 from api.commands import VerdictWaiter
 from api.preparation import PreparationPool
-from api.subscriptions import SubscriptionView
+from schemas.subscriptions import SubscriptionView
 from sinks.clickhouse import ClickHouse
 from sinks.repositories.api_keys import ApiKeyRepository
 from sinks.repositories.chains import ChainRepository

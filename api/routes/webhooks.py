@@ -3,7 +3,7 @@ change, delete) and ``…/rotate-secret``; scope ``webhooks:manage`` (or ``admin
 
 Every change is the subscription's whole new state, one record on ``webhook-subscriptions``
 (keyed by id, ``version`` one higher), and one entry of the org's audit log. Reads come from
-this process's view of that topic (``api.subscriptions``); each write is answered once the view
+this process's view of that topic (``schemas.subscriptions``); each write is answered once the view
 has read it back. The signing secret is shown by the create and the rotation only.
 """
 
@@ -24,11 +24,11 @@ from api.body import json_body
 from api.context import PRODUCER, SETTINGS, SUBSCRIPTIONS, VERIFIER, WEBHOOKS
 from api.errors import ApiError, bad_param, not_found
 from api.params import encode_cursor, int_param, key_cursor, reject_unknown
-from api.subscriptions import Subscription
 from schemas.codec import encode
 from schemas.model import validate_audit_event
 from schemas.producer import audit_records
 from schemas.ssrf import check_url, resolve_allowed
+from schemas.subscriptions import Subscription
 from schemas.timefmt import format_ms, now_ms
 from schemas.topics import AUDIT_EVENTS, WEBHOOK_SUBSCRIPTIONS
 from schemas.webhooks import EVENT_TYPES, new_secret, parse_filter

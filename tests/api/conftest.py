@@ -18,7 +18,7 @@ import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
 
 from api.app import create_app
-from api.subscriptions import SubscriptionView
+from schemas.subscriptions import SubscriptionView
 from schemas.topics import WEBHOOK_SUBSCRIPTIONS
 from tests.integration.conftest import fresh_clickhouse
 from tests.support.in_process import Pipeline, RecordingProducer

@@ -12,8 +12,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from api.subscriptions import SubscriptionReader, SubscriptionView
 from schemas.codec import decode
+from schemas.subscriptions import SubscriptionReader, SubscriptionView
 from schemas.topics import WEBHOOK_SUBSCRIPTIONS
 from streams.sink import SINK_GROUP
 from tests.support.service import Api, eventually, uid

@@ -1,4 +1,4 @@
-"""The API's in-memory view of ``webhook-subscriptions`` (api/subscriptions.py): newest version
+"""The in-memory view of ``webhook-subscriptions`` (schemas/subscriptions.py): newest version
 per id, deleted and other orgs' subscriptions hidden, writes waited for until read back."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from api.subscriptions import SubscriptionView
 from schemas.codec import encode
+from schemas.subscriptions import SubscriptionView
 
 
 def sub(sub_id: str, version: int, org: str = "acme", status: str = "active", **fields: Any) -> dict[str, Any]:

@@ -1,7 +1,8 @@
-"""The API's view of the webhook subscriptions: every record of ``webhook-subscriptions``, read
-into memory by each API process from the topic's beginning (the newest version of each id).
+"""A view of the webhook subscriptions: every record of ``webhook-subscriptions``, read into memory
+from the topic's beginning (the newest version of each id, secrets included). Each API process
+keeps one; so can the dispatcher.
 
-The routes answer from this view and write through the topic: a change is published, then
+The API's routes answer from this view and write through the topic: a change is published, then
 the route waits until this process's reader has read it back, so a GET right after a POST or
 PATCH sees the change, in the order every other reader of the topic (the sink, the
 dispatcher) sees it. Waiting for ClickHouse instead would add the sink's flush interval
