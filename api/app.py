@@ -20,16 +20,19 @@ from api.context import (
     PRODUCER,
     ROLLUPS,
     SETTINGS,
+    SUBSCRIPTIONS,
     TRACES,
     VERDICTS,
     VERIFIER,
+    WEBHOOKS,
     Publisher,
 )
 from api.errors import error_middleware
 from api.preparation import PreparationPool
-from api.routes import admin, audit, checkpoints, gateway, governance, health, ingest, tenants
+from api.routes import admin, audit, checkpoints, gateway, governance, health, ingest, tenants, webhooks
 from schemas.producer import BrokerUnavailable, EventProducer
-from schemas.topics import COMMAND_VERDICTS
+from schemas.subscriptions import SubscriptionReader, SubscriptionView
+from schemas.topics import COMMAND_VERDICTS, WEBHOOK_SUBSCRIPTIONS
 from sinks.clickhouse import ClickHouse
 from sinks.repositories.api_keys import ApiKeyRepository
 from sinks.repositories.chains import ChainRepository
@@ -37,6 +40,7 @@ from sinks.repositories.checkpoints import CheckpointRepository
 from sinks.repositories.events import EventRepository
 from sinks.repositories.rollups import RollupRepository
 from sinks.repositories.traces import TraceRepository
+from sinks.repositories.webhooks import WebhookRepository
 from tracehouse.settings import Settings
 
 
@@ -48,9 +52,11 @@ def broker_producer(settings: Settings) -> EventProducer:
 
 
 def create_app(settings: Settings, clickhouse: ClickHouse | None = None, *,
-               producer: Callable[[Settings], Publisher] = broker_producer) -> web.Application:
+               producer: Callable[[Settings], Publisher] = broker_producer,
+               subscriptions: SubscriptionView | None = None) -> web.Application:
     """The API. Pass ``clickhouse`` to share the worker's connection (embedded chdb), and
-    ``producer`` to publish elsewhere than to the broker (the API tests keep records in memory)."""
+    ``producer`` to publish elsewhere than to the broker (the API tests keep records in memory);
+    ``subscriptions`` to fill the webhook subscriptions' view yourself instead of reading the topic."""
     app = web.Application(middlewares=[error_middleware(settings.max_body_bytes)],
                           client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
@@ -65,6 +71,7 @@ def create_app(settings: Settings, clickhouse: ClickHouse | None = None, *,
         app[ROLLUPS] = RollupRepository(ch)
         app[CHECKPOINTS] = CheckpointRepository(ch)
         app[API_KEYS] = ApiKeyRepository(ch)
+        app[WEBHOOKS] = WebhookRepository(ch)
         app[VERIFIER] = KeyVerifier(app[API_KEYS], settings.admin_key, settings.key_cache_seconds)
         yield
         if owned:
@@ -92,10 +99,23 @@ def create_app(settings: Settings, clickhouse: ClickHouse | None = None, *,
         yield
         await waiter.stop()
 
-    app.cleanup_ctx.extend([clickhouse_ctx, producer_ctx, preparation_ctx])
+    async def subscriptions_ctx(app: web.Application) -> AsyncIterator[None]:
+        if subscriptions is not None:
+            app[SUBSCRIPTIONS] = subscriptions
+            yield
+            return
+        view = SubscriptionView()
+        reader = SubscriptionReader(settings.bootstrap_servers, WEBHOOK_SUBSCRIPTIONS, settings.topic_partitions,
+                                    view, settings.max_record_bytes)
+        await reader.start()
+        app[SUBSCRIPTIONS] = view
+        yield
+        await reader.stop()
+
+    app.cleanup_ctx.extend([clickhouse_ctx, producer_ctx, preparation_ctx, subscriptions_ctx])
     if settings.chain_events:  # without chain agents nobody decides commands
         app.cleanup_ctx.append(verdicts_ctx)
-    for module in (health, ingest, gateway, governance, tenants, audit, checkpoints, admin):
+    for module in (health, ingest, gateway, governance, tenants, audit, checkpoints, admin, webhooks):
         module.add_routes(app)
     app.router.add_get("/v1/openapi.json", openapi.serve)
     return app

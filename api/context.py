@@ -10,6 +10,7 @@ from aiohttp import web
 from api.auth import KeyVerifier, authenticate, require_scope
 from api.commands import VerdictWaiter
 from api.preparation import PreparationPool
+from schemas.subscriptions import SubscriptionView
 from sinks.clickhouse import ClickHouse
 from sinks.repositories.api_keys import ApiKeyRepository
 from sinks.repositories.chains import ChainRepository
@@ -17,6 +18,7 @@ from sinks.repositories.checkpoints import CheckpointRepository
 from sinks.repositories.events import EventRepository
 from sinks.repositories.rollups import RollupRepository
 from sinks.repositories.traces import TraceRepository
+from sinks.repositories.webhooks import WebhookRepository
 from tracehouse.settings import Settings
 
 
@@ -46,6 +48,8 @@ API_KEYS = web.AppKey("api_keys", ApiKeyRepository)
 VERIFIER = web.AppKey("verifier", KeyVerifier)
 PREPARATION = web.AppKey("preparation", PreparationPool)
 VERDICTS = web.AppKey("verdicts", VerdictWaiter)
+SUBSCRIPTIONS = web.AppKey("subscriptions", SubscriptionView)
+WEBHOOKS = web.AppKey("webhooks", WebhookRepository)
 
 
 async def caller_org(request: web.Request, scope: str) -> str:

@@ -16,11 +16,13 @@ from aiohttp import web
 
 from api.auth import SCOPES
 from api.paging import MAX_OFFSET
-from api.routes import admin, gateway, governance, tenants
+from api.routes import admin, gateway, governance, tenants, webhooks
 from schemas.lifecycle import FINAL_OUTCOMES, IN_PROGRESS, OUTCOME_STATUSES
 from schemas.model import BOUNDED_FIELDS, ID_FIELDS, MAX_COST, MAX_ID_LEN, MAX_TOKENS, SERVER_DEFAULTS, SERVER_FIELDS
 from schemas.registry import record_fields
+from schemas.ssrf import MAX_URL_LENGTH
 from schemas.timefmt import MAX_MS, MIN_MS
+from schemas.webhooks import EVENT_TYPES, FILTER_KEYS
 from tracehouse.settings import Settings
 
 Schema = dict[str, Any]
@@ -162,7 +164,28 @@ def _components() -> dict[str, Schema]:
     api_key = {"key_id": {"type": "string"}, "org_id": {"type": "string"}, "name": {"type": "string"},
                "scopes": {"type": "array", "items": {"type": "string", "enum": list(SCOPES)}},
                "created_at": _ISO, "revoked": {"type": "boolean"}}
+    webhook = {
+        "id": {"type": "string", "pattern": "^wh_[a-z2-7]{26}$"}, "url": {"type": "string"},
+        "event_types": {"type": "array", "items": {"type": "string", "enum": list(EVENT_TYPES)}},
+        "description": {"type": "string"}, "filter": _ref("WebhookFilter"),
+        "status": {"type": "string", "enum": [*webhooks.SETTABLE_STATUSES]},
+        "disabled_reason": {"type": "string", "description": "empty unless disabled"},
+        "created_at": _ISO, "updated_at": _ISO}
+    health = {
+        "last_success_at": _nullable(dict(_ISO)), "last_failure_at": _nullable(dict(_ISO)),
+        "consecutive_failures": {"type": "integer", "minimum": 0},
+        "breaker": {"type": ["string", "null"], "description": "the circuit breaker's state; null until a delivery "
+                                                               "was attempted"},
+        "dead_letters": {"type": "integer", "minimum": 0}}
+    secret = {"secret": {"type": "string", "pattern": "^whsec_",
+                         "description": "Standard Webhooks signing secret; shown only here"}}
     return {
+        "WebhookFilter": _object({k: {"type": "string", "minLength": 1, "maxLength": 256} for k in FILTER_KEYS}, []),
+        "Webhook": _object(webhook | health),
+        "CreatedWebhook": _object(webhook | secret),
+        "UpdatedWebhook": _object(webhook),
+        "WebhookList": _object({"webhooks": {"type": "array", "items": _ref("Webhook")},
+                                "nextCursor": {"type": ["string", "null"]}}),
         "Error": _object({"error": _object({
             "code": {"type": "string", "description": "machine-readable: validation_error, invalid_json, "
                                                       "unauthorized, forbidden, not_found, conflict, "
@@ -424,6 +447,22 @@ def _paths() -> dict[str, dict[str, Schema]]:
         "scopes": {"type": "array", "minItems": 1, "items": {"type": "string", "enum": list(SCOPES)}},
         "name": {"type": "string", "maxLength": 200, "default": "", "description": "valid Unicode"}},
         ["org_id", "scopes"])
+    webhook_fields = {
+        "url": {"type": "string", "minLength": 1, "maxLength": MAX_URL_LENGTH, "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://",
+                "description": "http(s); must not resolve to a private, loopback or link-local address unless "
+                               "TRACEHOUSE_WEBHOOK_ALLOW_PRIVATE_NETWORKS"},
+        "event_types": {"type": "array", "minItems": 1, "items": {"type": "string", "enum": list(EVENT_TYPES)}},
+        "description": {"type": "string", "maxLength": webhooks.MAX_DESCRIPTION, "default": ""},
+        "filter": {"anyOf": [{"type": "object", "additionalProperties": False, "properties": {
+            k: {"type": ["string", "null"], "minLength": 1, "maxLength": 256} for k in FILTER_KEYS}},
+            {"type": "null"}], "description": "deliver only events whose given keys equal these values"}}
+    webhook_body = _object(webhook_fields, ["url", "event_types"])
+    webhook_patch = _object(webhook_fields | {"status": {"type": "string", "enum": list(webhooks.SETTABLE_STATUSES)}},
+                            []) | {"minProperties": 1}
+    webhook_id = _path("webhook_id", "the subscription's id (`wh_…`); another org's answers 404")
+    webhook_errors = {400: _error(400), 503: _error(503, "The broker did not acknowledge the change (retry after "
+                                                         "`Retry-After` seconds), or this process is still reading "
+                                                         "the subscriptions")}
     keys_responses = {400: _error(400), 403: _error(403, "Managing keys needs the operator key or an org key with "
                                                          "`admin` (its own org only)")}
 
@@ -499,6 +538,29 @@ def _paths() -> dict[str, dict[str, Schema]]:
             {200: _ok(_ref("AuditVerification")), 400: _error(400)},
             [_time("from", "default: the beginning"), _time("to", "default: now; not before `from`")],
             tag="integrity")},
+        "/v1/webhooks": {
+            "post": _operation("Subscribe a URL to webhook events (the signing secret is shown once)",
+                               webhooks.SCOPE, {201: _ok(_ref("CreatedWebhook"), "Created"), 413: _error(413),
+                                                **webhook_errors}, body=webhook_body, tag="webhooks"),
+            "get": _operation("The org's webhook subscriptions, newest first, with their delivery health",
+                              webhooks.SCOPE, {200: _ok(_ref("WebhookList")), 400: _error(400),
+                                               503: webhook_errors[503]},
+                              [_int("limit", *webhooks.LIMIT), _cursor("nextCursor")], tag="webhooks")},
+        "/v1/webhooks/{webhook_id}": {
+            "get": _operation("A webhook subscription with its delivery health", webhooks.SCOPE,
+                              {200: _ok(_ref("Webhook")), 404: _error(404), 503: webhook_errors[503]},
+                              [webhook_id], tag="webhooks"),
+            "patch": _operation("Change a webhook subscription's URL, event types, description, filter or status",
+                                webhooks.SCOPE, {200: _ok(_ref("UpdatedWebhook")), 404: _error(404),
+                                                 413: _error(413), **webhook_errors},
+                                [webhook_id], body=webhook_patch, tag="webhooks"),
+            "delete": _operation("Delete a webhook subscription", webhooks.SCOPE,
+                                 {204: {"description": "Deleted"}, 404: _error(404), 503: webhook_errors[503]},
+                                 [webhook_id], tag="webhooks")},
+        "/v1/webhooks/{webhook_id}/rotate-secret": {"post": _operation(
+            "Replace the signing secret; the previous one keeps signing for 24 h", webhooks.SCOPE,
+            {200: _ok(_ref("CreatedWebhook"), "The new secret (shown only here)"), 404: _error(404),
+             503: webhook_errors[503]}, [webhook_id], tag="webhooks")},
         "/v1/admin/keys": {
             "post": _operation("Create an org key (the secret is shown once)", "admin", {
                 201: _ok(_ref("CreatedApiKey"), "Created"), 413: _error(413), **keys_responses},

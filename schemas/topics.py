@@ -10,6 +10,10 @@ COMMAND_VERDICTS = "command-verdicts"
 WEBHOOK_EVENTS = "webhook-events"
 #: Hourly rollups (``HourlyRollup`` Avro), keyed by org_id: public, re-sent when an hour changes.
 ROLLUPS_HOURLY = "rollups-hourly"
+#: Webhook subscriptions (``WebhookSubscription`` Avro), keyed by subscription id: every change is the
+#: subscription's whole new state (``version`` one higher), deletion included (status ``deleted``).
+#: Compacted, and never trimmed: the topic is the subscriptions' store, secrets included.
+WEBHOOK_SUBSCRIPTIONS = "webhook-subscriptions"
 #: Signed checkpoints (JSON), as also stored in ClickHouse.
 CHECKPOINTS = "checkpoints"
 
@@ -26,4 +30,8 @@ def is_padding(headers: object) -> bool:
 
 #: Topics tracehouse creates before its worker starts (partition count from Settings).
 SOURCE_TOPICS = (TRACE_EVENTS, AUDIT_EVENTS, SEALED_EVENTS, INVALID_EVENTS, COMMAND_VERDICTS, WEBHOOK_EVENTS,
-                 CHECKPOINTS, ROLLUPS_HOURLY)
+                 CHECKPOINTS, ROLLUPS_HOURLY, WEBHOOK_SUBSCRIPTIONS)
+
+#: Topics that hold state rather than transit: created with these configs (on Kafka: compacted,
+#: so each key's latest record stays forever), never trimmed by the embedded trimmer.
+TOPIC_CONFIGS = {WEBHOOK_SUBSCRIPTIONS: {"cleanup.policy": "compact"}}

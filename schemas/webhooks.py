@@ -25,6 +25,8 @@ from schemas.timefmt import format_ms
 
 #: Event types a subscription may ask for.
 EVENT_TYPES = ("trace.completed", "approval.requested", "audit.event.created", "trace.events", "webhook.test")
+#: What a subscription filter may narrow by: an event's type, class and agent_id.
+FILTER_KEYS = ("type", "class", "agent_id")
 SECRET_PREFIX = "whsec_"
 #: Random bytes in a generated secret; the spec accepts secrets of 24 to 64 bytes.
 SECRET_BYTES = 24
@@ -99,18 +101,20 @@ def delivery_id(event_id: str, subscription_id: str) -> str:
 
 @dataclass(frozen=True)
 class Filter:
-    """Which events a subscription receives: each field set must equal the event's (unset: any).
-    ``klass`` is the event's ``class`` (``class`` in JSON)."""
+    """Which events a subscription receives: each field set must equal the event's ``type`` (a trace or
+    audit event type such as ``GENERATION`` or ``approval_requested``), ``class`` and ``agent_id``,
+    where the event has that attribute (unset: any). ``klass`` is ``class`` in JSON."""
 
     type: str | None = None
     klass: str | None = None
     agent_id: str | None = None
 
-    def matches(self, event_type: str, attributes: Mapping[str, Any]) -> bool:
-        """True if an event of ``event_type`` with ``attributes`` (its ``class``, ``agent_id``…) passes."""
-        return ((self.type is None or self.type == event_type)
-                and (self.klass is None or attributes.get("class") == self.klass)
-                and (self.agent_id is None or attributes.get("agent_id") == self.agent_id))
+    def matches(self, attributes: Mapping[str, Any]) -> bool:
+        """True if an event with ``attributes`` (its ``type``, ``class``, ``agent_id``, those it has) passes:
+        a filter narrows only by the attributes an event has."""
+        wanted = {"type": self.type, "class": self.klass, "agent_id": self.agent_id}
+        return all(attributes[name] == value for name, value in wanted.items()
+                   if value is not None and attributes.get(name) is not None)
 
     @classmethod
     def from_json(cls, value: Any, field: str = "filter") -> Filter:
@@ -124,8 +128,6 @@ class Filter:
             if key not in ("type", "class", "agent_id"):
                 raise ValidationError(f"{field}.{key}", "unknown field; expected type, class or agent_id")
         parsed = {name: _filter_value(f"{field}.{name}", value.get(name)) for name in ("type", "class", "agent_id")}
-        if parsed["type"] is not None and parsed["type"] not in EVENT_TYPES:
-            raise ValidationError(f"{field}.type", f"expected one of {', '.join(EVENT_TYPES)}")
         return cls(type=parsed["type"], klass=parsed["class"], agent_id=parsed["agent_id"])
 
     def to_json(self) -> dict[str, str]:

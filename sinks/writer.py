@@ -19,6 +19,9 @@ hourly rollup rows come from their own views (``0007_traces.sql``, ``0012_rollup
 each written in one part per insert, so the highest offset each table holds for a partition
 tells which replayed records still need theirs (``_summarize``, ``_rollup``): a crash between
 two views' parts counts nothing twice and loses nothing. Reads never pay for deduplication.
+
+A ``one_row`` table (``webhook_subscriptions``) takes each record whole as one row, inserted into
+the table itself; ClickHouse skips the record's fields the table has no column for.
 """
 
 from __future__ import annotations
@@ -78,18 +81,30 @@ class SinkTable:
     unchained_tail: bytes  # what follows a raw batch to make it sealed-shaped: no links
     summary_table: str | None = None  # the read model fed from the same rows (exactly once, see below)
     rollup_table: str | None = None  # the hourly rollups fed from the same rows, likewise
+    #: Each record (of ``batch_schema``) is one row of ``table``, inserted into it directly: no
+    #: staging table, batch or seal. A record stored at its offset is left out of a replay.
+    one_row: bool = False
 
     @property
     def staging_table(self) -> str:
-        return f"{self.table}_in"
+        return self.table if self.one_row else f"{self.table}_in"
 
     @property
     def schemas(self) -> tuple[str, ...]:
+        if self.one_row:
+            return (self.batch_schema,)
         return (self.sealed_schema, self.batch_schema, self.single_schema)
 
     def staging_schema(self) -> dict[str, Any]:
         """The container row: the sealed record's fields (those after the batch's with a ``_``
-        prefix), which of its events are already stored, whether to summarize it, its source."""
+        prefix), which of its events are already stored, whether to summarize it, its source.
+        A ``one_row`` record's row is its own fields and its source."""
+        source_fields = [{"name": "_topic", "type": "string"}, {"name": "_partition", "type": "long"},
+                         {"name": "_offset", "type": "long"}]
+        if self.one_row:
+            record = schema(self.batch_schema).wire
+            return {"type": "record", "name": f"{record['name']}WithSource",
+                    "fields": [*record["fields"], *source_fields]}
         sealed = schema(self.sealed_schema).wire
         batch = {f["name"] for f in schema(self.batch_schema).wire["fields"]}
         return {"type": "record", "name": f"{sealed['name']}WithSource", "fields": [
@@ -97,9 +112,7 @@ class SinkTable:
             {"name": "_stored", "type": {"type": "array", "items": "long"}},
             {"name": "_summarize", "type": "boolean"},
             {"name": "_rollup", "type": "boolean"},
-            {"name": "_topic", "type": "string"},
-            {"name": "_partition", "type": "long"},
-            {"name": "_offset", "type": "long"},
+            *source_fields,
         ]}
 
 
@@ -108,6 +121,10 @@ TRACE_EVENTS_SINK = SinkTable("events", "event_id", "TraceEventBatch", "TraceEve
                               "rollups_hourly")
 AUDIT_EVENTS_SINK = SinkTable("audit_events", "id", "AuditEventBatch", "AuditEvent", "SealedAuditEventBatch",
                               ("org_id",), sealed_links(0, b"", []))
+#: ``webhook-subscriptions`` records, one row per change (``0013_webhook_subscriptions.sql``): the
+#: table has no column for the secrets, so ClickHouse skips them.
+WEBHOOK_SUBSCRIPTIONS_SINK = SinkTable("webhook_subscriptions", "id", "WebhookSubscription", "WebhookSubscription",
+                                       "WebhookSubscription", (), b"", one_row=True)
 
 
 @dataclass
@@ -178,6 +195,13 @@ class SinkWriter:
         naming the events already stored (1-based); None when nothing of it is missing."""
         src = record.source
         window = await self._window(src)
+        source = avro_string(src.topic) + long_bytes(src.partition) + long_bytes(src.offset)
+        if self.spec.one_row:
+            if src.offset <= window.last_offset and \
+                    (src.offset, decode(record.value).datum[self.spec.id_column]) in window.stored:
+                self.rows_skipped += 1
+                return None
+            return record.value[HEADER_LEN:] + source
         summarize = self.spec.summary_table is not None and src.offset > window.summarized
         rollup = self.spec.rollup_table is not None and src.offset > window.rolled_up
         replay = src.offset <= window.last_offset
@@ -196,7 +220,6 @@ class SinkWriter:
             self.rows_skipped += len(stored)
             if len(stored) == len(events) and not summarize and not rollup:
                 return None
-        source = avro_string(src.topic) + long_bytes(src.partition) + long_bytes(src.offset)
         return body + long_array(stored) + boolean_bytes(summarize) + boolean_bytes(rollup) + source
 
     @staticmethod

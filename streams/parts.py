@@ -24,13 +24,15 @@ from schemas.topics import (
     INVALID_EVENTS,
     ROLLUPS_HOURLY,
     SEALED_EVENTS,
+    TOPIC_CONFIGS,
     TRACE_EVENTS,
     WEBHOOK_EVENTS,
+    WEBHOOK_SUBSCRIPTIONS,
 )
 from sinks.clickhouse import ClickHouse
 from sinks.repositories.checkpoints import CheckpointRepository
 from sinks.repositories.rollups import RollupRepository
-from sinks.writer import AUDIT_EVENTS_SINK, TRACE_EVENTS_SINK, SinkWriter
+from sinks.writer import AUDIT_EVENTS_SINK, TRACE_EVENTS_SINK, WEBHOOK_SUBSCRIPTIONS_SINK, SinkWriter
 from streams.app import APP_ID, CHANGELOGS, HEADS_CHANGELOG
 from streams.checkpointer import CHECKPOINT_GROUP, Checkpointer
 from streams.rollups import ROLLUPS_GROUP, RollupPublisher
@@ -101,8 +103,9 @@ def topics_of(parts: list[Part]) -> list[str]:
 
 
 def trimmable(parts: list[Part]) -> dict[str, list[str]]:
-    """topic -> the groups whose commits bound its trimming; topics a part keeps are left to it."""
-    kept = {t for part in parts for t in part.keeps}
+    """topic -> the groups whose commits bound its trimming; topics a part keeps are left to it, and
+    topics that hold state (``schemas.topics.TOPIC_CONFIGS``) are never trimmed."""
+    kept = {t for part in parts for t in part.keeps} | set(TOPIC_CONFIGS)
     changelogs = {t for part in parts for t in part.changelogs}
     return {t: readers_of(parts, t) for t in topics_of(parts)
             if t not in kept and t not in changelogs and readers_of(parts, t)}
@@ -115,8 +118,10 @@ def _required(clickhouse: ClickHouse | None) -> ClickHouse:
 
 
 def sink_topics(settings: Settings) -> list[str]:
-    """What the sink stores: sealed events, or the raw topics when chaining is off."""
-    return [SEALED_EVENTS] if settings.chain_events else [TRACE_EVENTS, AUDIT_EVENTS]
+    """What the sink stores: sealed events (or the raw topics when chaining is off), and the webhook
+    subscriptions."""
+    return [SEALED_EVENTS, WEBHOOK_SUBSCRIPTIONS] if settings.chain_events \
+        else [TRACE_EVENTS, AUDIT_EVENTS, WEBHOOK_SUBSCRIPTIONS]
 
 
 def create_checkpointer(settings: Settings, clickhouse: ClickHouse) -> Checkpointer:
@@ -135,7 +140,8 @@ def create_rollup_publisher(settings: Settings, clickhouse: ClickHouse) -> Rollu
 
 def create_sink(settings: Settings, clickhouse: ClickHouse) -> Sink:
     """The sink consumer: ``sink_topics`` -> ClickHouse."""
-    writers = [SinkWriter(clickhouse, TRACE_EVENTS_SINK), SinkWriter(clickhouse, AUDIT_EVENTS_SINK)]
+    writers = [SinkWriter(clickhouse, TRACE_EVENTS_SINK), SinkWriter(clickhouse, AUDIT_EVENTS_SINK),
+               SinkWriter(clickhouse, WEBHOOK_SUBSCRIPTIONS_SINK)]
     return Sink(settings.bootstrap_servers, sink_topics(settings), writers, INVALID_EVENTS,
                 batch_records=settings.sink_batch_records, batch_seconds=settings.sink_batch_seconds,
                 max_record_bytes=settings.max_record_bytes)

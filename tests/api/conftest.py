@@ -18,6 +18,8 @@ import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
 
 from api.app import create_app
+from schemas.subscriptions import SubscriptionView
+from schemas.topics import WEBHOOK_SUBSCRIPTIONS
 from tests.integration.conftest import fresh_clickhouse
 from tests.support.in_process import Pipeline, RecordingProducer
 from tests.support.service import ADMIN_KEY, Api
@@ -38,7 +40,10 @@ async def in_process(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[
     # ingest prepares requests inline: the process pool is exercised by every e2e ingest
     settings = Settings(admin_key=ADMIN_KEY, chain_events=False, ingest_processes=0)
     async with fresh_clickhouse(tmp_path_factory) as ch:
-        app = create_app(settings, ch, producer=lambda _: producer)
+        subscriptions = SubscriptionView()  # read from the topic at once, as if through a broker
+        subscriptions.ready.set()
+        producer.readers[WEBHOOK_SUBSCRIPTIONS] = subscriptions.apply_record
+        app = create_app(settings, ch, producer=lambda _: producer, subscriptions=subscriptions)
         async with TestClient(TestServer(app)) as client, Api(str(client.make_url("")).rstrip("/")) as api:
             yield InProcess(api, client, producer, Pipeline(ch, producer))
 

@@ -33,8 +33,10 @@ PARTIAL_ACCEPTANCE = ("/v1/events", "/v1/audit/events")
 #: the offset cap. Every other check (no 5xx, documented statuses and bodies) still runs there.
 #: Ingest too: JSON Schema cannot say "valid Unicode" (a lone surrogate escape is rejected naming the
 #: field) nor "an integer written without a fraction" (``occurred_at: 1.7e12`` is rejected).
+#: Webhook subscriptions: nor "a URL whose host resolves to a public address".
 DEPENDENT_PARAMETERS = (*PARTIAL_ACCEPTANCE, "/v1/traces", "/v1/metrics", "/api/v1/traces",
-                        "/tenants/{tenant_id}/traces", "/v1/checkpoints", "/v1/audit/verify")
+                        "/tenants/{tenant_id}/traces", "/v1/checkpoints", "/v1/audit/verify", "/v1/webhooks",
+                        "/v1/webhooks/{webhook_id}")
 
 
 def _seed_data(base: str, key: str) -> None:
@@ -106,10 +108,12 @@ def test_api_honours_its_contract(case: schemathesis.Case, stack: Service, fuzz_
 
 def _minimal_request(path: str, method: str) -> dict:
     """A request to the operation that is valid apart from the key (unknown ids are fine)."""
-    url = path.replace("{tenant_id}", ORG).replace("{trace_id}", "no-such-trace").replace("{key_id}", "no-such-key")
+    url = (path.replace("{tenant_id}", ORG).replace("{trace_id}", "no-such-trace").replace("{key_id}", "no-such-key")
+           .replace("{webhook_id}", "wh_nosuchwebhook"))
     body = {"/v1/events": [{"trace_id": "scope-check"}], "/v1/audit/events": [{"actor": "a", "action": "b"}],
             "/api/v1/traces/{trace_id}/outcome": {"status": "success"},
-            "/v1/admin/keys": {"org_id": ORG, "scopes": ["traces:read"], "name": "scope-check"}}.get(path)
+            "/v1/admin/keys": {"org_id": ORG, "scopes": ["traces:read"], "name": "scope-check"},
+            "/v1/webhooks": {"url": "https://93.184.215.14/scope-check", "event_types": ["webhook.test"]}}.get(path)
     return {"method": method.upper(), "url": url, "json": body if method == "post" else None}
 
 
@@ -137,4 +141,4 @@ def test_each_operation_needs_the_scope_it_documents(stack: Service, fuzz_key: s
                                      headers={"Authorization": f"Bearer {key(scopes)}"}, timeout=30)
                 assert (r.status_code == 403) == forbidden, (method, path, scopes, r.status_code, r.text)
             checked += 1
-    assert checked == 17
+    assert checked == 23

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,9 +15,16 @@ from schemas.codec import decode, encode, schema_of
 from schemas.lifecycle import Verdict
 from schemas.producer import invalid_records
 from schemas.timefmt import now_ms
-from schemas.topics import AUDIT_EVENTS, INVALID_EVENTS, SEALED_EVENTS, TRACE_EVENTS
+from schemas.topics import AUDIT_EVENTS, INVALID_EVENTS, SEALED_EVENTS, TRACE_EVENTS, WEBHOOK_SUBSCRIPTIONS
 from sinks.clickhouse import ClickHouse
-from sinks.writer import AUDIT_EVENTS_SINK, TRACE_EVENTS_SINK, SinkRecord, SinkWriter, Source
+from sinks.writer import (
+    AUDIT_EVENTS_SINK,
+    TRACE_EVENTS_SINK,
+    WEBHOOK_SUBSCRIPTIONS_SINK,
+    SinkRecord,
+    SinkWriter,
+    Source,
+)
 from streams.chaining import AUDIT_CHAIN, TRACE_CHAIN, ChainKind, ChainStore, apply_command, seal
 
 
@@ -30,10 +37,12 @@ class Sent:
 
 class RecordingProducer:
     """What the API uses of ``schemas.producer.EventProducer``, in memory: every record it
-    is asked to publish is kept in ``sent``, acknowledged at once."""
+    is asked to publish is kept in ``sent``, acknowledged at once; ``readers[topic]`` is handed
+    each value sent to ``topic`` at once, as a reader of the topic would read it."""
 
     def __init__(self) -> None:
         self.sent: list[Sent] = []
+        self.readers: dict[str, Callable[[bytes], None]] = {}
 
     async def start(self) -> None:
         pass
@@ -44,6 +53,9 @@ class RecordingProducer:
     async def send_records(self, topic: str, records: Iterable[tuple[bytes | None, bytes]]) -> int:
         records = list(records)
         self.sent += [Sent(topic, key, value) for key, value in records]
+        if topic in self.readers:
+            for _, value in records:
+                self.readers[topic](value)
         return len(records)
 
     async def send_invalid(self, reports: Iterable[dict[str, Any]]) -> None:
@@ -63,7 +75,7 @@ class Pipeline:
     process: each record the producer kept is sealed as the chain agent seals it
     (``streams.chaining.seal``; a ``TraceCommand`` decided by ``schemas.lifecycle.decide``),
     and the sealed records are stored by the sink writer, one ``sealed-events`` offset each
-    (of partition 0)."""
+    (of partition 0); ``webhook-subscriptions`` records are stored as the sink stores them."""
 
     def __init__(self, clickhouse: ClickHouse, producer: RecordingProducer) -> None:
         self.clickhouse = clickhouse
@@ -71,20 +83,30 @@ class Pipeline:
         self.chains = ChainStore({}, {})
         self.writers = {TRACE_CHAIN.sealed_schema: SinkWriter(clickhouse, TRACE_EVENTS_SINK),
                         AUDIT_CHAIN.sealed_schema: SinkWriter(clickhouse, AUDIT_EVENTS_SINK)}
+        self.subscriptions = SinkWriter(clickhouse, WEBHOOK_SUBSCRIPTIONS_SINK)
         self.taken = 0  # records of producer.sent already handled
         self.offset = 0  # the next sealed-events offset
+        self.subscription_offset = 0  # the next webhook-subscriptions offset (partition 0)
 
     async def flush(self) -> int:
         """Seal and store every record published since the last flush, in one insert per
         sink; the number of events stored."""
         sent, self.taken = self.producer.sent[self.taken:], len(self.producer.sent)
         sealed: list[bytes] = []
+        subscriptions: list[SinkRecord] = []
         for record in sent:
+            if record.topic == WEBHOOK_SUBSCRIPTIONS:
+                subscriptions.append(SinkRecord(Source(WEBHOOK_SUBSCRIPTIONS, 0, self.subscription_offset),
+                                                record.value))
+                self.subscription_offset += 1
             if record.topic == TRACE_EVENTS:
                 sealed += self._command(record.value)[1] if schema_of(record.value) == "TraceCommand" \
                     else self._seal(TRACE_CHAIN, record.value)
             elif record.topic == AUDIT_EVENTS:
                 sealed += self._seal(AUDIT_CHAIN, record.value)
+        if subscriptions:
+            rejected = await self.subscriptions.write(subscriptions)
+            assert rejected == [], rejected
         return await self._store(sealed)
 
     async def outcome(self, org_id: str, trace_id: str, status: str, metadata: dict[str, str] | None = None,

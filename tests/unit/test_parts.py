@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from schemas.topics import AUDIT_EVENTS, SEALED_EVENTS, TRACE_EVENTS, WEBHOOK_EVENTS
+from schemas.topics import AUDIT_EVENTS, SEALED_EVENTS, TRACE_EVENTS, WEBHOOK_EVENTS, WEBHOOK_SUBSCRIPTIONS
 from streams.app import HEADS_CHANGELOG
 from streams.parts import Part, declared_parts, groups_of, readers_of, topics_of, trimmable
 from streams.worker import chosen_parts
@@ -24,6 +24,14 @@ def test_trimming_follows_the_readers_and_leaves_kept_topics_and_changelogs_alon
     assert readers_of(parts, SEALED_EVENTS) == ["tracehouse-sink"]  # trimmed by the chain worker holding it
     assert readers_of(parts, HEADS_CHANGELOG) == ["tracehouse-checkpoints"]
     assert HEADS_CHANGELOG not in topics_of(parts)
+
+
+@pytest.mark.parametrize("chained", [True, False])
+def test_the_sink_stores_the_webhook_subscriptions_and_their_topic_is_never_trimmed(chained):
+    parts = declared_parts(Settings(chain_events=chained))
+    assert readers_of(parts, WEBHOOK_SUBSCRIPTIONS) == ["tracehouse-sink"]
+    assert WEBHOOK_SUBSCRIPTIONS in topics_of(parts)  # created with the others
+    assert WEBHOOK_SUBSCRIPTIONS not in trimmable(parts)
 
 
 def test_unchained_the_sink_reads_the_raw_topics():
