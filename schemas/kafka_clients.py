@@ -10,12 +10,16 @@ record tracehouse writes.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
 
 from schemas.identity import client_id
+
+log = logging.getLogger(__name__)
 
 
 def consumer(bootstrap: str, part: str, *topics: str, group: str | None = None, max_record_bytes: int = 1_048_576,
@@ -41,3 +45,21 @@ async def started(*clients: AIOKafkaConsumer | AIOKafkaProducer) -> AsyncIterato
             await client.start()
             stack.push_async_callback(client.stop)
         yield
+
+
+async def commit_batch(consumer: AIOKafkaConsumer, records: Iterable[ConsumerRecord]) -> bool:
+    """Commit the offsets after ``records`` on the partitions the consumer still holds; False (logged)
+    when a rebalance took them meanwhile: their next owner reads the batch again."""
+    offsets: dict[TopicPartition, int] = {}
+    for record in records:
+        tp = TopicPartition(record.topic, record.partition)
+        offsets[tp] = max(offsets.get(tp, 0), record.offset + 1)
+    mine = consumer.assignment()
+    offsets = {tp: offset for tp, offset in offsets.items() if tp in mine}
+    try:
+        if offsets:
+            await consumer.commit(offsets)
+        return True
+    except (CommitFailedError, KafkaError) as exc:
+        log.warning("commit failed (%s); the batch will be read again", exc)
+        return False

@@ -201,3 +201,16 @@ def completion_notice(chain: bytes, state: TraceState) -> dict[str, Any]:
             "completed_at": format_ms(state.completed_at or 0)}
     return {"id": f"trace.completed:{org_id}:{trace_id}", "type": "trace.completed", "org_id": org_id,
             "occurred_at": state.completed_at, "data": json.dumps(data, separators=(",", ":"))}
+
+
+def approval_notice(chain: bytes, event: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``approval.requested`` WebhookEvent datum of an ``approval_requested`` event just chained
+    onto trace ``chain``: an approver has something to decide."""
+    org_id, trace_id = trace_of(chain)
+    data = {"trace_id": trace_id, "event_id": event["event_id"], "approval_request_id": event["approval_request_id"],
+            "occurred_at": format_ms(event["occurred_at"]), "type": event["type"], "class": event.get("class"),
+            "agent_id": event.get("agent_id"), "agent_name": event.get("agent_name"),
+            "requested_operation": event.get("requested_operation"), "description": event.get("description"),
+            "metadata": dict(event.get("metadata") or {})}
+    return {"id": f"approval.requested:{org_id}:{trace_id}:{event['event_id']}", "type": "approval.requested",
+            "org_id": org_id, "occurred_at": event["occurred_at"], "data": json.dumps(data, separators=(",", ":"))}

@@ -17,7 +17,7 @@ from schemas.compiled import Codec, compile_codec
 SCHEMA_DIR = Path(__file__).parent
 NAMES = ("TraceEvent", "TraceEventBatch", "AuditEvent", "AuditEventBatch",
          "SealedTraceEventBatch", "SealedAuditEventBatch", "TraceCommand", "CommandVerdict", "WebhookEvent",
-         "HourlyRollup", "WebhookSubscription")
+         "HourlyRollup", "WebhookSubscription", "WebhookDelivery", "WebhookAttempt")
 
 
 @dataclass(frozen=True)

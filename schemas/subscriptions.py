@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
+from collections.abc import Mapping
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -23,6 +24,7 @@ from aiokafka import TopicPartition
 from schemas import kafka_clients
 from schemas.codec import DecodeError, decode
 from schemas.retry import BROKER_READS, retrying
+from schemas.webhooks import Filter
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +86,13 @@ class SubscriptionView:
         subs = [s for s in self._by_org.get(org_id, {}).values() if s["status"] != "deleted"]
         return sorted(subs, key=lambda s: (s["created_at"], s["id"]), reverse=True)
 
+    def matching(self, org_id: str, event_type: str, attributes: Mapping[str, Any]) -> list[Subscription]:
+        """The org's active subscriptions to ``event_type`` whose filter lets an event with ``attributes``
+        (its type, class and agent_id, those it has) through."""
+        return [s for s in self._by_org.get(org_id, {}).values()
+                if s["status"] == "active" and event_type in s["event_types"]
+                and Filter.from_json(s["filter"]).matches(attributes)]
+
     async def read_back(self, sub_id: str, version: int, timeout: float) -> bool:
         """Wait until ``version`` (or a later one) of ``sub_id`` was applied; False after ``timeout``."""
         org_id = self._org_of.get(sub_id)
@@ -109,8 +118,8 @@ class SubscriptionReader:
     """Reads ``topic`` (all ``partitions``, no consumer group, from the beginning) into ``view``."""
 
     def __init__(self, bootstrap: str, topic: str, partitions: int, view: SubscriptionView,
-                 max_record_bytes: int = 1_048_576) -> None:
-        self._consumer = kafka_clients.consumer(bootstrap, "tracehouse-api-webhooks", max_record_bytes=max_record_bytes)
+                 max_record_bytes: int = 1_048_576, part: str = "tracehouse-api-webhooks") -> None:
+        self._consumer = kafka_clients.consumer(bootstrap, part, max_record_bytes=max_record_bytes)
         self._partitions = [TopicPartition(topic, p) for p in range(partitions)]
         self.view = view
         self._task: asyncio.Task[None] | None = None

@@ -8,6 +8,19 @@ INVALID_EVENTS = "invalid-events"
 COMMAND_VERDICTS = "command-verdicts"
 #: What webhook subscribers may be told (``trace.completed``…), keyed by org_id.
 WEBHOOK_EVENTS = "webhook-events"
+#: Webhook deliveries on their first attempt (``WebhookDelivery`` Avro), keyed by subscription id.
+WEBHOOK_DELIVERIES = "webhook-deliveries"
+#: Deliveries whose every retry failed; replayed from ClickHouse's copy (``POST /v1/webhooks/{id}/replay``).
+WEBHOOK_DEAD_LETTER = "webhook-dead-letter"
+#: Every delivery attempt (``WebhookAttempt`` Avro), keyed by subscription id.
+WEBHOOK_ATTEMPTS = "webhook-attempts"
+
+
+def webhook_retry_topic(tier: int) -> str:
+    """The topic of deliveries waiting for their ``tier``-th retry (1-based)."""
+    return f"webhook-retry-{tier}"
+
+
 #: Hourly rollups (``HourlyRollup`` Avro), keyed by org_id: public, re-sent when an hour changes.
 ROLLUPS_HOURLY = "rollups-hourly"
 #: Webhook subscriptions (``WebhookSubscription`` Avro), keyed by subscription id: every change is the

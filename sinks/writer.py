@@ -125,6 +125,12 @@ AUDIT_EVENTS_SINK = SinkTable("audit_events", "id", "AuditEventBatch", "AuditEve
 #: table has no column for the secrets, so ClickHouse skips them.
 WEBHOOK_SUBSCRIPTIONS_SINK = SinkTable("webhook_subscriptions", "id", "WebhookSubscription", "WebhookSubscription",
                                        "WebhookSubscription", (), b"", one_row=True)
+#: Every delivery attempt (``webhook-attempts``) and every dead-lettered delivery (``webhook-dead-letter``),
+#: one row per record (``0014_webhook_deliveries.sql``).
+WEBHOOK_ATTEMPTS_SINK = SinkTable("webhook_attempts", "delivery_id", "WebhookAttempt", "WebhookAttempt",
+                                  "WebhookAttempt", (), b"", one_row=True)
+WEBHOOK_DEAD_LETTERS_SINK = SinkTable("webhook_dead_letters", "id", "WebhookDelivery", "WebhookDelivery",
+                                      "WebhookDelivery", (), b"", one_row=True)
 
 
 @dataclass

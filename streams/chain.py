@@ -29,7 +29,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
 from schemas.codec import DecodeError, decode, encode, schema_of
-from schemas.lifecycle import completion_notice, expiry_commands
+from schemas.lifecycle import approval_notice, completion_notice, expiry_commands
 from schemas.retry import CLICKHOUSE, retrying
 from schemas.topics import PADDING, is_padding
 from streams.chaining import (
@@ -404,11 +404,12 @@ class ChainAgent:
             self.app.fail(exc)
 
     def _notices(self, advance: Advance) -> list[Followup]:
-        """Tell webhook subscribers about a trace that closed (at least once: ids are stable)."""
-        if not advance.closed or advance.state is None:
-            return []
-        notice = completion_notice(advance.chain, advance.state)
-        return [(self.topics.notices, notice["org_id"].encode(), encode("WebhookEvent", notice))]
+        """Tell webhook subscribers about approvals requested and a trace that closed (at least once:
+        ids are stable)."""
+        notices = [approval_notice(advance.chain, event) for event in advance.requested]
+        if advance.closed and advance.state is not None:
+            notices.append(completion_notice(advance.chain, advance.state))
+        return [(self.topics.notices, n["org_id"].encode(), encode("WebhookEvent", n)) for n in notices]
 
     async def _command(self, msg: Any, value: bytes) -> None:
         command = decode(value).datum

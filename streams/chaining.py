@@ -217,6 +217,7 @@ class Advance:
     head: Head
     state: TraceState | None = None
     closed: bool = False  # the trace closed with these events: tell webhook subscribers
+    requested: tuple[dict, ...] = ()  # approval_requested events among them: tell approvers
 
     def save(self, store: ChainStore) -> None:
         store.save(self.chain, self.head, self.state)
@@ -227,7 +228,7 @@ def _advance(kind: ChainKind, store: ChainStore, chain: bytes, head: Head, event
         return Advance(chain, head)
     state = store.state(chain)
     closed = fold(state, events, store.approval_ttl_ms)
-    return Advance(chain, head, state, closed)
+    return Advance(chain, head, state, closed, tuple(e for e in events if e["type"] == "approval_requested"))
 
 
 def seal(kind: ChainKind, value: bytes, store: ChainStore,

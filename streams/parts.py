@@ -26,23 +26,38 @@ from schemas.topics import (
     SEALED_EVENTS,
     TOPIC_CONFIGS,
     TRACE_EVENTS,
+    WEBHOOK_ATTEMPTS,
+    WEBHOOK_DEAD_LETTER,
+    WEBHOOK_DELIVERIES,
     WEBHOOK_EVENTS,
     WEBHOOK_SUBSCRIPTIONS,
 )
+from schemas.webhooks import parse_retry_schedule
 from sinks.clickhouse import ClickHouse
 from sinks.repositories.checkpoints import CheckpointRepository
 from sinks.repositories.rollups import RollupRepository
-from sinks.writer import AUDIT_EVENTS_SINK, TRACE_EVENTS_SINK, WEBHOOK_SUBSCRIPTIONS_SINK, SinkWriter
+from sinks.writer import (
+    AUDIT_EVENTS_SINK,
+    TRACE_EVENTS_SINK,
+    WEBHOOK_ATTEMPTS_SINK,
+    WEBHOOK_DEAD_LETTERS_SINK,
+    WEBHOOK_SUBSCRIPTIONS_SINK,
+    SinkWriter,
+)
 from streams.app import APP_ID, CHANGELOGS, HEADS_CHANGELOG
 from streams.checkpointer import CHECKPOINT_GROUP, Checkpointer
 from streams.rollups import ROLLUPS_GROUP, RollupPublisher
 from streams.sink import SINK_GROUP, Sink
+from streams.webhooks.dispatcher import DISPATCH_GROUP, tier_topics
+from streams.webhooks.fanout import FANOUT_GROUP
+from streams.webhooks.parts import build_dispatcher, build_fanout
 from tracehouse.settings import Settings
 
 #: ``run()`` of a part: one attempt, until cancelled or failed.
 Run = Callable[[], Awaitable[None]]
 
 CHAIN, SINK, CHECKPOINTER, ROLLUPS = "chain", "sink", "checkpointer", "rollups"
+WEBHOOKS, DISPATCH = "webhooks", "dispatch"
 
 
 @dataclass(frozen=True)
@@ -83,6 +98,13 @@ def declared_parts(settings: Settings) -> list[Part]:
     # its group only elects the one publisher (streams.election): it reads and commits nothing
     parts.append(Part(ROLLUPS, lambda ch: create_rollup_publisher(settings, _required(ch)).run,
                       group=ROLLUPS_GROUP, writes=(ROLLUPS_HOURLY,), needs_clickhouse=True))
+    schedule = parse_retry_schedule(settings.webhook_retry_schedule)
+    parts.append(Part(WEBHOOKS, lambda ch: build_fanout(settings), group=FANOUT_GROUP, reads=(WEBHOOK_EVENTS,),
+                      writes=(WEBHOOK_DELIVERIES,)))
+    parts.append(Part(DISPATCH, lambda ch: build_dispatcher(settings), group=DISPATCH_GROUP,
+                      reads=tuple(tier_topics(schedule)),
+                      writes=(*tier_topics(schedule)[1:], WEBHOOK_DEAD_LETTER, WEBHOOK_ATTEMPTS,
+                              WEBHOOK_SUBSCRIPTIONS)))
     return parts
 
 
@@ -119,9 +141,9 @@ def _required(clickhouse: ClickHouse | None) -> ClickHouse:
 
 def sink_topics(settings: Settings) -> list[str]:
     """What the sink stores: sealed events (or the raw topics when chaining is off), and the webhook
-    subscriptions."""
-    return [SEALED_EVENTS, WEBHOOK_SUBSCRIPTIONS] if settings.chain_events \
-        else [TRACE_EVENTS, AUDIT_EVENTS, WEBHOOK_SUBSCRIPTIONS]
+    subscriptions, delivery attempts and dead letters."""
+    events = [SEALED_EVENTS] if settings.chain_events else [TRACE_EVENTS, AUDIT_EVENTS]
+    return [*events, WEBHOOK_SUBSCRIPTIONS, WEBHOOK_ATTEMPTS, WEBHOOK_DEAD_LETTER]
 
 
 def create_checkpointer(settings: Settings, clickhouse: ClickHouse) -> Checkpointer:
@@ -141,7 +163,8 @@ def create_rollup_publisher(settings: Settings, clickhouse: ClickHouse) -> Rollu
 def create_sink(settings: Settings, clickhouse: ClickHouse) -> Sink:
     """The sink consumer: ``sink_topics`` -> ClickHouse."""
     writers = [SinkWriter(clickhouse, TRACE_EVENTS_SINK), SinkWriter(clickhouse, AUDIT_EVENTS_SINK),
-               SinkWriter(clickhouse, WEBHOOK_SUBSCRIPTIONS_SINK)]
+               *(SinkWriter(clickhouse, spec) for spec in (WEBHOOK_SUBSCRIPTIONS_SINK, WEBHOOK_ATTEMPTS_SINK,
+                                                           WEBHOOK_DEAD_LETTERS_SINK))]
     return Sink(settings.bootstrap_servers, sink_topics(settings), writers, INVALID_EVENTS,
                 batch_records=settings.sink_batch_records, batch_seconds=settings.sink_batch_seconds,
                 max_record_bytes=settings.max_record_bytes)

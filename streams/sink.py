@@ -20,7 +20,6 @@ from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import CommitFailedError, KafkaError
 
 from schemas import kafka_clients
 from schemas.codec import DecodeError, schema_of
@@ -73,7 +72,8 @@ class Sink:
                 records = await self._next_batch(consumer)
                 if records:
                     await self._store(records, producer)
-                    await self._commit(consumer, records)
+                    # a failed commit replays the batch: the replay window keeps its rows from being written twice
+                    await kafka_clients.commit_batch(consumer, records)
 
     async def _next_batch(self, consumer: AIOKafkaConsumer) -> list[ConsumerRecord]:
         """Up to ``batch_records`` records: whatever arrives within ``batch_seconds`` of the first."""
@@ -115,19 +115,3 @@ class Sink:
             log.warning("invalid record %s[%d]@%d: %s", src.topic, src.partition, src.offset, r.reason)
             await producer.send_and_wait(
                 self.invalid_topic, invalid_report(src.topic, src.partition, src.offset, r.reason, r.record.value))
-
-    @staticmethod
-    async def _commit(consumer: AIOKafkaConsumer, records: list[ConsumerRecord]) -> None:
-        offsets: dict[TopicPartition, int] = {}
-        for msg in records:
-            tp = TopicPartition(msg.topic, msg.partition)
-            offsets[tp] = max(offsets.get(tp, 0), msg.offset + 1)
-        mine = consumer.assignment()
-        offsets = {tp: o for tp, o in offsets.items() if tp in mine}
-        try:
-            if offsets:
-                await consumer.commit(offsets)
-        except (CommitFailedError, KafkaError) as exc:
-            # a rebalance took the partitions: their next owner replays the batch, and the
-            # replay window keeps the stored rows from being written twice
-            log.warning("sink commit failed (%s); the batch will be replayed", exc)
