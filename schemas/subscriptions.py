@@ -40,6 +40,7 @@ class SubscriptionView:
     def __init__(self) -> None:
         self._by_org: dict[str, dict[str, Subscription]] = defaultdict(dict)
         self._org_of: dict[str, str] = {}
+        self._wanted: dict[str, int] = {}  # event type -> active subscriptions taking it
         self._waiting: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
         self.ready = asyncio.Event()
         self.lock = asyncio.Lock()
@@ -55,6 +56,10 @@ class SubscriptionView:
                             sub_id, datum["org_id"], held["org_id"])
             return
         self._org_of[sub_id] = datum["org_id"]
+        for sub, step in ((held, -1), (datum, 1)):
+            if sub is not None and sub["status"] == "active":
+                for event_type in sub["event_types"]:
+                    self._wanted[event_type] = self._wanted.get(event_type, 0) + step
         self._by_org[datum["org_id"]][sub_id] = datum
         waiting = self._waiting.pop(sub_id, [])
         still = [(v, f) for v, f in waiting if v > datum["version"]]
@@ -90,8 +95,16 @@ class SubscriptionView:
         """The org's active subscriptions to ``event_type`` whose filter lets an event with ``attributes``
         (its type, class and agent_id, those it has) through."""
         return [s for s in self._by_org.get(org_id, {}).values()
-                if s["status"] == "active" and event_type in s["event_types"]
-                and Filter.from_json(s["filter"]).matches(attributes)]
+                if s["status"] == "active" and event_type in s["event_types"] and self.passes(s, attributes)]
+
+    @staticmethod
+    def passes(subscription: Subscription, attributes: Mapping[str, Any]) -> bool:
+        """Whether ``subscription``'s filter lets an event with ``attributes`` through."""
+        return not subscription["filter"] or Filter.from_json(subscription["filter"]).matches(attributes)
+
+    def wanted(self, event_type: str) -> bool:
+        """Whether any active subscription, of any org, takes ``event_type``."""
+        return self._wanted.get(event_type, 0) > 0
 
     async def read_back(self, sub_id: str, version: int, timeout: float) -> bool:
         """Wait until ``version`` (or a later one) of ``sub_id`` was applied; False after ``timeout``."""

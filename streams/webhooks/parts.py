@@ -5,7 +5,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from schemas.subscriptions import SubscriptionReader, SubscriptionView
-from schemas.topics import WEBHOOK_DELIVERIES, WEBHOOK_EVENTS, WEBHOOK_SUBSCRIPTIONS
+from schemas.topics import (
+    AUDIT_EVENTS,
+    SEALED_EVENTS,
+    TRACE_EVENTS,
+    WEBHOOK_DELIVERIES,
+    WEBHOOK_EVENTS,
+    WEBHOOK_SUBSCRIPTIONS,
+)
 from schemas.webhooks import parse_retry_schedule
 from streams.webhooks.dispatcher import Dispatcher, DispatchSettings
 from streams.webhooks.fanout import Fanout
@@ -34,10 +41,15 @@ def _with_view(settings: Settings, part: Callable[[SubscriptionView], Callable[[
     return run
 
 
+def fanout_topics(settings: Settings) -> list[str]:
+    """What the fan-out reads: the notices, and the event records (sealed, or raw when chaining is off)."""
+    return [WEBHOOK_EVENTS, *([SEALED_EVENTS] if settings.chain_events else [TRACE_EVENTS, AUDIT_EVENTS])]
+
+
 def build_fanout(settings: Settings) -> Callable[[], Awaitable[None]]:
-    """``run()`` of the fan-out: ``webhook-events`` -> ``webhook-deliveries``."""
-    return _with_view(settings, lambda view: Fanout(settings.bootstrap_servers, WEBHOOK_EVENTS, WEBHOOK_DELIVERIES,
-                                                    view, settings.max_record_bytes).run)
+    """``run()`` of the fan-out: ``fanout_topics`` -> ``webhook-deliveries``."""
+    return _with_view(settings, lambda view: Fanout(settings.bootstrap_servers, fanout_topics(settings),
+                                                    WEBHOOK_DELIVERIES, view, settings.max_record_bytes).run)
 
 
 def build_dispatcher(settings: Settings) -> Callable[[], Awaitable[None]]:

@@ -35,9 +35,10 @@ from streams.embedded import group_generation
 from streams.topics import ensure_topics
 from streams.webhooks.dispatcher import Dispatcher, DispatchSettings
 from streams.webhooks.fanout import Fanout
+from tracehouse.settings import Settings
 
 SCHEDULE = (0.2, 0.4)  # seconds before retry 1 and retry 2
-PARTITIONS = 2
+PARTITIONS = Settings().topic_partitions  # the topics are shared with the other tests of the session
 
 
 @dataclass
@@ -94,7 +95,7 @@ async def dispatching(broker) -> AsyncIterator[Callable[..., Any]]:
             await reader.start()
             readers.append(reader)
             await view.ready.wait()
-            part = (Fanout(broker.bootstrap, WEBHOOK_EVENTS, WEBHOOK_DELIVERIES, view) if role == "fanout" else
+            part = (Fanout(broker.bootstrap, [WEBHOOK_EVENTS], WEBHOOK_DELIVERIES, view) if role == "fanout" else
                     Dispatcher(broker.bootstrap, view, DispatchSettings(SCHEDULE, timeout=2.0, allow_private=True,
                                                                         breaker_failures=100),
                                WEBHOOK_SUBSCRIPTIONS))

@@ -34,7 +34,8 @@ def test_trimming_follows_the_readers_and_leaves_kept_topics_and_changelogs_alon
         TRACE_EVENTS: ["tracehouse"], AUDIT_EVENTS: ["tracehouse"], WEBHOOK_ATTEMPTS: ["tracehouse-sink"],
         WEBHOOK_DEAD_LETTER: ["tracehouse-sink"], WEBHOOK_EVENTS: ["tracehouse-webhooks"],
         **{t: ["tracehouse-webhook-dispatch"] for t in ("webhook-deliveries", "webhook-retry-1", "webhook-retry-2")}}
-    assert readers_of(parts, SEALED_EVENTS) == ["tracehouse-sink"]  # trimmed by the chain worker holding it
+    # trimmed by the chain worker holding it, never past the sink's and the webhook fan-out's commits
+    assert readers_of(parts, SEALED_EVENTS) == ["tracehouse-sink", "tracehouse-webhooks"]
     assert readers_of(parts, HEADS_CHANGELOG) == ["tracehouse-checkpoints"]
     assert HEADS_CHANGELOG not in topics_of(parts)
 
@@ -50,7 +51,8 @@ def test_the_sink_stores_the_webhook_subscriptions_and_their_topic_is_never_trim
 def test_unchained_the_sink_reads_the_raw_topics():
     parts = declared_parts(Settings(chain_events=False))
     assert [p.name for p in parts] == ["sink", "rollups", "webhooks", "dispatch"]
-    assert trimmable(parts)[TRACE_EVENTS] == ["tracehouse-sink"] == trimmable(parts)[AUDIT_EVENTS]
+    readers = ["tracehouse-sink", "tracehouse-webhooks"]
+    assert trimmable(parts)[TRACE_EVENTS] == readers == trimmable(parts)[AUDIT_EVENTS]
 
 
 def test_a_new_consumer_is_trimmed_after_once_declared():

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 
-from schemas.codec import decode
+from schemas.codec import MAGIC, decode, encode, sealed_record, trace_summary
 from schemas.lifecycle import approval_notice
+from schemas.model import validate_trace_event
+from schemas.registry import schema
 from schemas.subscriptions import SubscriptionView
-from streams.webhooks.fanout import deliveries_of
+from streams.webhooks.fanout import deliveries_of, notices_of
 
 
 def sub(**kw) -> dict:
@@ -47,11 +49,43 @@ def test_an_approval_request_becomes_one_delivery_per_matching_subscription_with
              "approval_request_id": "ap-1", "occurred_at": 1_700_000_000_000, "metadata": {"k": "v"}}
     notice = approval_notice(b"trace\x00acme\x00tr-1", event)
     view = view_of(sub(), sub(id="wh_2", filter={"agent_id": "a-2"}), sub(id="wh_3", org_id="other"))
-    first = deliveries_of(notice, view, 5)
-    again = deliveries_of(notice, view, 9)
+    (told,) = notices_of(encode("WebhookEvent", notice), view)
+    first = deliveries_of(told, view, 5)
+    again = deliveries_of(told, view, 9)
     assert [key for key, _ in first] == [b"wh_1"]
     delivery = decode(first[0][1]).datum
     assert delivery["id"] == decode(again[0][1]).datum["id"]  # a fan-out repeated after a crash: the same id
     body = json.loads(delivery["payload"])
     assert body["type"] == "approval.requested" and body["data"]["approval_request_id"] == "ap-1"
     assert body["data"]["trace_id"] == "tr-1" and delivery["org_id"] == "acme" and delivery["attempts"] == 0
+
+
+def sealed_trace_batch(org: str, trace: str, *types: str) -> bytes:
+    events = [{"event_id": f"e{i}", "trace_id": trace, "type": kind, "class": "llm",
+               "occurred_at": "2023-11-14T22:13:20.000Z"} for i, kind in enumerate(types)]
+    datums = [validate_trace_event(e, org_id=org, now=0) for e in events]
+    body = schema("TraceEventBatch").codec.encode({"org_id": org, "trace_id": trace, "events": datums})
+    hashes = [bytes([i]) * 32 for i in range(1, len(types) + 1)]
+    return sealed_record("SealedTraceEventBatch", body, 5, b"\x00" * 32, hashes, trace_summary(0))
+
+
+def test_a_sealed_trace_record_is_one_trace_events_delivery_with_its_links_and_the_filter_applied():
+    record = sealed_trace_batch("acme", "tr-9", "GENERATION", "SPAN", "GENERATION")
+    view = view_of(sub(event_types=["trace.events"]), sub(id="wh_2", event_types=["trace.events"],
+                                                          filter={"type": "GENERATION"}),
+                   sub(id="wh_3", event_types=["trace.events"], filter={"type": "EVENT"}))
+    notices = notices_of(record, view)
+    assert len(notices) == 1 and notices[0][1] == "trace.events"
+    deliveries = {key: json.loads(decode(value).datum["payload"]) for n in notices
+                  for key, value in deliveries_of(n, view, 1)}
+    assert set(deliveries) == {b"wh_1", b"wh_2"}  # wh_3's filter keeps no event: no delivery
+    everything = deliveries[b"wh_1"]["data"]["events"]
+    assert [(e["seq"], e["type"]) for e in everything] == [(5, "GENERATION"), (6, "SPAN"), (7, "GENERATION")]
+    assert everything[0]["prev_hash"] == "00" * 32 and everything[1]["prev_hash"] == everything[0]["hash"]
+    assert everything[0]["occurred_at"] == "2023-11-14T22:13:20.000Z"
+    assert [e["seq"] for e in deliveries[b"wh_2"]["data"]["events"]] == [5, 7]
+
+
+def test_records_nobody_subscribes_to_are_not_decoded():
+    garbage = MAGIC + schema("SealedTraceEventBatch").fingerprint + b"not avro"  # decoding it would fail
+    assert notices_of(garbage, view_of(sub())) == []
