@@ -50,7 +50,7 @@ from streams.rollups import ROLLUPS_GROUP, RollupPublisher
 from streams.sink import SINK_GROUP, Sink
 from streams.webhooks.dispatcher import DISPATCH_GROUP, tier_topics
 from streams.webhooks.fanout import FANOUT_GROUP
-from streams.webhooks.parts import build_dispatcher, build_fanout, fanout_topics
+from streams.webhooks.parts import SharedSubscriptions, build_dispatcher, build_fanout, fanout_topics
 from tracehouse.settings import Settings
 
 #: ``run()`` of a part: one attempt, until cancelled or failed.
@@ -99,9 +99,10 @@ def declared_parts(settings: Settings) -> list[Part]:
     parts.append(Part(ROLLUPS, lambda ch: create_rollup_publisher(settings, _required(ch)).run,
                       group=ROLLUPS_GROUP, writes=(ROLLUPS_HOURLY,), needs_clickhouse=True))
     schedule = parse_retry_schedule(settings.webhook_retry_schedule)
-    parts.append(Part(WEBHOOKS, lambda ch: build_fanout(settings), group=FANOUT_GROUP,
+    subscriptions = SharedSubscriptions(settings)  # one reader of them per process
+    parts.append(Part(WEBHOOKS, lambda ch: build_fanout(settings, subscriptions), group=FANOUT_GROUP,
                       reads=tuple(fanout_topics(settings)), writes=(WEBHOOK_DELIVERIES,)))
-    parts.append(Part(DISPATCH, lambda ch: build_dispatcher(settings), group=DISPATCH_GROUP,
+    parts.append(Part(DISPATCH, lambda ch: build_dispatcher(settings, subscriptions), group=DISPATCH_GROUP,
                       reads=tuple(tier_topics(schedule)),
                       writes=(*tier_topics(schedule)[1:], WEBHOOK_DEAD_LETTER, WEBHOOK_ATTEMPTS,
                               WEBHOOK_SUBSCRIPTIONS)))

@@ -1,8 +1,10 @@
-"""The webhook worker parts: the fan-out and the dispatcher, each with its view of the subscriptions."""
+"""The webhook worker parts: the fan-out and the dispatcher, sharing one view of the subscriptions
+per process."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from schemas.subscriptions import SubscriptionReader, SubscriptionView
 from schemas.topics import (
@@ -19,26 +21,41 @@ from streams.webhooks.fanout import Fanout
 from tracehouse.settings import Settings
 
 
+class SharedSubscriptions:
+    """One ``SubscriptionView`` (and one reader of ``webhook-subscriptions``) for the parts of a
+    process that use it: started by the first, stopped after the last."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._users = 0
+        self._view: SubscriptionView | None = None
+        self._reader: SubscriptionReader | None = None
+
+    @contextlib.asynccontextmanager
+    async def view(self) -> AsyncIterator[SubscriptionView]:
+        """The view, once it holds every subscription written before its reader started."""
+        if self._view is None:
+            view = SubscriptionView()
+            reader = SubscriptionReader(self.settings.bootstrap_servers, WEBHOOK_SUBSCRIPTIONS,
+                                        self.settings.topic_partitions, view, self.settings.max_record_bytes,
+                                        part="tracehouse-webhook-subscriptions")
+            await reader.start()
+            self._view, self._reader = view, reader
+        self._users += 1
+        try:
+            await self._view.ready.wait()
+            yield self._view
+        finally:
+            self._users -= 1
+            if self._users == 0 and self._reader is not None:
+                reader, self._view, self._reader = self._reader, None, None
+                await reader.stop()
+
+
 def dispatch_settings(settings: Settings) -> DispatchSettings:
     return DispatchSettings(parse_retry_schedule(settings.webhook_retry_schedule), settings.webhook_timeout_seconds,
                             settings.webhook_concurrency_per_endpoint, settings.webhook_breaker_failures,
                             settings.webhook_breaker_cooldown_seconds, settings.webhook_allow_private_networks)
-
-
-def _with_view(settings: Settings, part: Callable[[SubscriptionView], Callable[[], Awaitable[None]]]
-               ) -> Callable[[], Awaitable[None]]:
-    async def run() -> None:
-        view = SubscriptionView()
-        reader = SubscriptionReader(settings.bootstrap_servers, WEBHOOK_SUBSCRIPTIONS, settings.topic_partitions, view,
-                                    settings.max_record_bytes, part="tracehouse-webhook-subscriptions")
-        await reader.start()
-        try:
-            await view.ready.wait()  # every subscription written before this start is known
-            await part(view)()
-        finally:
-            await reader.stop()
-
-    return run
 
 
 def fanout_topics(settings: Settings) -> list[str]:
@@ -46,13 +63,19 @@ def fanout_topics(settings: Settings) -> list[str]:
     return [WEBHOOK_EVENTS, *([SEALED_EVENTS] if settings.chain_events else [TRACE_EVENTS, AUDIT_EVENTS])]
 
 
-def build_fanout(settings: Settings) -> Callable[[], Awaitable[None]]:
+def build_fanout(settings: Settings, shared: SharedSubscriptions) -> Callable[[], Awaitable[None]]:
     """``run()`` of the fan-out: ``fanout_topics`` -> ``webhook-deliveries``."""
-    return _with_view(settings, lambda view: Fanout(settings.bootstrap_servers, fanout_topics(settings),
-                                                    WEBHOOK_DELIVERIES, view, settings.max_record_bytes).run)
+    async def run() -> None:
+        async with shared.view() as view:
+            await Fanout(settings.bootstrap_servers, fanout_topics(settings), WEBHOOK_DELIVERIES, view,
+                         settings.max_record_bytes).run()
+    return run
 
 
-def build_dispatcher(settings: Settings) -> Callable[[], Awaitable[None]]:
+def build_dispatcher(settings: Settings, shared: SharedSubscriptions) -> Callable[[], Awaitable[None]]:
     """``run()`` of the dispatcher: every delivery tier -> receivers, retries, dead letters, attempts."""
-    return _with_view(settings, lambda view: Dispatcher(settings.bootstrap_servers, view, dispatch_settings(settings),
-                                                        WEBHOOK_SUBSCRIPTIONS, settings.max_record_bytes).run)
+    async def run() -> None:
+        async with shared.view() as view:
+            await Dispatcher(settings.bootstrap_servers, view, dispatch_settings(settings), WEBHOOK_SUBSCRIPTIONS,
+                             settings.max_record_bytes).run()
+    return run
