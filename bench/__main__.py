@@ -25,6 +25,7 @@ import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
+from bench import webhooks
 from bench.chain_workers import chain_processes
 from bench.stats import pct
 from schemas.model import validate_trace_event
@@ -242,6 +243,7 @@ async def main() -> None:
         broker.stop()
     await chained(work, report, unchained_http20=http_rates[20])
     await chain_processes(work, report, BENCH_ENV, event)
+    await webhooks.run(work / "webhooks", report, BENCH_ENV)
     print("\nsummary\n" + "\n".join(lines))
 
 

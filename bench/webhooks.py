@@ -1,0 +1,99 @@
+"""Webhook deliveries on this machine: deliveries/s to a local receiver subscribed to ``trace.events``
+and ``trace.completed`` while events are ingested over HTTP, and ingest -> delivery latency.
+
+The receiver (aiohttp, in the bench process) answers 204 at once. Throughput: ``BENCH_WEBHOOK_EVENTS``
+events (20 per trace, posted by 8 clients) are ingested, and the clock stops when the receiver has
+every event in a ``trace.events`` delivery. Latency: one 1-event trace posted at a time; from the
+202 to the delivery of its ``trace.events``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from bench.stats import pct
+from schemas.timefmt import format_ms, now_ms
+from streams.embedded.broker import EmbeddedBroker, free_port
+from tests.support.service import Api, Service, eventually
+
+EVENTS = int(os.environ.get("BENCH_WEBHOOK_EVENTS", "20000"))
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self.deliveries = 0
+        self.events = 0
+        self.arrived: dict[str, float] = {}  # trace_id -> when its first trace.events delivery arrived
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = json.loads(await request.read())
+        self.deliveries += 1
+        if body["type"] == "trace.events":
+            self.events += len(body["data"]["events"])
+            self.arrived.setdefault(body["data"]["trace_id"], time.monotonic())
+        return web.Response(status=204)
+
+
+async def run(work: Path, report: Callable[[str], None], env: dict[str, str]) -> None:
+    """Report deliveries/s and ingest -> delivery latency."""
+    receiver = Receiver()
+    app = web.Application()
+    app.router.add_post("/hook", receiver.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    broker = EmbeddedBroker(work / "broker", "127.0.0.1", free_port())
+    broker.start()
+    service = Service(work, broker.port, TRACEHOUSE_CHAIN_EVENTS="true",
+                      TRACEHOUSE_WEBHOOK_ALLOW_PRIVATE_NETWORKS="true", **env)
+    service.start()
+    try:
+        async with Api(service.url) as api:
+            key = await api.org_key("bench-webhooks", ["webhooks:manage", "traces:write", "traces:read"])
+            status, body = await api.post("/v1/webhooks", key, {"url": f"http://127.0.0.1:{port}/hook",
+                                                                "event_types": ["trace.events", "trace.completed"]})
+            assert status == 201, body
+            base = now_ms() - 3_600_000
+            bodies = [json.dumps([{"trace_id": f"wt{t}", "event_id": f"we{t}-{i}", "type": "SPAN",
+                                   "occurred_at": format_ms(base + i)} for i in range(20)]).encode()
+                      for t in range(EVENTS // 20)]
+            queue: asyncio.Queue[bytes] = asyncio.Queue()
+            for b in bodies:
+                queue.put_nowait(b)
+
+            async def poster() -> None:
+                while not queue.empty():
+                    status, reply = await api.request("POST", "/v1/events", key, data=queue.get_nowait())
+                    assert status == 202, reply
+
+            t0 = time.monotonic()
+            await asyncio.gather(*(poster() for _ in range(8)))
+            await eventually(lambda: asyncio.sleep(0, receiver.events), lambda n: n >= EVENTS, timeout=600,
+                             interval=0.05)
+            elapsed = time.monotonic() - t0
+            rate = receiver.deliveries / elapsed
+            report(f"webhook trace.events, {EVENTS:,} events in {len(bodies):,} traces  {rate:8,.0f} deliveries/s  "
+                   f"({EVENTS / elapsed:,.0f} events/s delivered, ingest included)")
+            latencies = []
+            for n in range(40):
+                trace = f"lat{n}"
+                sent = time.monotonic()
+                status, _ = await api.post("/v1/events", key, [{"trace_id": trace, "type": "SPAN"}])
+                assert status == 202
+                await eventually(lambda trace=trace: asyncio.sleep(0, trace in receiver.arrived), bool, timeout=30,
+                                 interval=0.005)
+                latencies.append((receiver.arrived[trace] - sent) * 1000)
+            report(f"ingest -> webhook delivery latency      p50 {pct(latencies, 50):6.0f} ms   "
+                   f"p99 {pct(latencies, 99):6.0f} ms")
+    finally:
+        service.stop()
+        broker.stop()
+        await runner.cleanup()
