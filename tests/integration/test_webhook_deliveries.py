@@ -5,6 +5,7 @@ delivered since they were dead-lettered), every query within one org."""
 from __future__ import annotations
 
 from sinks.repositories.webhook_deliveries import DeliveryStats, WebhookDeliveryRepository
+from sinks.repositories.webhooks import NO_ATTEMPTS, Health, WebhookRepository
 from tests.support.webhook_records import WebhookStore, attempt, delivery, failed_through
 
 T0 = 1_796_000_000_000  # 2026-11-30T...
@@ -144,3 +145,21 @@ async def test_a_sink_replay_of_the_same_offsets_stores_nothing_twice(clickhouse
     assert replay.attempts.rows_skipped == 3
     assert len(await repo.attempts(ORG, SUB, 10)) == 3
     assert (await repo.stats(ORG, [SUB]))[SUB] == DeliveryStats(None, T0 + 2_000, 3, 1)
+
+
+async def test_health_opens_the_breaker_after_enough_failures_within_the_cooldown(clickhouse):
+    store = WebhookStore(clickhouse)
+    repo = WebhookRepository(clickhouse, breaker_failures=5, breaker_cooldown_seconds=30)
+    failing = delivery(ORG, SUB, "f", T0)
+    four = delivery(ORG, SUB2, "g", T0)
+    await store.store(attempts=[*failed_through(failing, T0, tiers=5), *failed_through(four, T0, tiers=4)],
+                      dead_letters=[failing])
+    last = T0 + 4_000
+    health = await repo.health_of(ORG, [SUB, SUB2, "wh_quiet"], now=last + 29_999)
+    assert health[SUB] == Health(None, last, 5, "open", 1)
+    assert health[SUB2] == Health(None, T0 + 3_000, 4, "closed", 0)  # one failure short
+    assert health["wh_quiet"] == NO_ATTEMPTS and NO_ATTEMPTS.breaker == "closed"
+    assert (await repo.health_of(ORG, [SUB], now=last + 30_000))[SUB].breaker == "closed"  # cooled down
+    await store.store(attempts=[attempt(failing, 1, last + 10_000, 200, "delivered")])
+    assert (await repo.health_of(ORG, [SUB], now=last + 10_001))[SUB] == Health(last + 10_000, last, 0, "closed", 0)
+    assert (await repo.health_of(OTHER, [SUB], now=last))[SUB] == NO_ATTEMPTS
