@@ -319,10 +319,15 @@ async def rotate_secret(request: web.Request) -> web.Response:
     return web.json_response(_public(new) | {"secret": fresh})
 
 
+#: One subscription's path; ``/v1/webhooks/test`` is the test route's (no subscription id is ``test``), so its
+#: 405 lists that route's methods only.
+ONE_PATH = "/v1/webhooks/{webhook_id:(?!test$)[^/]+}"
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/webhooks", create_webhook)
     app.router.add_get("/v1/webhooks", list_webhooks)
-    app.router.add_get("/v1/webhooks/{webhook_id}", get_webhook)
-    app.router.add_patch("/v1/webhooks/{webhook_id}", patch_webhook)
-    app.router.add_delete("/v1/webhooks/{webhook_id}", delete_webhook)
+    app.router.add_get(ONE_PATH, get_webhook)
+    app.router.add_patch(ONE_PATH, patch_webhook)
+    app.router.add_delete(ONE_PATH, delete_webhook)
     app.router.add_post("/v1/webhooks/{webhook_id}/rotate-secret", rotate_secret)

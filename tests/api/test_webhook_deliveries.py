@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from api.params import encode_cursor
 from schemas.codec import decode
 from schemas.timefmt import format_ms, now_ms, parse_ms
 from schemas.topics import WEBHOOK_DELIVERIES
@@ -384,9 +385,30 @@ async def test_scope_matrix_of_the_dispatch_routes(api, producer):
             assert status in (200, 202), (method, path, status)
 
 
-async def test_other_methods_on_the_new_paths_answer_404_or_405(api):
+async def test_other_methods_on_the_new_paths_answer_405_with_their_own_methods(api, client):
     _, key = await manager(api)
     sub = await create(api, key)
-    assert (await api.get("/v1/webhooks/test", key))[0] == 404  # "test" is no subscription id
-    status, _ = await api.request("DELETE", f"/v1/webhooks/{sub['id']}/replay", key)
-    assert status == 405
+    for method, path, allowed in [("GET", "/v1/webhooks/test", "POST"), ("PATCH", "/v1/webhooks/test", "POST"),
+                                  ("DELETE", f"/v1/webhooks/{sub['id']}/replay", "POST"),
+                                  ("POST", f"/v1/webhooks/{sub['id']}/deliveries", "GET,HEAD")]:
+        response = await client.request(method, path, headers={"Authorization": f"Bearer {key}"})
+        assert response.status == 405, (method, path)
+        assert response.headers["Allow"] == allowed, (method, path)
+    assert (await api.get("/v1/webhooks/testing", key))[0] == 404  # only "test" itself is the test route
+
+
+async def test_hostile_ids_and_cursors_are_answered_never_a_500(api, producer):
+    _, key = await manager(api)
+    sub = await create(api, key)
+    odd = ["a\u0000b", "'; DROP TABLE x; --", "\\", "{org:String}", "é\u2028", "x" * 256]
+    status, answer = await api.post(f"/v1/webhooks/{sub['id']}/replay", key, {"delivery_ids": odd})
+    assert status == 202 and answer == {"replayed": 0, "delivery_ids": [], "not_found": odd}
+    for odd_id in odd:
+        cursor = encode_cursor([now_ms(), odd_id, 3])
+        status, page = await api.get(f"/v1/webhooks/{sub['id']}/deliveries", key, cursor=cursor)
+        assert status == 200 and page == {"attempts": [], "nextCursor": None}, odd_id
+    for bad in ([0, "", 1], [-1, "m", 1], [10**20, "m", 1], [1, "m", 2**32], [1, "m", 1.5], [True, "m", 1],
+                [1, "m"], {"at": 1}):
+        assert field_of(await api.get(f"/v1/webhooks/{sub['id']}/deliveries", key,
+                                      cursor=encode_cursor(bad))) == "cursor", bad
+    assert enqueued(producer, sub["id"]) == []
