@@ -15,6 +15,7 @@ from api.context import (
     CHAINS,
     CHECKPOINTS,
     CLICKHOUSE,
+    DELIVERIES,
     EVENTS,
     PREPARATION,
     PRODUCER,
@@ -29,7 +30,18 @@ from api.context import (
 )
 from api.errors import error_middleware
 from api.preparation import PreparationPool
-from api.routes import admin, audit, checkpoints, gateway, governance, health, ingest, tenants, webhooks
+from api.routes import (
+    admin,
+    audit,
+    checkpoints,
+    gateway,
+    governance,
+    health,
+    ingest,
+    tenants,
+    webhook_deliveries,
+    webhooks,
+)
 from schemas.producer import BrokerUnavailable, EventProducer
 from schemas.subscriptions import SubscriptionReader, SubscriptionView
 from schemas.topics import COMMAND_VERDICTS, WEBHOOK_SUBSCRIPTIONS
@@ -40,6 +52,7 @@ from sinks.repositories.checkpoints import CheckpointRepository
 from sinks.repositories.events import EventRepository
 from sinks.repositories.rollups import RollupRepository
 from sinks.repositories.traces import TraceRepository
+from sinks.repositories.webhook_deliveries import WebhookDeliveryRepository
 from sinks.repositories.webhooks import WebhookRepository
 from tracehouse.settings import Settings
 
@@ -71,7 +84,9 @@ def create_app(settings: Settings, clickhouse: ClickHouse | None = None, *,
         app[ROLLUPS] = RollupRepository(ch)
         app[CHECKPOINTS] = CheckpointRepository(ch)
         app[API_KEYS] = ApiKeyRepository(ch)
-        app[WEBHOOKS] = WebhookRepository(ch)
+        app[DELIVERIES] = WebhookDeliveryRepository(ch)
+        app[WEBHOOKS] = WebhookRepository(ch, app[DELIVERIES], breaker_failures=settings.webhook_breaker_failures,
+                                          breaker_cooldown_seconds=settings.webhook_breaker_cooldown_seconds)
         app[VERIFIER] = KeyVerifier(app[API_KEYS], settings.admin_key, settings.key_cache_seconds)
         yield
         if owned:
@@ -115,7 +130,8 @@ def create_app(settings: Settings, clickhouse: ClickHouse | None = None, *,
     app.cleanup_ctx.extend([clickhouse_ctx, producer_ctx, preparation_ctx, subscriptions_ctx])
     if settings.chain_events:  # without chain agents nobody decides commands
         app.cleanup_ctx.append(verdicts_ctx)
-    for module in (health, ingest, gateway, governance, tenants, audit, checkpoints, admin, webhooks):
+    for module in (health, ingest, gateway, governance, tenants, audit, checkpoints, admin, webhooks,
+                   webhook_deliveries):
         module.add_routes(app)
     app.router.add_get("/v1/openapi.json", openapi.serve)
     return app

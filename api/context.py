@@ -18,6 +18,7 @@ from sinks.repositories.checkpoints import CheckpointRepository
 from sinks.repositories.events import EventRepository
 from sinks.repositories.rollups import RollupRepository
 from sinks.repositories.traces import TraceRepository
+from sinks.repositories.webhook_deliveries import WebhookDeliveryRepository
 from sinks.repositories.webhooks import WebhookRepository
 from tracehouse.settings import Settings
 
@@ -50,6 +51,7 @@ PREPARATION = web.AppKey("preparation", PreparationPool)
 VERDICTS = web.AppKey("verdicts", VerdictWaiter)
 SUBSCRIPTIONS = web.AppKey("subscriptions", SubscriptionView)
 WEBHOOKS = web.AppKey("webhooks", WebhookRepository)
+DELIVERIES = web.AppKey("deliveries", WebhookDeliveryRepository)
 
 
 async def caller_org(request: web.Request, scope: str) -> str:

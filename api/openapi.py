@@ -17,12 +17,14 @@ from aiohttp import web
 from api.auth import SCOPES
 from api.paging import MAX_OFFSET
 from api.routes import admin, gateway, governance, tenants, webhooks
+from api.routes import webhook_deliveries as deliveries
 from schemas.lifecycle import FINAL_OUTCOMES, IN_PROGRESS, OUTCOME_STATUSES
 from schemas.model import BOUNDED_FIELDS, ID_FIELDS, MAX_COST, MAX_ID_LEN, MAX_TOKENS, SERVER_DEFAULTS, SERVER_FIELDS
 from schemas.registry import record_fields
 from schemas.ssrf import MAX_URL_LENGTH
 from schemas.timefmt import MAX_MS, MIN_MS
 from schemas.webhooks import EVENT_TYPES, FILTER_KEYS
+from sinks.repositories.webhook_deliveries import OUTCOMES
 from tracehouse.settings import Settings
 
 Schema = dict[str, Any]
@@ -174,9 +176,21 @@ def _components() -> dict[str, Schema]:
     health = {
         "last_success_at": _nullable(dict(_ISO)), "last_failure_at": _nullable(dict(_ISO)),
         "consecutive_failures": {"type": "integer", "minimum": 0},
-        "breaker": {"type": ["string", "null"], "description": "the circuit breaker's state; null until a delivery "
-                                                               "was attempted"},
-        "dead_letters": {"type": "integer", "minimum": 0}}
+        "breaker": {"type": "string", "enum": ["closed", "open"],
+                    "description": "open when the last TRACEHOUSE_WEBHOOK_BREAKER_FAILURES attempts or more failed and "
+                                   "the last of them is less than TRACEHOUSE_WEBHOOK_BREAKER_COOLDOWN_SECONDS old: the "
+                                   "dispatcher's rule applied to the recorded attempts"},
+        "dead_letters": _ref("WebhookDeadLetters")}
+    dead_letter = {"delivery_id": {"type": "string"}, "event_id": {"type": "string"}, "type": {"type": "string"},
+                   "created_at": _ISO, "last_error": {"type": "string"},
+                   "attempts": {"type": "integer", "minimum": 0}}
+    attempt = {"delivery_id": {"type": "string", "description": "the webhook-id header"},
+               "event_id": {"type": "string"}, "type": {"type": "string"},
+               "attempt": {"type": "integer", "minimum": 0, "description": "1 for the first; a replay counts "
+                                                                             "from 1 again"},
+               "at": _ISO, "status_code": {"type": ["integer", "null"], "description": "null when no answer came"},
+               "error": {"type": "string"}, "latency_ms": {"type": "integer", "minimum": 0},
+               "outcome": {"type": "string", "enum": list(OUTCOMES)}}
     secret = {"secret": {"type": "string", "pattern": "^whsec_",
                          "description": "Standard Webhooks signing secret; shown only here"}}
     return {
@@ -186,6 +200,21 @@ def _components() -> dict[str, Schema]:
         "UpdatedWebhook": _object(webhook),
         "WebhookList": _object({"webhooks": {"type": "array", "items": _ref("Webhook")},
                                 "nextCursor": {"type": ["string", "null"]}}),
+        "WebhookDeadLetters": _object({
+            "count": {"type": "integer", "minimum": 0, "description": "dead letters not delivered since"},
+            "recent": {"type": "array", "maxItems": webhooks.RECENT_DEAD_LETTERS, "items": _object(dead_letter),
+                       "description": "the newest of them"}}),
+        "WebhookAttemptList": _object({"attempts": {"type": "array", "items": _object(attempt)},
+                                       "nextCursor": {"type": ["string", "null"]}}),
+        "ScheduledTest": _object({"delivery_id": {"type": "string"}, "subscription_id": {"type": "string"},
+                                  "secret": secret["secret"] | {
+                                      "description": "only when the route created the subscription"}},
+                                 ["delivery_id", "subscription_id"]),
+        "Replayed": _object({"replayed": {"type": "integer", "minimum": 0},
+                             "delivery_ids": {"type": "array", "items": {"type": "string"}},
+                             "not_found": {"type": "array", "items": {"type": "string"},
+                                           "description": "requested ids that are not dead letters of the "
+                                                          "subscription"}}),
         "Error": _object({"error": _object({
             "code": {"type": "string", "description": "machine-readable: validation_error, invalid_json, "
                                                       "unauthorized, forbidden, not_found, conflict, "
@@ -369,6 +398,12 @@ def _operation(summary: str, scope: str | None, responses: dict[int, Schema], pa
                 " (`admin` implies every scope of its org; the operator key reads no data)"
                 if scope != "admin" else ""))} | responses
     op["responses"] = {str(status): responses[status] for status in sorted(responses)}
+    return op
+
+
+def _replay_body_optional(op: Schema) -> Schema:
+    """An operation whose body may be left out."""
+    op["requestBody"]["required"] = False
     return op
 
 
@@ -557,6 +592,31 @@ def _paths() -> dict[str, dict[str, Schema]]:
             "delete": _operation("Delete a webhook subscription", webhooks.SCOPE,
                                  {204: {"description": "Deleted"}, 404: _error(404), 503: webhook_errors[503]},
                                  [webhook_id], tag="webhooks")},
+        "/v1/webhooks/test": {"post": _operation(
+            "Schedule a webhook.test delivery of a payload to a URL (seed 000)", webhooks.SCOPE,
+            {202: _ok(_ref("ScheduledTest"), "Enqueued: the dispatcher attempts it at once"), 413: _error(413),
+             **webhook_errors},
+            body=_object({"url": webhook_fields["url"],
+                          "payload": {"type": "object", "description": "any JSON object of at most "
+                                      f"{deliveries.MAX_TEST_PAYLOAD_BYTES} bytes as compact JSON; default {{}}"}},
+                         ["url"]),
+            tag="webhooks", description="Delivered through the org's active subscription of exactly this URL, or a "
+                                        "new one (event_types [webhook.test]) whose secret the answer holds.")},
+        "/v1/webhooks/{webhook_id}/deliveries": {"get": _operation(
+            "The subscription's delivery attempts, newest first", webhooks.SCOPE,
+            {200: _ok(_ref("WebhookAttemptList")), 400: _error(400), 404: _error(404), 503: webhook_errors[503]},
+            [webhook_id, _int("limit", *webhooks.LIMIT), _cursor("nextCursor"),
+             _query("status", {"type": "string", "enum": list(OUTCOMES)}, "only attempts with this outcome")],
+            tag="webhooks")},
+        "/v1/webhooks/{webhook_id}/replay": {"post": _replay_body_optional(_operation(
+            "Send dead letters again with their original ids and payloads", webhooks.SCOPE,
+            {202: _ok(_ref("Replayed"), "Enqueued"), 404: _error(404), 409: _error(409, "The subscription is "
+                                                                                         "disabled"),
+             413: _error(413), **webhook_errors}, [webhook_id],
+            body=_object({"delivery_ids": {"type": "array", "minItems": 1, "maxItems": deliveries.MAX_REPLAY_IDS,
+                                           "items": {"type": "string", "minLength": 1, "maxLength": 256}}}, []),
+            tag="webhooks", description="No body or `{}`: every dead letter of the subscription not delivered "
+                                        "since. Each is produced again to webhook-deliveries, due at once."))},
         "/v1/webhooks/{webhook_id}/rotate-secret": {"post": _operation(
             "Replace the signing secret; the previous one keeps signing for 24 h", webhooks.SCOPE,
             {200: _ok(_ref("CreatedWebhook"), "The new secret (shown only here)"), 404: _error(404),

@@ -3,7 +3,8 @@ and ``trace.completed`` while events are ingested over HTTP, and ingest -> deliv
 
 The receiver (aiohttp, in the bench process) answers 204 at once. Throughput: ``BENCH_WEBHOOK_EVENTS``
 events of one event per trace (200 per request, posted by 8 clients) are ingested, each trace record
-one ``trace.events`` delivery, and the clock stops when the receiver has them all. Latency: one 1-event trace posted at a time; from the
+one ``trace.events`` delivery, and the clock stops when the receiver has them all. Latency: one
+1-event trace posted at a time; from the
 202 to the delivery of its ``trace.events``.
 """
 

@@ -21,7 +21,7 @@ from aiohttp import web
 
 from api.auth import authenticate, require_scope
 from api.body import json_body
-from api.context import PRODUCER, SETTINGS, SUBSCRIPTIONS, VERIFIER, WEBHOOKS
+from api.context import DELIVERIES, PRODUCER, SETTINGS, SUBSCRIPTIONS, VERIFIER, WEBHOOKS
 from api.errors import ApiError, bad_param, not_found
 from api.params import encode_cursor, int_param, key_cursor, reject_unknown
 from schemas.codec import encode
@@ -48,18 +48,20 @@ SECRET_GRACE_MS = 24 * 3_600_000
 LIMIT = (50, 1, 200)
 #: How long a URL's host may take to resolve (400 naming ``url`` after).
 RESOLVE_TIMEOUT_SECONDS = 5.0
+#: Outstanding dead letters a subscription shows (newest first) beside their count.
+RECENT_DEAD_LETTERS = 10
 #: How long the view of the process may take to load the topic before a route answers 503.
 LOAD_TIMEOUT_SECONDS = 10.0
 
 
-async def _caller(request: web.Request) -> tuple[str, str]:
+async def caller(request: web.Request) -> tuple[str, str]:
     """(org_id, key id) of a caller holding ``webhooks:manage`` (401/403 otherwise)."""
     principal = await authenticate(request, request.app[VERIFIER])
     org_id = require_scope(principal, SCOPE)
     return org_id, principal.key_id
 
 
-async def _view_ready(request: web.Request) -> None:
+async def view_ready(request: web.Request) -> None:
     """503 while this process is still reading the subscriptions' topic (at start)."""
     try:
         async with asyncio.timeout(LOAD_TIMEOUT_SECONDS):
@@ -73,7 +75,8 @@ def _new_id() -> str:
     return "wh_" + base64.b32encode(secrets.token_bytes(16)).decode().rstrip("=").lower()
 
 
-async def _url(request: web.Request, value: Any) -> str:
+async def checked_url(request: web.Request, value: Any) -> str:
+    """``value`` as a webhook URL may be: absolute http(s), resolving to allowed addresses (400 naming ``url``)."""
     if not isinstance(value, str):
         raise bad_param("url", "required: an http(s) URL")
     try:
@@ -134,7 +137,7 @@ async def _changes(request: web.Request, allowed: tuple[str, ...], *, required: 
             raise bad_param(key, "required")
     out: dict[str, Any] = {}
     if "url" in body:
-        out["url"] = await _url(request, body["url"])
+        out["url"] = await checked_url(request, body["url"])
     if "event_types" in body:
         out["event_types"] = _event_types(body["event_types"])
     if "description" in body:
@@ -154,14 +157,23 @@ def _public(sub: Subscription) -> dict[str, Any]:
             "updated_at": format_ms(sub["updated_at"])}
 
 
-def _health(health: Health) -> dict[str, Any]:
+def _health(health: Health, recent: list[dict[str, Any]]) -> dict[str, Any]:
+    """The health fields, with ``dead_letters``: the outstanding ones' count and the newest of them."""
     return {"last_success_at": None if health.last_success_at is None else format_ms(health.last_success_at),
             "last_failure_at": None if health.last_failure_at is None else format_ms(health.last_failure_at),
             "consecutive_failures": health.consecutive_failures, "breaker": health.breaker,
-            "dead_letters": health.dead_letters}
+            "dead_letters": {"count": health.dead_letters,
+                             "recent": [d | {"created_at": format_ms(d["created_at"])} for d in recent]}}
 
 
-def _current_secret(sub: Subscription) -> str:
+async def _healths(request: web.Request, org_id: str, sub_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The health fields of each of the org's subscriptions ``sub_ids``."""
+    health = await request.app[WEBHOOKS].health_of(org_id, sub_ids)
+    recent = await request.app[DELIVERIES].recent_dead_letters(org_id, sub_ids, RECENT_DEAD_LETTERS)
+    return {sub_id: _health(health[sub_id], recent.get(sub_id, [])) for sub_id in sub_ids}
+
+
+def current_secret(sub: Subscription) -> str:
     return next(s["secret"] for s in sub["secrets"] if s["expires_at"] is None)
 
 
@@ -169,18 +181,23 @@ async def _publish(request: web.Request, sub: Subscription, actor: str, action: 
                    metadata: dict[str, str]) -> None:
     """Publish ``sub`` (its new state) and its audit entry, then wait for the view to read it back."""
     app = request.app
-    producer = app[PRODUCER]
-    await producer.send_records(WEBHOOK_SUBSCRIPTIONS, [(sub["id"].encode(), encode("WebhookSubscription", sub))])
-    entry = validate_audit_event(
-        {"id": f"{sub['id']}.v{sub['version']}", "actor": actor, "action": action, "target": sub["id"],
-         "metadata": metadata | {"version": str(sub["version"])}, "occurred_at": sub["updated_at"]},
-        org_id=sub["org_id"], now=sub["updated_at"])
-    await producer.send_records(AUDIT_EVENTS, audit_records(sub["org_id"], [entry]))
+    await app[PRODUCER].send_records(WEBHOOK_SUBSCRIPTIONS,
+                                     [(sub["id"].encode(), encode("WebhookSubscription", sub))])
+    await publish_audit(request, sub["org_id"], f"{sub['id']}.v{sub['version']}", actor, action, sub["id"],
+                        metadata | {"version": str(sub["version"])}, sub["updated_at"])
     view = app[SUBSCRIPTIONS]
     if not await view.read_back(sub["id"], sub["version"], app[SETTINGS].command_timeout_seconds):
         # acknowledged by the broker, hence durable: answer, and show it in this process meanwhile
         log.warning("subscription %s v%d not read back in time; applied locally", sub["id"], sub["version"])
         view.apply(sub)
+
+
+async def publish_audit(request: web.Request, org_id: str, entry_id: str, actor: str, action: str, target: str,
+                        metadata: dict[str, str], at: int) -> None:
+    """Publish one entry of the org's audit log (chained by the worker like any other)."""
+    entry = validate_audit_event({"id": entry_id, "actor": actor, "action": action, "target": target,
+                                  "metadata": metadata, "occurred_at": at}, org_id=org_id, now=at)
+    await request.app[PRODUCER].send_records(AUDIT_EVENTS, audit_records(org_id, [entry]))
 
 
 def _described(sub: Subscription) -> dict[str, str]:
@@ -189,43 +206,51 @@ def _described(sub: Subscription) -> dict[str, str]:
             "filter": json.dumps(sub["filter"], sort_keys=True, separators=(",", ":"))}
 
 
-async def create_webhook(request: web.Request) -> web.Response:
-    org_id, key_id = await _caller(request)
-    fields = await _changes(request, CREATE_FIELDS, required=("url", "event_types"))
-    await _view_ready(request)
+async def create_subscription(request: web.Request, org_id: str, key_id: str, fields: dict[str, Any]
+                              ) -> Subscription:
+    """Create a subscription of the validated ``fields`` (``url`` and ``event_types`` at least) and publish it
+    with its audit entry; the caller holds the view's lock."""
     now = now_ms()
     sub: Subscription = {
         "id": _new_id(), "org_id": org_id, "url": fields["url"], "event_types": fields["event_types"],
         "description": fields.get("description", ""), "filter": fields.get("filter", {}),
         "secrets": [{"secret": new_secret(), "expires_at": None}], "status": "active", "disabled_reason": "",
         "created_at": now, "updated_at": now, "version": 1}
+    await _publish(request, sub, key_id, "webhook.created", _described(sub))
+    return sub
+
+
+async def create_webhook(request: web.Request) -> web.Response:
+    org_id, key_id = await caller(request)
+    fields = await _changes(request, CREATE_FIELDS, required=("url", "event_types"))
+    await view_ready(request)
     async with request.app[SUBSCRIPTIONS].lock:
-        await _publish(request, sub, key_id, "webhook.created", _described(sub))
-    return web.json_response(_public(sub) | {"secret": _current_secret(sub)}, status=201)
+        sub = await create_subscription(request, org_id, key_id, fields)
+    return web.json_response(_public(sub) | {"secret": current_secret(sub)}, status=201)
 
 
 async def list_webhooks(request: web.Request) -> web.Response:
-    org_id, _ = await _caller(request)
+    org_id, _ = await caller(request)
     q = request.query
     reject_unknown(q, ("limit", "cursor"))
     limit = int_param(q, "limit", *LIMIT)
     after = key_cursor(q.get("cursor"))
-    await _view_ready(request)
+    await view_ready(request)
     subs = request.app[SUBSCRIPTIONS].of_org(org_id)
     if after is not None:
         subs = [s for s in subs if (s["created_at"], s["id"]) < after]
     page, more = subs[:limit], len(subs) > limit
-    health = await request.app[WEBHOOKS].health_of(org_id, [s["id"] for s in page])
+    health = await _healths(request, org_id, [s["id"] for s in page])
     return web.json_response({
-        "webhooks": [_public(s) | _health(health[s["id"]]) for s in page],
+        "webhooks": [_public(s) | health[s["id"]] for s in page],
         "nextCursor": encode_cursor([page[-1]["created_at"], page[-1]["id"]]) if more else None,
     })
 
 
-async def _own(request: web.Request) -> tuple[str, str, Subscription]:
+async def own(request: web.Request) -> tuple[str, str, Subscription]:
     """(org_id, key id, the subscription named in the path): 404 when the org has no such one."""
-    org_id, key_id = await _caller(request)
-    await _view_ready(request)
+    org_id, key_id = await caller(request)
+    await view_ready(request)
     sub = request.app[SUBSCRIPTIONS].get(org_id, request.match_info["webhook_id"])
     if sub is None:
         raise not_found("webhook")
@@ -233,9 +258,9 @@ async def _own(request: web.Request) -> tuple[str, str, Subscription]:
 
 
 async def get_webhook(request: web.Request) -> web.Response:
-    org_id, _, sub = await _own(request)
-    health = await request.app[WEBHOOKS].health_of(org_id, [sub["id"]])
-    return web.json_response(_public(sub) | _health(health[sub["id"]]))
+    org_id, _, sub = await own(request)
+    health = await _healths(request, org_id, [sub["id"]])
+    return web.json_response(_public(sub) | health[sub["id"]])
 
 
 async def _change(request: web.Request, key_id: str, sub_id: str, org_id: str, action: str,
@@ -254,7 +279,7 @@ async def _change(request: web.Request, key_id: str, sub_id: str, org_id: str, a
 
 
 async def patch_webhook(request: web.Request) -> web.Response:
-    org_id, key_id, sub = await _own(request)
+    org_id, key_id, sub = await own(request)
     fields = await _changes(request, PATCH_FIELDS)
     if not fields:
         raise bad_param("(body)", f"expected at least one of {', '.join(PATCH_FIELDS)}")
@@ -271,7 +296,7 @@ async def patch_webhook(request: web.Request) -> web.Response:
 
 
 async def delete_webhook(request: web.Request) -> web.Response:
-    org_id, key_id, sub = await _own(request)
+    org_id, key_id, sub = await own(request)
 
     def change(current: Subscription, now: int) -> tuple[dict[str, Any], dict[str, str]]:
         return {"status": "deleted", "disabled_reason": ""}, {"url": current["url"]}
@@ -281,7 +306,7 @@ async def delete_webhook(request: web.Request) -> web.Response:
 
 
 async def rotate_secret(request: web.Request) -> web.Response:
-    org_id, key_id, sub = await _own(request)
+    org_id, key_id, sub = await own(request)
     fresh = new_secret()
 
     def change(current: Subscription, now: int) -> tuple[dict[str, Any], dict[str, str]]:
@@ -294,10 +319,15 @@ async def rotate_secret(request: web.Request) -> web.Response:
     return web.json_response(_public(new) | {"secret": fresh})
 
 
+#: One subscription's path; ``/v1/webhooks/test`` is the test route's (no subscription id is ``test``), so its
+#: 405 lists that route's methods only.
+ONE_PATH = "/v1/webhooks/{webhook_id:(?!test$)[^/]+}"
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/webhooks", create_webhook)
     app.router.add_get("/v1/webhooks", list_webhooks)
-    app.router.add_get("/v1/webhooks/{webhook_id}", get_webhook)
-    app.router.add_patch("/v1/webhooks/{webhook_id}", patch_webhook)
-    app.router.add_delete("/v1/webhooks/{webhook_id}", delete_webhook)
+    app.router.add_get(ONE_PATH, get_webhook)
+    app.router.add_patch(ONE_PATH, patch_webhook)
+    app.router.add_delete(ONE_PATH, delete_webhook)
     app.router.add_post("/v1/webhooks/{webhook_id}/rotate-secret", rotate_secret)

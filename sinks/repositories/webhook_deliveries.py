@@ -1,6 +1,13 @@
 """Webhook delivery attempts and dead letters in ClickHouse (migration 0014), as the dispatcher
 recorded them: what ``GET /v1/webhooks/{id}/deliveries`` pages, the health ``GET /v1/webhooks`` shows,
-and the dead letters a replay sends again."""
+and the dead letters a replay sends again.
+
+A dead letter is *outstanding* until its delivery succeeds after it was dead-lettered: no attempt
+of the same delivery id with outcome ``delivered`` later than the dead letter's ``due_at`` (when its
+last attempt was due: that attempt, and any replay's, come after it). A replayed delivery keeps its
+id, so its success settles the dead letter; dead-lettered again, its row is replaced (the table keeps
+the newest row per id) with a later ``due_at``, and it is outstanding again.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +17,9 @@ from typing import Any
 from schemas.timefmt import datetime_ms, ms_datetime
 from sinks.clickhouse import ClickHouse
 
-_ATTEMPT_COLUMNS = ("delivery_id, event_id, type, attempt, at, status_code, error, latency_ms, outcome")
+_ATTEMPT_COLUMNS = "delivery_id, event_id, type, attempt, at, status_code, error, latency_ms, outcome"
+#: Attempt outcomes as the dispatcher writes them.
+OUTCOMES = ("delivered", "retrying", "dead_lettered", "gone")
 
 
 @dataclass(frozen=True)
@@ -19,8 +28,8 @@ class DeliveryStats:
 
     last_success_at: int | None
     last_failure_at: int | None
-    consecutive_failures: int  # failed attempts since the last success
-    dead_letters: int  # dead-lettered deliveries not delivered since
+    consecutive_failures: int  # failed attempts after the last success (all of them without one)
+    dead_letters: int  # outstanding dead letters
 
 
 def _attempt(row: tuple) -> dict[str, Any]:
@@ -31,15 +40,16 @@ def _attempt(row: tuple) -> dict[str, Any]:
 
 
 class WebhookDeliveryRepository:
-    """Attempts and dead letters of an org's subscriptions."""
+    """Attempts and dead letters of an org's subscriptions; every query is scoped by the org."""
 
     def __init__(self, ch: ClickHouse) -> None:
         self.ch = ch
 
     async def attempts(self, org_id: str, subscription_id: str, limit: int, outcome: str | None = None,
                        before: tuple[int, str, int] | None = None) -> list[dict[str, Any]]:
-        """Up to ``limit`` attempts, newest first by (at, delivery_id, attempt), before the keyset
-        position ``before`` when given; only those with ``outcome`` when given."""
+        """Up to ``limit`` attempts, newest first by (at, delivery_id, attempt), after the keyset
+        position ``before`` (the last one of the previous page) when given; only those with ``outcome``
+        when given. A replayed delivery numbers its attempts from 1 again: both series are shown."""
         where = "org_id = {org:String} AND subscription_id = {sub:String}"
         params: dict[str, Any] = {"org": org_id, "sub": subscription_id, "limit": limit}
         if outcome is not None:
@@ -51,7 +61,7 @@ class WebhookDeliveryRepository:
             params |= {"at": ms_datetime(before[0]), "delivery": before[1], "attempt": before[2]}
         rows = await self.ch.query(
             f"SELECT {_ATTEMPT_COLUMNS} FROM {self.ch.database}.webhook_attempts WHERE {where} "
-            "ORDER BY at DESC, delivery_id DESC, attempt DESC LIMIT 1 BY delivery_id, attempt "
+            "ORDER BY at DESC, delivery_id DESC, attempt DESC LIMIT 1 BY at, delivery_id, attempt "
             "LIMIT {limit:UInt32}", params)
         return [_attempt(r) for r in rows.rows]
 
@@ -60,43 +70,83 @@ class WebhookDeliveryRepository:
         if not subscription_ids:
             return {}
         params = {"org": org_id, "subs": subscription_ids}
-        db = self.ch.database
         scope = "org_id = {org:String} AND subscription_id IN {subs:Array(String)}"
         attempts = await self.ch.query(
-            "SELECT subscription_id, last.ok, last.bad, countIf(outcome != 'delivered' AND at > last.ok) "
-            f"FROM {db}.webhook_attempts INNER JOIN (SELECT subscription_id, maxIf(at, outcome = 'delivered') AS ok, "
-            f"maxIf(at, outcome != 'delivered') AS bad FROM {db}.webhook_attempts WHERE {scope} "
-            f"GROUP BY subscription_id) AS last USING subscription_id WHERE {scope} "
-            "GROUP BY subscription_id, last.ok, last.bad", params)
-        dead = {sub: int(n) for sub, n in (await self.ch.query(
-            f"SELECT subscription_id, count() FROM {db}.webhook_dead_letters FINAL AS d "
-            "WHERE org_id = {org:String} AND subscription_id IN {subs:Array(String)} AND id NOT IN ("
-            f"SELECT delivery_id FROM {db}.webhook_attempts WHERE org_id = {{org:String}} "
-            "AND subscription_id IN {subs:Array(String)} AND outcome = 'delivered' AND at > d.created_at) "
-            "GROUP BY subscription_id", params)).rows}
-        out: dict[str, DeliveryStats] = {}
-        for sub, success, failure, failures in attempts.rows:
-            out[sub] = DeliveryStats(_ms_or_none(success), _ms_or_none(failure), int(failures), dead.get(sub, 0))
-        for sub, n in dead.items():
+            "SELECT subscription_id, maxIf(at, outcome = 'delivered') AS ok, maxIf(at, outcome != 'delivered'), "
+            "countIf(outcome != 'delivered' AND at > ok_before) "
+            "FROM (SELECT subscription_id, at, outcome, "
+            "max(if(outcome = 'delivered', at, toDateTime64(0, 3, 'UTC'))) OVER (PARTITION BY subscription_id) "
+            f"AS ok_before FROM {self.ch.database}.webhook_attempts WHERE {scope}) "
+            "GROUP BY subscription_id", params)
+        dead = await self.ch.query(
+            f"SELECT subscription_id, count() FROM ({self._outstanding_sql('d.subscription_id AS subscription_id')}) "
+            "GROUP BY subscription_id", params)
+        counts = {sub: int(n) for sub, n in dead.rows}
+        out = {sub: DeliveryStats(_ms_or_none(ok), _ms_or_none(bad), int(failures), counts.get(sub, 0))
+               for sub, ok, bad, failures in attempts.rows}
+        for sub, n in counts.items():
             out.setdefault(sub, DeliveryStats(None, None, 0, n))
         return out
 
-    async def dead_letters(self, org_id: str, subscription_id: str, ids: list[str] | None = None,
-                           limit: int = 10_000) -> list[dict[str, Any]]:
-        """The subscription's dead-lettered deliveries (``WebhookDelivery`` fields, payload as bytes), all or
-        those in ``ids``."""
-        where = "org_id = {org:String} AND subscription_id = {sub:String}"
-        params: dict[str, Any] = {"org": org_id, "sub": subscription_id, "limit": limit}
-        if ids is not None:
-            where += " AND id IN {ids:Array(String)}"
-            params["ids"] = ids
+    async def recent_dead_letters(self, org_id: str, subscription_ids: list[str], per_subscription: int = 10
+                                  ) -> dict[str, list[dict[str, Any]]]:
+        """The newest ``per_subscription`` outstanding dead letters of each of ``subscription_ids`` (newest
+        first by created_at, id): ``{delivery_id, event_id, type, created_at, last_error, attempts}``."""
+        if not subscription_ids:
+            return {}
+        columns = _aliased("subscription_id", "id", "event_id", "type", "created_at", "last_error", "attempts")
         rows = await self.ch.query(
-            "SELECT id, subscription_id, org_id, event_id, type, payload, attempts, created_at, last_error "
-            f"FROM {self.ch.database}.webhook_dead_letters FINAL WHERE {where} ORDER BY created_at, id "
-            "LIMIT {limit:UInt32}", params)
+            "SELECT subscription_id, id, event_id, type, created_at, last_error, attempts "
+            f"FROM ({self._outstanding_sql(columns)}) "
+            "ORDER BY subscription_id, created_at DESC, id DESC LIMIT {per:UInt32} BY subscription_id",
+            {"org": org_id, "subs": subscription_ids, "per": per_subscription})
+        out: dict[str, list[dict[str, Any]]] = {}
+        for sub, delivery, event, event_type, created, error, attempts in rows.rows:
+            out.setdefault(sub, []).append({"delivery_id": delivery, "event_id": event, "type": event_type,
+                                            "created_at": datetime_ms(created), "last_error": error,
+                                            "attempts": int(attempts)})
+        return out
+
+    async def dead_letters(self, org_id: str, subscription_id: str, ids: list[str] | None = None, *,
+                           limit: int = 1_000, after: tuple[int, str] | None = None) -> list[dict[str, Any]]:
+        """Dead letters of the subscription as ``WebhookDelivery`` datums (payload as bytes), oldest first
+        by (created_at, id): those in ``ids`` (outstanding or not), or else the outstanding ones, up to
+        ``limit`` after the keyset position ``after``."""
+        params: dict[str, Any] = {"org": org_id, "subs": [subscription_id], "limit": limit}
+        columns = _aliased("id", "subscription_id", "org_id", "event_id", "type", "payload", "attempts", "due_at",
+                           "created_at", "last_error")
+        if ids is not None:
+            sql = (f"SELECT {columns} FROM {self.ch.database}.webhook_dead_letters AS d FINAL "
+                   "WHERE d.org_id = {org:String} AND d.subscription_id IN {subs:Array(String)} "
+                   "AND d.id IN {ids:Array(String)}")
+            params["ids"] = ids
+        else:
+            sql = self._outstanding_sql(columns)
+        if after is not None:
+            sql = (f"SELECT * FROM ({sql}) WHERE (created_at, id) > "
+                   "({after_at:DateTime64(3, 'UTC')}, {after_id:String})")
+            params |= {"after_at": ms_datetime(after[0]), "after_id": after[1]}
+        rows = await self.ch.query(f"{sql} ORDER BY created_at, id LIMIT {{limit:UInt32}}", params)
         return [{"id": r[0], "subscription_id": r[1], "org_id": r[2], "event_id": r[3], "type": r[4],
                  "payload": r[5] if isinstance(r[5], bytes) else r[5].encode(), "attempts": int(r[6]),
-                 "created_at": datetime_ms(r[7]), "last_error": r[8]} for r in rows.rows]
+                 "due_at": datetime_ms(r[7]), "created_at": datetime_ms(r[8]), "last_error": r[9]}
+                for r in rows.rows]
+
+    def _outstanding_sql(self, columns: str) -> str:
+        """SELECT ``columns`` (of ``d``, the dead letters) of the outstanding dead letters of the
+        subscriptions ``{subs}`` of org ``{org}``."""
+        db = self.ch.database
+        return (f"SELECT {columns} FROM {db}.webhook_dead_letters AS d FINAL "
+                f"LEFT JOIN (SELECT delivery_id, max(at) AS delivered_at FROM {db}.webhook_attempts "
+                "WHERE org_id = {org:String} AND subscription_id IN {subs:Array(String)} AND outcome = 'delivered' "
+                "GROUP BY delivery_id) AS ok ON ok.delivery_id = d.id "
+                "WHERE d.org_id = {org:String} AND d.subscription_id IN {subs:Array(String)} "
+                "AND coalesce(ok.delivered_at, toDateTime64(0, 3, 'UTC')) <= d.due_at")
+
+
+def _aliased(*columns: str) -> str:
+    """``d.<c> AS <c>`` for each column: the names a query around the join refers to."""
+    return ", ".join(f"d.{c} AS {c}" for c in columns)
 
 
 def _ms_or_none(value: Any) -> int | None:

@@ -67,8 +67,8 @@ async def test_create_answers_the_secret_once_and_a_get_right_after_sees_it(api,
     status, got = await api.get(f"/v1/webhooks/{body['id']}", key)
     assert status == 200
     assert "secret" not in got and got == {k: v for k, v in body.items() if k != "secret"} | {
-        "last_success_at": None, "last_failure_at": None, "consecutive_failures": 0, "breaker": None,
-        "dead_letters": 0}
+        "last_success_at": None, "last_failure_at": None, "consecutive_failures": 0, "breaker": "closed",
+        "dead_letters": {"count": 0, "recent": []}}
 
     (record,) = records(producer, body["id"])
     assert record["org_id"] == org and record["version"] == 1 and record["url"] == URL
@@ -161,7 +161,8 @@ async def test_the_list_pages_newest_first_by_cursor_with_health_fields(api):
             break
     newest_first = sorted(made, key=lambda w: (w["created_at"], w["id"]), reverse=True)
     assert [w["id"] for w in seen] == [w["id"] for w in newest_first]
-    assert all(w["consecutive_failures"] == 0 and w["dead_letters"] == 0 and w["breaker"] is None
+    assert all(w["consecutive_failures"] == 0 and w["dead_letters"] == {"count": 0, "recent": []}
+               and w["breaker"] == "closed"
                and w["last_success_at"] is None and w["last_failure_at"] is None and "secret" not in w
                for w in seen)
     status, empty = await api.get("/v1/webhooks", (await manager(api))[1])
@@ -312,7 +313,7 @@ async def test_the_sink_writer_stores_the_newest_version_without_secrets(api, pr
         "AND table = 'webhook_subscriptions'")
     assert not any("secret" in name for (name,) in columns.rows)
     (health,) = (await repo.health_of(org, [sub["id"]])).values()
-    assert health.consecutive_failures == 0 and health.breaker is None
+    assert health.consecutive_failures == 0 and health.breaker == "closed"
 
     # the audit log holds every change, chained
     status, verdict = await api.get("/v1/audit/verify", key)

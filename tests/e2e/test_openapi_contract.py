@@ -33,10 +33,12 @@ PARTIAL_ACCEPTANCE = ("/v1/events", "/v1/audit/events")
 #: the offset cap. Every other check (no 5xx, documented statuses and bodies) still runs there.
 #: Ingest too: JSON Schema cannot say "valid Unicode" (a lone surrogate escape is rejected naming the
 #: field) nor "an integer written without a fraction" (``occurred_at: 1.7e12`` is rejected).
-#: Webhook subscriptions: nor "a URL whose host resolves to a public address".
+#: Webhook subscriptions: nor "a URL whose host resolves to a public address"; their test payloads, nor
+#: "nested at most 32 levels"; replays, nor "a dead letter's id".
 DEPENDENT_PARAMETERS = (*PARTIAL_ACCEPTANCE, "/v1/traces", "/v1/metrics", "/api/v1/traces",
                         "/tenants/{tenant_id}/traces", "/v1/checkpoints", "/v1/audit/verify", "/v1/webhooks",
-                        "/v1/webhooks/{webhook_id}")
+                        "/v1/webhooks/{webhook_id}", "/v1/webhooks/test", "/v1/webhooks/{webhook_id}/deliveries",
+                        "/v1/webhooks/{webhook_id}/replay")
 
 
 def _seed_data(base: str, key: str) -> None:
@@ -141,4 +143,4 @@ def test_each_operation_needs_the_scope_it_documents(stack: Service, fuzz_key: s
                                      headers={"Authorization": f"Bearer {key(scopes)}"}, timeout=30)
                 assert (r.status_code == 403) == forbidden, (method, path, scopes, r.status_code, r.text)
             checked += 1
-    assert checked == 23
+    assert checked == 26

@@ -26,6 +26,7 @@ from sinks.writer import (
     Source,
 )
 from streams.chaining import AUDIT_CHAIN, TRACE_CHAIN, ChainKind, ChainStore, apply_command, seal
+from tests.support.webhook_records import WebhookStore
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,8 @@ class Pipeline:
     process: each record the producer kept is sealed as the chain agent seals it
     (``streams.chaining.seal``; a ``TraceCommand`` decided by ``schemas.lifecycle.decide``),
     and the sealed records are stored by the sink writer, one ``sealed-events`` offset each
-    (of partition 0); ``webhook-subscriptions`` records are stored as the sink stores them."""
+    (of partition 0); ``webhook-subscriptions`` records are stored as the sink stores them, and
+    ``webhooks.store(attempts=..., dead_letters=...)`` stores what the webhook dispatcher writes."""
 
     def __init__(self, clickhouse: ClickHouse, producer: RecordingProducer) -> None:
         self.clickhouse = clickhouse
@@ -84,6 +86,7 @@ class Pipeline:
         self.writers = {TRACE_CHAIN.sealed_schema: SinkWriter(clickhouse, TRACE_EVENTS_SINK),
                         AUDIT_CHAIN.sealed_schema: SinkWriter(clickhouse, AUDIT_EVENTS_SINK)}
         self.subscriptions = SinkWriter(clickhouse, WEBHOOK_SUBSCRIPTIONS_SINK)
+        self.webhooks = WebhookStore(clickhouse)
         self.taken = 0  # records of producer.sent already handled
         self.offset = 0  # the next sealed-events offset
         self.subscription_offset = 0  # the next webhook-subscriptions offset (partition 0)
