@@ -244,6 +244,7 @@ async def main() -> None:
     await chained(work, report, unchained_http20=http_rates[20])
     await chain_processes(work, report, BENCH_ENV, event)
     await webhooks.run(work / "webhooks", report, BENCH_ENV)
+    await webhooks.dispatch_alone(work / "dispatch", report)
     print("\nsummary\n" + "\n".join(lines))
 
 

@@ -25,6 +25,8 @@ from streams.embedded.broker import EmbeddedBroker, free_port
 from tests.support.service import Api, Service, eventually
 
 EVENTS = int(os.environ.get("BENCH_WEBHOOK_EVENTS", "20000"))
+#: Notices written straight to ``webhook-events`` for the dispatch-alone figure.
+NOTICES = int(os.environ.get("BENCH_WEBHOOK_NOTICES", "10000"))
 
 
 class Receiver:
@@ -96,5 +98,77 @@ async def run(work: Path, report: Callable[[str], None], env: dict[str, str]) ->
                    f"p99 {pct(latencies, 99):6.0f} ms")
     finally:
         service.stop()
+        broker.stop()
+        await runner.cleanup()
+
+
+async def dispatch_alone(work: Path, report: Callable[[str], None]) -> None:
+    """The fan-out and the dispatcher alone, in this process, on their own broker: ``NOTICES``
+    ``trace.completed`` notices already on ``webhook-events``, one subscription, timed until the
+    receiver has them all (what the dispatch path can do when ingest is not the limit)."""
+    from aiokafka import AIOKafkaProducer
+
+    from schemas.codec import encode
+    from schemas.subscriptions import SubscriptionReader, SubscriptionView
+    from schemas.topics import (
+        WEBHOOK_ATTEMPTS,
+        WEBHOOK_DEAD_LETTER,
+        WEBHOOK_DELIVERIES,
+        WEBHOOK_EVENTS,
+        WEBHOOK_SUBSCRIPTIONS,
+        webhook_retry_topic,
+    )
+    from schemas.webhooks import new_secret
+    from streams.embedded import fetch_throttle, group_generation
+    from streams.topics import ensure_topics
+    from streams.webhooks.dispatcher import Dispatcher, DispatchSettings
+    from streams.webhooks.fanout import Fanout
+
+    fetch_throttle.install()
+    group_generation.install()
+    receiver = Receiver()
+    app = web.Application()
+    app.router.add_post("/hook", receiver.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    broker = EmbeddedBroker(work / "broker", "127.0.0.1", free_port())
+    broker.start()
+    tasks: list[asyncio.Task[None]] = []
+    reader = None
+    try:
+        await ensure_topics(broker.bootstrap, 4, topics=(WEBHOOK_SUBSCRIPTIONS, WEBHOOK_EVENTS, WEBHOOK_DELIVERIES,
+                                                          WEBHOOK_ATTEMPTS, WEBHOOK_DEAD_LETTER,
+                                                          webhook_retry_topic(1)))
+        now = now_ms()
+        sub = {"id": "wh_bench", "org_id": "bench", "url": f"http://127.0.0.1:{port}/hook",
+               "event_types": ["trace.completed"], "description": "", "filter": {},
+               "secrets": [{"secret": new_secret(), "expires_at": None}], "status": "active", "disabled_reason": "",
+               "created_at": now, "updated_at": now, "version": 1}
+        async with AIOKafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=5) as producer:
+            await producer.send_and_wait(WEBHOOK_SUBSCRIPTIONS, encode("WebhookSubscription", sub), key=b"wh_bench")
+            sent = [await producer.send(WEBHOOK_EVENTS, encode("WebhookEvent", {
+                "id": f"n{i}", "type": "trace.completed", "org_id": "bench", "occurred_at": now,
+                "data": json.dumps({"trace_id": f"t{i}"})}), key=b"bench") for i in range(NOTICES)]
+            await asyncio.gather(*sent)
+        view = SubscriptionView()
+        reader = SubscriptionReader(broker.bootstrap, WEBHOOK_SUBSCRIPTIONS, 4, view)
+        await reader.start()
+        await view.ready.wait()
+        t0 = time.monotonic()
+        tasks = [asyncio.create_task(Fanout(broker.bootstrap, [WEBHOOK_EVENTS], WEBHOOK_DELIVERIES, view).run()),
+                 asyncio.create_task(Dispatcher(broker.bootstrap, view, DispatchSettings((60.0,), allow_private=True),
+                                                WEBHOOK_SUBSCRIPTIONS).run())]
+        await eventually(lambda: asyncio.sleep(0, receiver.deliveries), lambda n: n >= NOTICES, timeout=600,
+                         interval=0.05)
+        rate = NOTICES / (time.monotonic() - t0)
+        report(f"webhook dispatch alone, {NOTICES:,} notices to 1 endpoint  {rate:8,.0f} deliveries/s "
+               "(fan-out, signing, POST, attempt records; 4 at a time per endpoint)")
+    finally:
+        for task in tasks:
+            task.cancel()
+        if reader is not None:
+            await reader.stop()
         broker.stop()
         await runner.cleanup()

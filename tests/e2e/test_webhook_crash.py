@@ -103,6 +103,29 @@ async def test_kill_9_while_deliveries_wait_in_every_tier_and_mid_request_loses_
             tries = sum(dead.tries.values())
             await asyncio.sleep(3)
             assert sum(dead.tries.values()) == tries and set(dead.tries) == exhausted
+            # and ClickHouse holds the same: each flaky and slow delivery delivered, each dead one dead-lettered
+            async with Api(service.url) as api:
+                for sub, outcome, seen in ((subs[0], "delivered", set(flaky.succeeded)),
+                                           (subs[1], "delivered", set(slow.succeeded)),
+                                           (subs[2], "dead_lettered", exhausted)):
+                    recorded = await eventually(lambda sub=sub, outcome=outcome: delivery_ids(api, key, sub, outcome),
+                                                lambda got, seen=seen: got >= seen, timeout=60)
+                    # beside them, at most the org's webhook.created audit entries (answered 204, not counted)
+                    assert len(recorded - seen) <= (len(subs) if outcome == "delivered" else 0)
     finally:
         service.stop()
         broker.stop()
+
+
+async def delivery_ids(api: Api, key: str, subscription_id: str, outcome: str) -> set[str]:
+    """The ids of the subscription's deliveries with an attempt of ``outcome``, as ClickHouse holds them."""
+    ids: set[str] = set()
+    cursor = None
+    while True:
+        params = {"status": outcome, "limit": "200"} | ({"cursor": cursor} if cursor else {})
+        status, body = await api.get(f"/v1/webhooks/{subscription_id}/deliveries", key, **params)
+        assert status == 200, body
+        ids |= {a["delivery_id"] for a in body["attempts"]}
+        cursor = body["nextCursor"]
+        if not cursor:
+            return ids
