@@ -86,6 +86,11 @@ class SubscriptionView:
         found = self._by_org.get(org_id, {}).get(sub_id)
         return None if found is None or found["status"] == "deleted" else found
 
+    def deleted(self, org_id: str, sub_id: str) -> bool:
+        """Whether the org's subscription ``sub_id`` is known and deleted."""
+        found = self._by_org.get(org_id, {}).get(sub_id)
+        return found is not None and found["status"] == "deleted"
+
     def of_org(self, org_id: str) -> list[Subscription]:
         """The org's subscriptions that are not deleted, newest first by (created_at, id)."""
         subs = [s for s in self._by_org.get(org_id, {}).values() if s["status"] != "deleted"]

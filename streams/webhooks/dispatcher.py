@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 DISPATCH_GROUP = "tracehouse-webhook-dispatch"
 #: Deliveries attempted at once, all endpoints together; beyond it the dispatcher stops fetching.
 IN_FLIGHT = 1_000
+#: How long a delivery waits for a subscription the view has not read yet, before it is put back.
+UNKNOWN_SUBSCRIPTION_WAIT = 5.0
 
 
 @dataclass(frozen=True)
@@ -150,9 +152,16 @@ class Dispatcher:
 
     async def _deliver(self, delivery: dict[str, Any], tier: int, producer: AIOKafkaProducer,
                        session: aiohttp.ClientSession) -> None:
-        subscription = self.view.get(delivery["org_id"], delivery["subscription_id"])
+        subscription = await self._subscription(delivery)
         if subscription is None:
-            log.info("delivery %s dropped: subscription %s is deleted", delivery["id"], delivery["subscription_id"])
+            if self.view.deleted(delivery["org_id"], delivery["subscription_id"]):
+                log.info("delivery %s dropped: subscription %s is deleted", delivery["id"],
+                         delivery["subscription_id"])
+            else:  # the view lags behind the record that created it: try again in a while
+                log.warning("delivery %s waits: subscription %s not read yet", delivery["id"],
+                            delivery["subscription_id"])
+                later = now_ms() + int(UNKNOWN_SUBSCRIPTION_WAIT * 1000)
+                await self._send(producer, self._topic_of(tier), delivery | {"due_at": later}, delivery)
             return
         if subscription["status"] != "active":
             await self._move(delivery, tier, "subscription disabled", producer, retry=False)
@@ -180,6 +189,16 @@ class Dispatcher:
             "org_id": delivery["org_id"], "event_id": delivery["event_id"], "type": delivery["type"],
             "attempt": attempt, "at": now_ms(), "status_code": status, "error": error[:1000],
             "latency_ms": latency, "outcome": outcome}, delivery, schema="WebhookAttempt")
+
+    async def _subscription(self, delivery: dict[str, Any]) -> Subscription | None:
+        """The delivery's subscription; one this view has not read yet (the API created it just before
+        enqueuing a test delivery) is waited for up to ``UNKNOWN_SUBSCRIPTION_WAIT`` seconds."""
+        org_id, sub_id = delivery["org_id"], delivery["subscription_id"]
+        found = self.view.get(org_id, sub_id)
+        if found is None and not self.view.deleted(org_id, sub_id):
+            await self.view.read_back(sub_id, 1, UNKNOWN_SUBSCRIPTION_WAIT)
+            found = self.view.get(org_id, sub_id)
+        return found
 
     async def _attempt(self, subscription: Subscription, delivery: dict[str, Any],
                        session: aiohttp.ClientSession) -> tuple[int, str, int]:

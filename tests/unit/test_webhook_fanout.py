@@ -89,3 +89,10 @@ def test_a_sealed_trace_record_is_one_trace_events_delivery_with_its_links_and_t
 def test_records_nobody_subscribes_to_are_not_decoded():
     garbage = MAGIC + schema("SealedTraceEventBatch").fingerprint + b"not avro"  # decoding it would fail
     assert notices_of(garbage, view_of(sub())) == []
+
+
+def test_the_view_tells_a_deleted_subscription_from_one_it_has_not_read():
+    view = view_of(sub(), sub(id="wh_2", status="deleted"))
+    assert view.deleted("acme", "wh_2") and view.get("acme", "wh_2") is None
+    assert not view.deleted("acme", "wh_9") and view.get("acme", "wh_9") is None  # not read yet: wait for it
+    assert not view.deleted("acme", "wh_1") and view.get("acme", "wh_1") is not None
