@@ -44,15 +44,21 @@ class Receiver:
         return web.Response(status=204)
 
 
-async def run(work: Path, report: Callable[[str], None], env: dict[str, str]) -> None:
-    """Report deliveries/s and ingest -> delivery latency."""
-    receiver = Receiver()
+async def serve(receiver: Receiver) -> tuple[web.AppRunner, int]:
+    """``receiver`` at ``http://127.0.0.1:<port>/hook``; the runner to clean up, and the port."""
     app = web.Application()
     app.router.add_post("/hook", receiver.handle)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, port
+
+
+async def run(work: Path, report: Callable[[str], None], env: dict[str, str]) -> None:
+    """Report deliveries/s and ingest -> delivery latency."""
+    receiver = Receiver()
+    runner, port = await serve(receiver)
     broker = EmbeddedBroker(work / "broker", "127.0.0.1", free_port())
     broker.start()
     service = Service(work, broker.port, TRACEHOUSE_CHAIN_EVENTS="true",
@@ -127,12 +133,7 @@ async def dispatch_alone(work: Path, report: Callable[[str], None]) -> None:
     fetch_throttle.install()
     group_generation.install()
     receiver = Receiver()
-    app = web.Application()
-    app.router.add_post("/hook", receiver.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    runner, port = await serve(receiver)
     broker = EmbeddedBroker(work / "broker", "127.0.0.1", free_port())
     broker.start()
     tasks: list[asyncio.Task[None]] = []

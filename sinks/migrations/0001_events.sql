@@ -1,4 +1,4 @@
--- Trace events: one row per event, ordered by org then time (DESIGN.md "Read model").
+-- Trace events: one row per event, ordered by org then time.
 -- _topic/_partition/_offset record where the row came from: the sink's exactly-once.
 CREATE TABLE IF NOT EXISTS {db}.events
 (

@@ -1,4 +1,4 @@
--- Hash chains (issue 4): every stored event carries its link, seq / prev_hash / hash
+-- Hash chains: every stored event carries its link, seq / prev_hash / hash
 -- (sha256 digests as 32 raw bytes, rendered hex at the edge). The sink's staging rows gain
 -- the sealed batch's links: event i (from 1) gets seq = _first_seq + i - 1, prev_hash =
 -- _prev_hash for i = 1 and _hashes[i - 1] after, and hash = _hashes[i]. Unchained rows

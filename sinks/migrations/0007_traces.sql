@@ -1,4 +1,4 @@
--- The traces read model (issue 5): one row per trace once merged, ordered by org then start,
+-- The traces read model: one row per trace once merged, ordered by org then start,
 -- for the list surfaces (seed 002 tenant traces, seed 003 governance traces).
 --
 -- Each insert adds one partial row per trace it holds, aggregated from the sealed batches'

@@ -1,4 +1,4 @@
--- Counting traces without merging them (issue 5's read benchmark): has_first is 1 in the
+-- Counting traces without merging them (the read benchmark): has_first is 1 in the
 -- partial row that holds the trace's first event (seq 1) and 0 in the others, and stays 1
 -- once ClickHouse merges them. Summaries are stored exactly once, so the org's traces are
 -- sum(has_first), a scan of one column, where counting distinct keys had to aggregate every

@@ -1,4 +1,4 @@
--- Event documents (issue 5's read benchmark): every event also as one JSON array of its
+-- Event documents (the read benchmark): every event also as one JSON array of its
 -- fields, in the TraceEvent schema's order (migration 0011 makes it the API's JSON object instead).
 -- A ClickHouse query here costs ~0.25-0.5 ms per column it reads whatever the rows, so an
 -- event page that read all 43 columns cost ~30 ms, where reading _doc costs one column.

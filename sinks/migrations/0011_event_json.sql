@@ -1,4 +1,4 @@
--- Event documents as the API's JSON (issue 5): _doc (migration 0009) becomes the event's
+-- Event documents as the API's JSON: _doc (migration 0009) becomes the event's
 -- JSON object itself, in the shape the read API returns, so an event page or a trace is
 -- the documents joined into the response as they are, where each was parsed and encoded
 -- again (~2-3 ms a page of 50 here). Fields in the TraceEvent schema's order, times as
