@@ -156,13 +156,6 @@ async def _embedded_broker(settings: Settings, stack: contextlib.AsyncExitStack,
                                      name="broker-supervisor")
     stack.push_async_callback(_cancel, supervisor)
     fetch_throttle.install()
-    # readers that can afford a late record fetch less often when idle (the rollup publisher's group
-    # reads nothing: it only elects; checkpoints are due every TRACEHOUSE_CHECKPOINT_INTERVAL_SECONDS;
-    # a webhook waits at most 0.2 s more in each of the fan-out and the dispatcher, well inside its 1 s)
-    for part, seconds in (("tracehouse-rollups", 1.0), ("tracehouse-checkpoints", 0.5),
-                          ("tracehouse-webhook-subscriptions", 0.5), ("tracehouse-api-webhooks", 0.25),
-                          ("tracehouse-webhooks", 0.2), ("tracehouse-webhook-dispatch", 0.2)):
-        fetch_throttle.relax(f"{part}.", seconds)
     group_generation.install()
     log.info("embedded Kafka broker on %s", broker.bootstrap)
     return CHANGELOG_CONFIG

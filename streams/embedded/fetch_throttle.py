@@ -18,11 +18,6 @@ being cancelled and returns False if cancelled while sleeping.
 
 Install it only when the embedded broker is in use: a real Kafka broker
 waits on its side and the wrapper then never sleeps anyway.
-
-``relax(prefix, seconds)`` lets the consumers whose client id starts with ``prefix`` wait longer
-when idle: readers that can afford a late record (the subscription views, the elected checkpointer
-and rollup publisher) then cost a fraction of a fetch loop each (measured 2026-12-05: a chained
-``run`` with webhook subscriptions idled at ~9 % of a core with every consumer at 50 ms).
 """
 
 from __future__ import annotations
@@ -38,20 +33,6 @@ from aiokafka.consumer.fetcher import Fetcher
 _ProcFetch = Callable[..., Awaitable[bool]]
 
 _original: _ProcFetch | None = None
-#: Client id prefix -> how long its idle consumers wait between fetches (seconds).
-_relaxed: dict[str, float] = {}
-
-
-def relax(prefix: str, seconds: float) -> None:
-    """Idle consumers whose client id starts with ``prefix`` fetch every ``seconds`` at most."""
-    _relaxed[prefix] = seconds
-
-
-def _wait_of(fetcher: Fetcher, min_wait: float) -> float:
-    client_id = getattr(getattr(fetcher, "_client", None), "_client_id", "") or ""
-    return max([min_wait, *(wait for prefix, wait in _relaxed.items() if client_id.startswith(prefix))])
-
-
 def _throttled(original: _ProcFetch, min_wait: float) -> _ProcFetch:
     @functools.wraps(original)
     async def _proc_fetch_request(self: Fetcher, assignment: Any, node_id: int, request: Any) -> bool:
@@ -62,7 +43,7 @@ def _throttled(original: _ProcFetch, min_wait: float) -> _ProcFetch:
         task = asyncio.current_task()
         if task is not None and task.cancelling():
             return False
-        remaining = _wait_of(self, min_wait) - (time.monotonic() - started)
+        remaining = min_wait - (time.monotonic() - started)
         if remaining > 0:
             try:
                 await asyncio.sleep(remaining)
