@@ -56,7 +56,7 @@ def start_parts(parts: list[Part], clickhouse: ClickHouse | None,
         if part.needs_clickhouse and clickhouse is None:
             raise ValueError(f"the {part.name} part needs ClickHouse")
         task = asyncio.create_task(_supervised(part, clickhouse, failure), name=part.name)
-        stack.push_async_callback(_cancel, task)
+        stack.push_async_callback(cancel_and_wait, task)
         log.info("started the %s part", part.name)
     return failure
 
@@ -77,7 +77,7 @@ async def _supervised(part: Part, clickhouse: ClickHouse | None, failure: asynci
             failure.set_exception(exc)
 
 
-async def _cancel(task: asyncio.Task[Any]) -> None:
+async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
     """Cancel ``task`` and wait for it; re-raise what it died of, if not the cancel."""
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):

@@ -29,7 +29,7 @@ from sinks.clickhouse import ClickHouse
 from sinks.migrate import migrate
 from streams.parts import declared_parts, groups_of, trimmable
 from streams.topics import ensure_topics
-from streams.worker import chosen_parts, ensure_worker_topics, start_parts
+from streams.worker import cancel_and_wait, chosen_parts, ensure_worker_topics, start_parts
 from tracehouse.settings import Settings
 
 log = logging.getLogger("tracehouse")
@@ -112,7 +112,7 @@ async def serve(settings: Settings, *, worker: bool = True, api: bool = True, pa
             trimmer = asyncio.create_task(trim_forever(
                 settings.bootstrap_servers, trimmable(declared_parts(settings)), settings.trim_interval_seconds,
                 settings.command_timeout_seconds), name="trim")
-            stack.push_async_callback(_cancel, trimmer)
+            stack.push_async_callback(cancel_and_wait, trimmer)
         if api:
             runner = web.AppRunner(create_app(settings, clickhouse), handle_signals=False)
             await runner.setup()
@@ -154,7 +154,7 @@ async def _embedded_broker(settings: Settings, stack: contextlib.AsyncExitStack,
     supervisor = asyncio.create_task(supervise_broker(broker, settings.broker_supervise_seconds, groups, registry,
                                                       restart_process if worker else None, starts=starts),
                                      name="broker-supervisor")
-    stack.push_async_callback(_cancel, supervisor)
+    stack.push_async_callback(cancel_and_wait, supervisor)
     fetch_throttle.install()
     group_generation.install()
     log.info("embedded Kafka broker on %s", broker.bootstrap)
@@ -168,13 +168,6 @@ async def _until_stopped(stop: asyncio.Event, failure: asyncio.Future[None] | No
     _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     for waiting in pending - {failure}:
         waiting.cancel()
-
-
-async def _cancel(task: asyncio.Task[Any]) -> None:
-    """Cancel ``task`` and wait for it; re-raise what it died of, if not the cancel."""
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 def _announce(settings: Settings) -> None:

@@ -161,7 +161,7 @@ class Dispatcher:
                 log.warning("delivery %s waits: subscription %s not read yet", delivery["id"],
                             delivery["subscription_id"])
                 later = now_ms() + int(UNKNOWN_SUBSCRIPTION_WAIT * 1000)
-                await self._send(producer, self._topic_of(tier), delivery | {"due_at": later}, delivery)
+                await self._send(producer, self.topics[tier], delivery | {"due_at": later}, delivery)
             return
         if subscription["status"] != "active":
             await self._move(delivery, tier, "subscription disabled", producer, retry=False)
@@ -169,7 +169,7 @@ class Dispatcher:
         endpoint = self._endpoint(subscription["id"])
         if not endpoint.breaker.allow(self.clock()):  # waits in its tier until the breaker lets one through
             reopen = int((self.clock() + self.settings.breaker_cooldown) * 1000)
-            await self._send(producer, self._topic_of(tier), delivery | {"due_at": reopen}, delivery)
+            await self._send(producer, self.topics[tier], delivery | {"due_at": reopen}, delivery)
             return
         async with endpoint.slots:
             status, error, latency = await self._attempt(subscription, delivery, session)
@@ -222,7 +222,7 @@ class Dispatcher:
         moved = delivery | {"last_error": error[:1000]}
         if retry and tier < len(self.settings.schedule):
             due = now_ms() + int(self.settings.schedule[tier] * 1000)
-            await self._send(producer, webhook_retry_topic(tier + 1), moved | {"due_at": due}, delivery)
+            await self._send(producer, self.topics[tier + 1], moved | {"due_at": due}, delivery)
         else:
             await self._send(producer, WEBHOOK_DEAD_LETTER, moved, delivery)
 
@@ -237,9 +237,6 @@ class Dispatcher:
     async def _send(self, producer: AIOKafkaProducer, topic: str, datum: dict[str, Any], delivery: dict[str, Any],
                     schema: str = "WebhookDelivery") -> None:
         await (await producer.send(topic, encode(schema, datum), key=delivery["subscription_id"].encode()))
-
-    def _topic_of(self, tier: int) -> str:
-        return WEBHOOK_DELIVERIES if tier == 0 else webhook_retry_topic(tier)
 
     def _endpoint(self, subscription_id: str) -> _Endpoint:
         endpoint = self._endpoints.get(subscription_id)
