@@ -89,11 +89,34 @@ def payload(event_type: str, occurred_at_ms: int, data: dict[str, Any]) -> bytes
         raise ValueError(f"data is not JSON: {exc}") from None
 
 
+def _base32(raw: bytes) -> str:
+    return base64.b32encode(raw).decode().rstrip("=").lower()
+
+
+def random_id(prefix: str) -> str:
+    """``prefix`` + 26 lowercase base32 characters of 128 random bits (subscription and test event ids)."""
+    return prefix + _base32(_random.token_bytes(16))
+
+
 def delivery_id(event_id: str, subscription_id: str) -> str:
     """The ``webhook-id`` of event ``event_id`` to subscription ``subscription_id``: ``msg_`` + 26
     base32 characters of a SHA-256 over both, the same on every retry and replay (receivers dedupe on it)."""
     digest = hashlib.sha256(json.dumps([event_id, subscription_id]).encode()).digest()
-    return "msg_" + base64.b32encode(digest[:DELIVERY_ID_BYTES]).decode().rstrip("=").lower()
+    return "msg_" + _base32(digest[:DELIVERY_ID_BYTES])
+
+
+def new_delivery(event_id: str, event_type: str, org_id: str, subscription_id: str, occurred_at_ms: int,
+                 data: dict[str, Any], now_ms: int) -> dict[str, Any]:
+    """The ``WebhookDelivery`` datum of event ``event_id`` to ``subscription_id``, due at once, no attempt made."""
+    return {"id": delivery_id(event_id, subscription_id), "subscription_id": subscription_id, "org_id": org_id,
+            "event_id": event_id, "type": event_type, "payload": payload(event_type, occurred_at_ms, data),
+            "attempts": 0, "due_at": now_ms, "created_at": now_ms, "last_error": ""}
+
+
+def unexpired(secrets: list[dict[str, Any]], now_ms: int) -> list[dict[str, Any]]:
+    """The subscription secrets (``{secret, expires_at}``) that still sign at ``now_ms``: the current one
+    (no expiry) and rotated-out ones inside their grace period."""
+    return [s for s in secrets if s.get("expires_at") is None or s["expires_at"] > now_ms]
 
 
 # -- subscription filters ----------------------------------------------------------------------------

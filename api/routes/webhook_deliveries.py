@@ -9,7 +9,6 @@ Attempts and dead letters are read from ClickHouse (``sinks.repositories.webhook
 
 from __future__ import annotations
 
-import base64
 import json
 import secrets
 from typing import Any
@@ -34,7 +33,7 @@ from schemas.codec import encode
 from schemas.model import MAX_ID_LEN
 from schemas.timefmt import check_query_ms, format_ms, now_ms
 from schemas.topics import WEBHOOK_DELIVERIES
-from schemas.webhooks import delivery_id, payload
+from schemas.webhooks import new_delivery, random_id
 from sinks.repositories.webhook_deliveries import OUTCOMES
 
 TEST_TYPE = "webhook.test"
@@ -50,11 +49,6 @@ REPLAY_PAGE = 200
 #: Delivery ids an audit entry of a replay lists (then ``…``; ``count`` has them all).
 AUDITED_IDS = 50
 _UINT32 = 2**32 - 1
-
-
-def _new_event_id() -> str:
-    """``webhook.test:`` + 26 lowercase base32 characters (128 random bits)."""
-    return "webhook.test:" + base64.b32encode(secrets.token_bytes(16)).decode().rstrip("=").lower()
 
 
 def _test_payload(value: Any) -> dict[str, Any]:
@@ -93,10 +87,7 @@ async def schedule_test(request: web.Request) -> web.Response:
             sub = await create_subscription(request, org_id, key_id, {
                 "url": url, "event_types": [TEST_TYPE], "description": TEST_DESCRIPTION})
     now = now_ms()
-    event_id = _new_event_id()
-    delivery = {"id": delivery_id(event_id, sub["id"]), "subscription_id": sub["id"], "org_id": org_id,
-                "event_id": event_id, "type": TEST_TYPE, "payload": payload(TEST_TYPE, now, data), "attempts": 0,
-                "due_at": now, "created_at": now, "last_error": ""}
+    delivery = new_delivery(random_id(f"{TEST_TYPE}:"), TEST_TYPE, org_id, sub["id"], now, data, now)
     await _enqueue(request, [delivery])
     answer = {"delivery_id": delivery["id"], "subscription_id": sub["id"]}
     if created:

@@ -10,10 +10,8 @@ has read it back. The signing secret is shown by the create and the rotation onl
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
-import secrets
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -31,7 +29,7 @@ from schemas.ssrf import check_url, resolve_allowed
 from schemas.subscriptions import Subscription
 from schemas.timefmt import format_ms, now_ms
 from schemas.topics import AUDIT_EVENTS, WEBHOOK_SUBSCRIPTIONS
-from schemas.webhooks import EVENT_TYPES, Filter, new_secret
+from schemas.webhooks import EVENT_TYPES, Filter, new_secret, random_id, unexpired
 from sinks.repositories.webhooks import Health
 
 log = logging.getLogger(__name__)
@@ -68,11 +66,6 @@ async def view_ready(request: web.Request) -> None:
             await request.app[SUBSCRIPTIONS].ready.wait()
     except TimeoutError:
         raise ApiError(503, "unavailable", "webhook subscriptions are still loading; retry later") from None
-
-
-def _new_id() -> str:
-    """``wh_`` + 26 lowercase base32 characters (128 random bits)."""
-    return "wh_" + base64.b32encode(secrets.token_bytes(16)).decode().rstrip("=").lower()
 
 
 async def checked_url(request: web.Request, value: Any) -> str:
@@ -212,7 +205,7 @@ async def create_subscription(request: web.Request, org_id: str, key_id: str, fi
     with its audit entry; the caller holds the view's lock."""
     now = now_ms()
     sub: Subscription = {
-        "id": _new_id(), "org_id": org_id, "url": fields["url"], "event_types": fields["event_types"],
+        "id": random_id("wh_"), "org_id": org_id, "url": fields["url"], "event_types": fields["event_types"],
         "description": fields.get("description", ""), "filter": fields.get("filter", {}),
         "secrets": [{"secret": new_secret(), "expires_at": None}], "status": "active", "disabled_reason": "",
         "created_at": now, "updated_at": now, "version": 1}
@@ -311,7 +304,7 @@ async def rotate_secret(request: web.Request) -> web.Response:
 
     def change(current: Subscription, now: int) -> tuple[dict[str, Any], dict[str, str]]:
         kept = [s | {"expires_at": now + SECRET_GRACE_MS} if s["expires_at"] is None else s
-                for s in current["secrets"] if s["expires_at"] is None or s["expires_at"] > now]
+                for s in unexpired(current["secrets"], now)]
         grace = format_ms(now + SECRET_GRACE_MS)
         return {"secrets": [{"secret": fresh, "expires_at": None}, *kept]}, {"previous_expires_at": grace}
 

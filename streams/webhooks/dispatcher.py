@@ -32,7 +32,7 @@ from schemas.ssrf import guarded_connector
 from schemas.subscriptions import Subscription, SubscriptionView
 from schemas.timefmt import now_ms
 from schemas.topics import WEBHOOK_ATTEMPTS, WEBHOOK_DEAD_LETTER, WEBHOOK_DELIVERIES, webhook_retry_topic
-from schemas.webhooks import Breaker, headers
+from schemas.webhooks import Breaker, headers, unexpired
 
 log = logging.getLogger(__name__)
 
@@ -204,8 +204,7 @@ class Dispatcher:
                        session: aiohttp.ClientSession) -> tuple[int, str, int]:
         """POST the delivery once: (status, error, latency ms); status 0 when no answer came."""
         now = self.clock()
-        secrets = [s["secret"] for s in subscription["secrets"]
-                   if s.get("expires_at") is None or s["expires_at"] > now * 1000]
+        secrets = [s["secret"] for s in unexpired(subscription["secrets"], int(now * 1000))]
         body = delivery["payload"]
         started = time.monotonic()
         try:

@@ -27,7 +27,7 @@ from schemas.event_json import event_json
 from schemas.subscriptions import SubscriptionView
 from schemas.timefmt import now_ms
 from schemas.topics import is_padding
-from schemas.webhooks import delivery_id, payload
+from schemas.webhooks import new_delivery
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +91,8 @@ def deliveries_of(notice: Notice, view: SubscriptionView, now: int) -> list[tupl
             if not kept:
                 continue
             sent = data | {"events": kept}
-        out.append((sub["id"].encode(), encode("WebhookDelivery", {
-            "id": delivery_id(event_id, sub["id"]), "subscription_id": sub["id"], "org_id": org_id,
-            "event_id": event_id, "type": event_type, "payload": payload(event_type, occurred_at, sent),
-            "attempts": 0, "due_at": now, "created_at": now, "last_error": ""})))
+        out.append((sub["id"].encode(), encode("WebhookDelivery", new_delivery(
+            event_id, event_type, org_id, sub["id"], occurred_at, sent, now))))
     return out
 
 

@@ -236,3 +236,22 @@ def test_a_probe_that_never_reports_frees_its_slot_after_the_cooldown():
 def test_a_breaker_needs_a_threshold_and_a_cooldown(threshold, cooldown):
     with pytest.raises(ValueError):
         Breaker(threshold=threshold, cooldown=cooldown)
+
+
+def test_a_rotated_out_secret_signs_until_its_grace_ends():
+    from schemas.webhooks import unexpired
+
+    current, old, gone = ({"secret": "a", "expires_at": None}, {"secret": "b", "expires_at": 2_000},
+                          {"secret": "c", "expires_at": 1_000})
+    assert unexpired([current, old, gone], 1_500) == [current, old]
+    assert unexpired([current, old, gone], 2_000) == [current]
+
+
+def test_a_new_delivery_is_due_at_once_with_its_stable_id():
+    from schemas.webhooks import delivery_id, new_delivery, random_id
+
+    event_id = random_id("webhook.test:")
+    assert re.fullmatch(r"webhook\.test:[a-z2-7]{26}", event_id)
+    made = new_delivery(event_id, "webhook.test", "acme", "wh_1", 0, {"ping": True}, 7)
+    assert made["id"] == delivery_id(event_id, "wh_1") and made["due_at"] == made["created_at"] == 7
+    assert made["attempts"] == 0 and json.loads(made["payload"])["data"] == {"ping": True}
