@@ -41,6 +41,7 @@ class SubscriptionView:
         self._by_org: dict[str, dict[str, Subscription]] = defaultdict(dict)
         self._org_of: dict[str, str] = {}
         self._wanted: dict[str, int] = {}  # event type -> active subscriptions taking it
+        self._filters: dict[str, tuple[int, Filter]] = {}  # id -> (version, its filter parsed)
         self._waiting: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
         self.ready = asyncio.Event()
         self.lock = asyncio.Lock()
@@ -102,10 +103,16 @@ class SubscriptionView:
         return [s for s in self._by_org.get(org_id, {}).values()
                 if s["status"] == "active" and event_type in s["event_types"] and self.passes(s, attributes)]
 
-    @staticmethod
-    def passes(subscription: Subscription, attributes: Mapping[str, Any]) -> bool:
-        """Whether ``subscription``'s filter lets an event with ``attributes`` through."""
-        return not subscription["filter"] or Filter.from_json(subscription["filter"]).matches(attributes)
+    def passes(self, subscription: Subscription, attributes: Mapping[str, Any]) -> bool:
+        """Whether ``subscription``'s filter lets an event with ``attributes`` through (the filter is
+        parsed once per version: the fan-out asks for every event of a trace batch)."""
+        if not subscription["filter"]:
+            return True
+        version, parsed = self._filters.get(subscription["id"], (None, None))
+        if parsed is None or version != subscription["version"]:
+            parsed = Filter.from_json(subscription["filter"])
+            self._filters[subscription["id"]] = (subscription["version"], parsed)
+        return parsed.matches(attributes)
 
     def wanted(self, event_type: str) -> bool:
         """Whether any active subscription, of any org, takes ``event_type``."""

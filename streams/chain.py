@@ -25,9 +25,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import faust
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
+from schemas import kafka_clients
 from schemas.codec import DecodeError, decode, encode, schema_of
 from schemas.lifecycle import approval_notice, completion_notice, expiry_commands
 from schemas.retry import CLICKHOUSE, retrying
@@ -49,6 +50,9 @@ from streams.ordered_acks import InOrderAcks
 
 log = logging.getLogger(__name__)
 
+
+#: The client id of the ``SealedTail``'s reader and writer.
+TAIL_CLIENT = "tracehouse-chain-tail"
 
 #: The Faust table behind each ``ChainStore`` mapping.
 TABLE_NAMES = {"heads": "chain-heads", "archive": "chain-ids", "states": "chain-states", "pending": "chain-pending"}
@@ -137,9 +141,7 @@ class SealedTail:
         """(offset, value) of the records after the last one the heads are known to reflect
         (value None for padding), and the partition's end offset."""
         tp = TopicPartition(self.topic, partition)
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                                    isolation_level="read_committed", client_id="tracehouse-chain-tail",
-                                    max_partition_fetch_bytes=self.max_record_bytes)
+        consumer = kafka_clients.consumer(self.bootstrap, TAIL_CLIENT, max_record_bytes=self.max_record_bytes)
         await consumer.start()
         try:
             consumer.assign([tp])
@@ -220,8 +222,7 @@ class SealedTail:
 
     async def _publish_at(self, partition: int, first: int, values: list[bytes | None]) -> None:
         """Append ``values`` (None: a padding record) to the partition, the first at offset ``first``."""
-        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True,
-                                    client_id="tracehouse-chain-tail", max_request_size=self.max_record_bytes)
+        producer = kafka_clients.producer(self.bootstrap, TAIL_CLIENT, self.max_record_bytes)
         await producer.start()
         try:
             sent = [await (producer.send(self.topic, value=b"", partition=partition, headers=PADDING) if value is None

@@ -96,3 +96,11 @@ def test_the_view_tells_a_deleted_subscription_from_one_it_has_not_read():
     assert view.deleted("acme", "wh_2") and view.get("acme", "wh_2") is None
     assert not view.deleted("acme", "wh_9") and view.get("acme", "wh_9") is None  # not read yet: wait for it
     assert not view.deleted("acme", "wh_1") and view.get("acme", "wh_1") is not None
+
+
+def test_a_changed_filter_applies_from_its_version_on():
+    view = view_of(sub(filter={"agent_id": "a-1"}))
+    assert ids(view, "acme", "approval.requested", {"agent_id": "a-1"}) == ["wh_1"]
+    view.apply(sub(filter={"agent_id": "a-2"}, version=2))
+    assert ids(view, "acme", "approval.requested", {"agent_id": "a-1"}) == []
+    assert ids(view, "acme", "approval.requested", {"agent_id": "a-2"}) == ["wh_1"]
