@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from schemas.retry import SUPERVISION, Unrecoverable, retrying
-from schemas.topics import SOURCE_TOPICS
+from schemas.topics import SOURCE_TOPICS, TOPIC_CONFIGS
 from sinks.clickhouse import ClickHouse
 from streams.parts import Part, Run, declared_parts, topics_of
 from streams.topics import ensure_topics
@@ -35,13 +35,17 @@ def chosen_parts(settings: Settings, names: Sequence[str] | None = None) -> list
 
 
 async def ensure_worker_topics(settings: Settings, changelog_config: dict[str, str] | None = None) -> None:
-    """Create every topic the declared parts read or write; with ``changelog_config``, also their
-    tables' changelogs (a Kafka broker gets them from Faust, compacted)."""
+    """Create every topic the declared parts read or write, those holding state with their configs
+    (``schemas.topics.TOPIC_CONFIGS``: set in the same request, so no start-up resets them meanwhile);
+    with ``changelog_config``, also the parts' tables' changelogs (a Kafka broker gets them from Faust,
+    compacted)."""
     parts = declared_parts(settings)
     create = dict(partitions=settings.topic_partitions, replication_factor=settings.topic_replication_factor,
                   max_message_bytes=settings.max_record_bytes)
-    await ensure_topics(settings.bootstrap_servers, topics=tuple(dict.fromkeys((*SOURCE_TOPICS, *topics_of(parts)))),
-                        **create)
+    topics = tuple(t for t in dict.fromkeys((*SOURCE_TOPICS, *topics_of(parts))) if t not in TOPIC_CONFIGS)
+    await ensure_topics(settings.bootstrap_servers, topics=topics, **create)
+    for topic, configs in TOPIC_CONFIGS.items():
+        await ensure_topics(settings.bootstrap_servers, topics=(topic,), configs=configs, **create)
     changelogs = tuple(t for part in parts for t in part.changelogs)
     if changelog_config is not None and changelogs:
         await ensure_topics(settings.bootstrap_servers, topics=changelogs, configs=changelog_config, **create)

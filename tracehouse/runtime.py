@@ -24,11 +24,9 @@ from typing import Any, NoReturn
 from aiohttp import web
 
 from api.app import create_app
-from schemas.topics import TOPIC_CONFIGS
 from sinks.clickhouse import ClickHouse
 from sinks.migrate import migrate
 from streams.parts import declared_parts, groups_of, trimmable
-from streams.topics import ensure_topics
 from streams.worker import cancel_and_wait, chosen_parts, ensure_worker_topics, start_parts
 from tracehouse.settings import Settings
 
@@ -92,10 +90,6 @@ async def serve(settings: Settings, *, worker: bool = True, api: bool = True, pa
         if settings.embedded_kafka:
             changelog_config = await _embedded_broker(settings, stack, starts=owner, worker=worker)
         await ensure_worker_topics(settings, changelog_config)
-        for topic, configs in TOPIC_CONFIGS.items():  # state, not transit: compacted on Kafka
-            await ensure_topics(settings.bootstrap_servers, settings.topic_partitions,
-                                settings.topic_replication_factor, topics=(topic,), configs=configs,
-                                max_message_bytes=settings.max_record_bytes)
 
         clickhouse = None
         if owner or not settings.embedded_clickhouse:  # embedded chdb opens in one process only
