@@ -157,14 +157,54 @@ async def idle_profile(bootstrap: str, topic: str, seconds: float) -> tuple[floa
 
 def test_install_is_idempotent_and_uninstall_restores(throttle_restored: None) -> None:
     fetch_throttle.uninstall()
-    original = Fetcher._proc_fetch_request
+    original, send = Fetcher._proc_fetch_request, AIOKafkaProducer.send
     fetch_throttle.install()
     fetch_throttle.install(0.02)
     assert fetch_throttle.installed()
     assert Fetcher._proc_fetch_request.__wrapped__ is original  # type: ignore[attr-defined]
+    assert AIOKafkaProducer.send.__wrapped__ is send  # type: ignore[attr-defined]
     fetch_throttle.uninstall()
     assert not fetch_throttle.installed() and Fetcher._proc_fetch_request is original
+    assert AIOKafkaProducer.send is send
     fetch_throttle.uninstall()
+    with pytest.raises(ValueError):
+        fetch_throttle.install(0.5, 0.1)
+
+
+@pytest.mark.asyncio
+async def test_idle_fetches_back_off_to_the_longest_wait(broker: EmbeddedBroker, throttle_restored: None) -> None:
+    topic = unique("idle-backoff")
+    await create_topic(broker.bootstrap, topic, 1)
+    fetch_throttle.install(0.05, 0.5)
+    _, fetches = await idle_profile(broker.bootstrap, topic, 3.0)
+    # a fixed 50 ms wait fetches 20 times a second; doubling up to 0.5 s settles at 2
+    assert fetches < 6, fetches
+
+
+@pytest.mark.asyncio
+async def test_a_record_produced_in_this_process_ends_the_idle_wait(
+    broker: EmbeddedBroker, throttle_restored: None
+) -> None:
+    topic = unique("woken")
+    await create_topic(broker.bootstrap, topic, 1)
+    # idle waits 0.05, 0.1, 0.2 ... s: after 7 s the fetcher sleeps from 6.35 s to 12.75 s
+    fetch_throttle.install(0.05, 60.0)
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=broker.bootstrap, group_id=unique("woken"),
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await wait_assigned(consumer, 10)
+        assert await consumer.getmany(timeout_ms=7000) == {}
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
+        await producer.start()
+        try:
+            await producer.send_and_wait(topic, b"wake", key=b"k")
+        finally:
+            await producer.stop()
+        message = await asyncio.wait_for(consumer.getone(), 3)  # not at 12.75 s
+        assert message.value == b"wake"
+    finally:
+        await asyncio.wait_for(consumer.stop(), 5)
 
 
 @pytest.mark.asyncio
