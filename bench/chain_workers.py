@@ -16,8 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import psutil
-
+from bench.stats import cpu_seconds
 from schemas.model import validate_trace_event
 from schemas.producer import EventProducer
 from schemas.timefmt import now_ms
@@ -26,17 +25,6 @@ from streams.embedded.broker import EmbeddedBroker, free_port
 from tests.support.service import Api, Service, chain_worker, eventually, group_members
 
 EVENTS = int(os.environ.get("BENCH_CHAIN_EVENTS", "100000"))
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU seconds of ``pids`` and their children so far."""
-    total = 0.0
-    for pid in pids:
-        proc = psutil.Process(pid)
-        for p in [proc, *proc.children(recursive=True)]:
-            times = p.cpu_times()
-            total += times.user + times.system
-    return total
 
 
 async def one_round(work: Path, processes: int, env: dict[str, str],

@@ -1,11 +1,13 @@
 """Webhook deliveries on this machine: deliveries/s to a local receiver subscribed to ``trace.events``
-and ``trace.completed`` while events are ingested over HTTP, and ingest -> delivery latency.
+and ``trace.completed`` while events are ingested over HTTP, ingest -> delivery latency, and the idle
+CPU of a chained ``run`` that has subscriptions.
 
-The receiver (aiohttp, in the bench process) answers 204 at once. Throughput: ``BENCH_WEBHOOK_EVENTS``
-events of one event per trace (200 per request, posted by 8 clients) are ingested, each trace record
-one ``trace.events`` delivery, and the clock stops when the receiver has them all. Latency: one
-1-event trace posted at a time; from the
-202 to the delivery of its ``trace.events``.
+The receiver (aiohttp, in the bench process) answers 204 at once. Throughput: ``BENCH_WEBHOOK_TRACES``
+closed traces of two events (``operation_executed``, ``trace_closed``; 100 traces per request, posted
+by 8 clients), each one ``trace.events`` and one ``trace.completed`` delivery; the clock stops when the
+receiver has them all. The baseline, in the same service and run: the same traces for an org without
+subscriptions, timed until they are stored (chained ingest alone). Latency: one 1-event trace posted
+at a time; from the 202 to the delivery of its ``trace.events``.
 """
 
 from __future__ import annotations
@@ -17,14 +19,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
 from aiohttp import web
 
-from bench.stats import pct
+from bench.stats import cpu_seconds, idle_cpu, pct, wait_stored
 from schemas.timefmt import format_ms, now_ms
 from streams.embedded.broker import EmbeddedBroker, free_port
-from tests.support.service import Api, Service, eventually
+from tests.support.service import Api, Service, eventually, worker_beside
 
-EVENTS = int(os.environ.get("BENCH_WEBHOOK_EVENTS", "20000"))
+TRACES = int(os.environ.get("BENCH_WEBHOOK_TRACES", "10000"))
 #: Notices written straight to ``webhook-events`` for the dispatch-alone figure.
 NOTICES = int(os.environ.get("BENCH_WEBHOOK_NOTICES", "10000"))
 
@@ -55,42 +58,75 @@ async def serve(receiver: Receiver) -> tuple[web.AppRunner, int]:
     return runner, port
 
 
-async def run(work: Path, report: Callable[[str], None], env: dict[str, str]) -> None:
-    """Report deliveries/s and ingest -> delivery latency."""
+def closed_traces(prefix: str, n: int, per_request: int = 100) -> list[bytes]:
+    """Request bodies of ``n`` closed two-event traces, ``per_request`` traces each."""
+    base = now_ms() - 3_600_000
+
+    def trace(t: int) -> list[dict[str, str]]:
+        common = {"trace_id": f"{prefix}{t}", "occurred_at": format_ms(base + t)}
+        return [{**common, "event_id": f"{prefix}{t}-x", "type": "operation_executed"},
+                {**common, "event_id": f"{prefix}{t}-c", "type": "trace_closed", "outcome": "executed"}]
+
+    return [json.dumps([e for t in range(s, min(s + per_request, n)) for e in trace(t)]).encode()
+            for s in range(0, n, per_request)]
+
+
+async def post_all(api: Api, key: str, bodies: list[bytes], concurrency: int = 8) -> None:
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for b in bodies:
+        queue.put_nowait(b)
+
+    async def poster() -> None:
+        while not queue.empty():
+            status, reply = await api.request("POST", "/v1/events", key, data=queue.get_nowait())
+            assert status == 202, reply
+
+    await asyncio.gather(*(poster() for _ in range(concurrency)))
+
+
+async def run(work: Path, report: Callable[[str], None], env: dict[str, str], *,
+              webhook_process: bool = False) -> None:
+    """Report deliveries/s beside chained ingest alone, ingest -> delivery latency and idle CPU; with
+    ``webhook_process``, the fan-out and the dispatcher run in a second process
+    (``tracehouse worker --parts webhooks,dispatch``) instead of inside ``run``."""
     receiver = Receiver()
     runner, port = await serve(receiver)
     broker = EmbeddedBroker(work / "broker", "127.0.0.1", free_port())
     broker.start()
-    service = Service(work, broker.port, TRACEHOUSE_CHAIN_EVENTS="true",
+    broker_pid = next(p.pid for p in psutil.process_iter(["cmdline"])
+                      if p.info["cmdline"] and str(work / "broker") in " ".join(p.info["cmdline"]))
+    parts = ("--parts", "chain,sink,checkpointer,rollups") if webhook_process else ()
+    service = Service(work, broker.port, "run", *parts, TRACEHOUSE_CHAIN_EVENTS="true",
                       TRACEHOUSE_WEBHOOK_ALLOW_PRIVATE_NETWORKS="true", **env)
     service.start()
+    guest = worker_beside(service, "webhooks", "webhooks,dispatch") if webhook_process else None
+    assert service.proc is not None
+    pids = [service.proc.pid, broker_pid, *([guest.proc.pid] if guest and guest.proc else [])]
+    shape = "webhooks in a 2nd process" if webhook_process else "one run process"
     try:
         async with Api(service.url) as api:
-            key = await api.org_key("bench-webhooks", ["webhooks:manage", "traces:write", "traces:read"])
-            status, body = await api.post("/v1/webhooks", key, {"url": f"http://127.0.0.1:{port}/hook",
-                                                                "event_types": ["trace.events", "trace.completed"]})
-            assert status == 201, body
-            base = now_ms() - 3_600_000
-            bodies = [json.dumps([{"trace_id": f"wt{t}", "event_id": f"we{t}", "type": "SPAN",
-                                   "occurred_at": format_ms(base + t)} for t in range(s, s + 200)]).encode()
-                      for s in range(0, EVENTS, 200)]
-            queue: asyncio.Queue[bytes] = asyncio.Queue()
-            for b in bodies:
-                queue.put_nowait(b)
-
-            async def poster() -> None:
-                while not queue.empty():
-                    status, reply = await api.request("POST", "/v1/events", key, data=queue.get_nowait())
-                    assert status == 202, reply
-
+            scopes = ["webhooks:manage", "traces:write", "traces:read"]
+            plain = await api.org_key("bench-chained", scopes)
             t0 = time.monotonic()
-            await asyncio.gather(*(poster() for _ in range(8)))
-            await eventually(lambda: asyncio.sleep(0, receiver.events), lambda n: n >= EVENTS, timeout=600,
+            await post_all(api, plain, closed_traces("c", TRACES))
+            chained = TRACES / (await wait_stored(api, plain, 2 * TRACES) - t0)
+            report(f"chained ingest alone, {TRACES:,} closed 2-event traces  {chained:8,.0f} traces/s "
+                   f"(no subscriptions; until stored; {shape})")
+
+            key = await api.org_key("bench-webhooks", scopes)
+            for kind in ("trace.events", "trace.completed"):
+                status, body = await api.post("/v1/webhooks", key, {"url": f"http://127.0.0.1:{port}/hook",
+                                                                    "event_types": [kind]})
+                assert status == 201, body
+            cpu0, t0 = cpu_seconds(pids), time.monotonic()
+            await post_all(api, key, closed_traces("w", TRACES))
+            await eventually(lambda: asyncio.sleep(0, receiver.deliveries), lambda n: n >= 2 * TRACES, timeout=600,
                              interval=0.05)
-            elapsed = time.monotonic() - t0
+            elapsed, cpu = time.monotonic() - t0, cpu_seconds(pids) - cpu0
             rate = receiver.deliveries / elapsed
-            report(f"webhook trace.events, {EVENTS:,} 1-event traces over HTTP  {rate:8,.0f} deliveries/s "
-                   "(ingest, chaining and the sink included)")
+            report(f"webhook deliveries under ingest, {TRACES:,} closed traces  {rate:8,.0f} deliveries/s "
+                   f"({shape}; {TRACES / elapsed / chained:.2f}x the chained traces/s alone; "
+                   f"{cpu / receiver.deliveries * 1e6:,.0f} us of CPU per delivery incl. its ingest)")
             latencies = []
             for n in range(40):
                 trace = f"lat{n}"
@@ -101,8 +137,15 @@ async def run(work: Path, report: Callable[[str], None], env: dict[str, str]) ->
                                  interval=0.005)
                 latencies.append((receiver.arrived[trace] - sent) * 1000)
             report(f"ingest -> webhook delivery latency      p50 {pct(latencies, 50):6.0f} ms   "
-                   f"p99 {pct(latencies, 99):6.0f} ms")
+                   f"p99 {pct(latencies, 99):6.0f} ms  (one trace at a time; {shape})")
+            if not webhook_process:
+                await asyncio.sleep(30)  # the sink, the fan-out, the dispatcher and ClickHouse's merges go idle
+                report(f"idle CPU with 2 webhook subscriptions, chained run: tracehouse "
+                       f"{await asyncio.to_thread(idle_cpu, service.proc.pid):.1f} % of a core, "
+                       f"noida-db {await asyncio.to_thread(idle_cpu, broker_pid):.1f} %")
     finally:
+        if guest is not None:
+            guest.stop()
         service.stop()
         broker.stop()
         await runner.cleanup()
@@ -158,7 +201,8 @@ async def dispatch_alone(work: Path, report: Callable[[str], None]) -> None:
         await reader.start()
         await view.ready.wait()
         t0 = time.monotonic()
-        tasks = [asyncio.create_task(Fanout(broker.bootstrap, [WEBHOOK_EVENTS], WEBHOOK_DELIVERIES, view).run()),
+        tasks = [asyncio.create_task(Fanout(broker.bootstrap, [WEBHOOK_EVENTS], WEBHOOK_DELIVERIES, view,
+                                                       reader.fresh).run()),
                  asyncio.create_task(Dispatcher(broker.bootstrap, view, DispatchSettings((60.0,), allow_private=True),
                                                 WEBHOOK_SUBSCRIPTIONS).run())]
         await eventually(lambda: asyncio.sleep(0, receiver.deliveries), lambda n: n >= NOTICES, timeout=600,

@@ -149,6 +149,7 @@ class SubscriptionReader:
         self.view = view
         self._task: asyncio.Task[None] | None = None
         self._started = False
+        self._progress = asyncio.Event()  # set (and replaced) after every read
 
     async def start(self) -> None:
         """Start reading in the background (the API starts even while the broker is away: the
@@ -178,6 +179,18 @@ class SubscriptionReader:
                 return False
         return True
 
+    async def fresh(self) -> None:
+        """Return once the view holds every subscription change written before this call: what
+        the fan-out awaits before each batch, so that an event accepted after a subscription's 201
+        reaches it even in another process."""
+        ends = await retrying(lambda: self._consumer.end_offsets(self._partitions), BROKER_READS,
+                              "reading the webhook subscriptions' end offsets")
+        while True:
+            progressed = self._progress
+            if await self._caught_up(ends):
+                return
+            await progressed.wait()
+
     async def _read(self) -> None:
         ends = await retrying(self._connect, BROKER_READS, "starting the webhook subscriptions' reader")
         while True:
@@ -189,3 +202,5 @@ class SubscriptionReader:
             for records in batches.values():
                 for record in records:
                     self.view.apply_record(record.value or b"")
+            self._progress.set()
+            self._progress = asyncio.Event()

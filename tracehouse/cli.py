@@ -32,8 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     work = sub.add_parser("worker", help="the worker only (all its parts, or those given with --parts)")
     for command in (every, work):
         command.add_argument("--parts", type=lambda text: [p.strip() for p in text.split(",") if p.strip()],
-                             help="comma-separated worker parts to run: chain, sink, checkpointer, rollups "
-                                  "(default: all of them)")
+                             help="comma-separated worker parts to run: chain, sink, checkpointer, rollups, "
+                                  "webhooks, dispatch (default: all of them)")
     sub.add_parser("api", help="the HTTP API only")
     sub.add_parser("migrate", help="apply ClickHouse migrations and exit")
     check = sub.add_parser("verify-export", help="verify a single-trace JSON export offline")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiokafka import ConsumerRecord
@@ -97,12 +98,15 @@ def deliveries_of(notice: Notice, view: SubscriptionView, now: int) -> list[tupl
 
 
 class Fanout:
-    """``topics`` -> ``deliveries_topic``, through the subscriptions of ``view``."""
+    """``topics`` -> ``deliveries_topic``, through the subscriptions of ``view``; ``fresh`` (the view's
+    ``SubscriptionReader.fresh``) is awaited before each batch."""
 
     def __init__(self, bootstrap: str, topics: list[str], deliveries_topic: str, view: SubscriptionView,
-                 max_record_bytes: int = 1_048_576, batch_records: int = 500) -> None:
+                 fresh: Callable[[], Awaitable[None]], max_record_bytes: int = 1_048_576,
+                 batch_records: int = 500) -> None:
         self.bootstrap, self.topics, self.deliveries_topic = bootstrap, topics, deliveries_topic
-        self.view, self.max_record_bytes, self.batch_records = view, max_record_bytes, batch_records
+        self.view, self.fresh = view, fresh
+        self.max_record_bytes, self.batch_records = max_record_bytes, batch_records
 
     async def run(self) -> None:
         """Fan out until cancelled or until the broker fails (the worker starts it again)."""
@@ -115,6 +119,7 @@ class Fanout:
                 batches = await consumer.getmany(timeout_ms=1000)
                 records = [r for batch in batches.values() for r in batch]
                 if records:
+                    await self.fresh()  # a subscription made before these events were accepted applies
                     await self._fan_out(records, producer)
                     await kafka_clients.commit_batch(consumer, records)
 

@@ -51,6 +51,12 @@ class SharedSubscriptions:
                 reader, self._view, self._reader = self._reader, None, None
                 await reader.stop()
 
+    async def fresh(self) -> None:
+        """Return once the view holds every subscription change written before this call."""
+        if self._reader is None:
+            raise RuntimeError("no part holds the subscriptions' view")
+        await self._reader.fresh()
+
 
 def dispatch_settings(settings: Settings) -> DispatchSettings:
     return DispatchSettings(parse_retry_schedule(settings.webhook_retry_schedule), settings.webhook_timeout_seconds,
@@ -68,7 +74,7 @@ def build_fanout(settings: Settings, shared: SharedSubscriptions) -> Callable[[]
     async def run() -> None:
         async with shared.view() as view:
             await Fanout(settings.bootstrap_servers, fanout_topics(settings), WEBHOOK_DELIVERIES, view,
-                         settings.max_record_bytes).run()
+                         shared.fresh, settings.max_record_bytes).run()
     return run
 
 

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import inspect
 import json
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -31,7 +32,7 @@ from schemas.topics import (
     webhook_retry_topic,
 )
 from schemas.webhooks import new_secret
-from streams.embedded import group_generation
+from streams.embedded import fetch_throttle, group_generation
 from streams.topics import ensure_topics
 from streams.webhooks.dispatcher import Dispatcher, DispatchSettings
 from streams.webhooks.fanout import Fanout
@@ -95,7 +96,8 @@ async def dispatching(broker) -> AsyncIterator[Callable[..., Any]]:
             await reader.start()
             readers.append(reader)
             await view.ready.wait()
-            part = (Fanout(broker.bootstrap, [WEBHOOK_EVENTS], WEBHOOK_DELIVERIES, view) if role == "fanout" else
+            part = (Fanout(broker.bootstrap, [WEBHOOK_EVENTS], WEBHOOK_DELIVERIES, view, reader.fresh)
+                    if role == "fanout" else
                     Dispatcher(broker.bootstrap, view, DispatchSettings(SCHEDULE, timeout=2.0, allow_private=True,
                                                                         breaker_failures=100),
                                WEBHOOK_SUBSCRIPTIONS))
@@ -115,6 +117,24 @@ async def publish(bootstrap: str, topic: str, key: str, value: bytes) -> None:
 
     async with AIOKafkaProducer(bootstrap_servers=bootstrap) as producer:
         await producer.send_and_wait(topic, value, key=key.encode())
+
+
+PUBLISHER = """
+import asyncio, sys
+from aiokafka import AIOKafkaProducer
+
+async def main(bootstrap, topic, key, value):
+    async with AIOKafkaProducer(bootstrap_servers=bootstrap) as producer:
+        await producer.send_and_wait(topic, bytes.fromhex(value), key=key.encode())
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+async def publish_elsewhere(bootstrap: str, topic: str, key: str, value: bytes) -> None:
+    """``publish`` from another process (whose writes wake none of this process's consumers)."""
+    child = await asyncio.create_subprocess_exec(sys.executable, "-c", PUBLISHER, bootstrap, topic, key, value.hex())
+    assert await asyncio.wait_for(child.wait(), 60) == 0
 
 
 async def until(probe: Callable[[], Any], timeout: float = 20.0) -> Any:
@@ -218,3 +238,25 @@ async def test_a_slow_endpoint_holds_up_no_other(broker, dispatching):
         await until(lambda: len(fast.calls) == 12, timeout=10)
         assert len(slow.calls) < 12  # 4 at a time, 1.5 s each: the fast one finished long before
         await until(lambda: len(slow.calls) == 12, timeout=20)
+
+
+async def test_a_subscription_written_by_another_process_applies_to_the_next_event(broker, dispatching):
+    """Before each batch the fan-out reads the subscriptions up to their end, so an event accepted
+    after a subscription was written reaches it, even though the subscription came from another
+    process and this process's reader of them idles (here up to 2 s between fetches)."""
+    was = fetch_throttle.installed()
+    fetch_throttle.install(0.05, 2.0)
+    try:
+        await dispatching()
+        await asyncio.sleep(4)  # every reader has backed off to 2 s between fetches
+        org, receiver = f"org-{uuid.uuid4().hex[:6]}", Receiver([200])
+        async with receiving(receiver) as url:
+            sub = subscription(org, url, new_secret())
+            await publish_elsewhere(broker.bootstrap, WEBHOOK_SUBSCRIPTIONS, sub["id"],
+                                    encode("WebhookSubscription", sub))
+            # written in this process: the fan-out wakes at once, its view of the subscriptions not yet
+            await publish(broker.bootstrap, WEBHOOK_EVENTS, org, completed(org, "t1"))
+            await until(lambda: receiver.calls)
+        assert json.loads(receiver.calls[0][2])["data"]["trace_id"] == "t1"
+    finally:
+        fetch_throttle.install() if was else fetch_throttle.uninstall()

@@ -208,9 +208,14 @@ async def group_members(bootstrap: str, group: str) -> dict[int, int]:
 
 def chain_worker(owner: Service, name: str) -> Service:
     """Start ``tracehouse worker --parts chain`` beside ``owner`` (same data dir, broker and settings)."""
+    return worker_beside(owner, name, "chain")
+
+
+def worker_beside(owner: Service, name: str, parts: str) -> Service:
+    """Start ``tracehouse worker --parts <parts>`` beside ``owner`` (same data dir, broker and settings)."""
     env = {k: v for k, v in owner.env.items() if k.startswith("TRACEHOUSE_")
            and k not in ("TRACEHOUSE_DATA_DIR", "TRACEHOUSE_KAFKA_PORT")}  # HTTP_PORT: the owner's API
-    guest = Service(owner.data_dir, owner.kafka_port, "worker", "--parts", "chain", **env)
+    guest = Service(owner.data_dir, owner.kafka_port, "worker", "--parts", parts, **env)
     guest.log_path = Path(owner.data_dir) / f"{name}.log"
     guest.start(serves_http=False)
     return guest
