@@ -3,10 +3,12 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The JCS library of the JavaScript export verifier (docs/verifiers/verify_export.js), where npm is
+NODE_JCS := $(if $(shell command -v npm),build/node/node_modules/canonicalize/package.json)
 
 .PHONY: setup run test test-fast fuzz chaos bench bench-ingest bench-reads lint clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(NODE_JCS)
 
 # Re-installs only when pyproject.toml changed since the last install.
 $(STAMP): pyproject.toml
@@ -14,6 +16,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
+
+$(NODE_JCS):
+	npm install --silent --no-audit --no-fund --prefix build/node canonicalize@2.1.0
 
 run: setup
 	$(BIN)/tracehouse run

@@ -1,9 +1,11 @@
 """Signed checkpoints of hash chains: the leaves they commit to, the statement they sign, and ed25519 keys.
 
 A checkpoint covers the chain heads of one period: one leaf per chain (``head_leaf``), committed to by the RFC 6962
-Merkle root of those leaves (``schemas.merkle``). Its statement, the canonical JSON of its fields, also names the
-digest of the previous checkpoint's statement, so checkpoints form a chain of their own. Statements are signed with
-ed25519; public keys travel as the base64 of their 32 raw bytes.
+Merkle root of those leaves (``schemas.merkle``). Its statement, the RFC 8785 (JCS) JSON of its fields, also names
+the digest of the previous checkpoint's statement, so checkpoints form a chain of their own. Statements are signed
+with ed25519; public keys travel as the base64 of their 32 raw bytes. Leaves and statements hold only ASCII member
+names, strings and integers, where JCS and the sorted-keys JSON used before 2026-12-05 write the same bytes, so
+every earlier checkpoint and proof still verifies.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from schemas.canonical import canonical_json
+from schemas.jcs import canonicalize
 from schemas.timefmt import format_ms
 
 #: The ``previous`` of the first checkpoint.
@@ -31,9 +33,9 @@ STATEMENT_VERSION = 1
 
 
 def head_leaf(kind: str, org_id: str, chain_id: str, seq: int, hash_hex: str) -> bytes:
-    """The Merkle leaf of one chain head: canonical JSON of kind ("trace"/"audit"), org, chain, seq and hash."""
+    """The Merkle leaf of one chain head: JCS JSON of kind ("trace"/"audit"), org, chain, seq and hash."""
     doc = {"kind": kind, "org_id": org_id, "chain": chain_id, "seq": seq, "hash": hash_hex}
-    return canonical_json(doc).encode("utf-8")
+    return canonicalize(doc).encode("utf-8")
 
 
 @dataclass(frozen=True)
@@ -59,8 +61,8 @@ class Checkpoint:
         }
 
     def statement(self) -> bytes:
-        """The bytes that are signed: canonical JSON of the version and all fields."""
-        return canonical_json(self._fields()).encode("utf-8")
+        """The bytes that are signed: JCS JSON of the version and all fields."""
+        return canonicalize(self._fields()).encode("utf-8")
 
     def digest(self) -> str:
         """The sha256 hex digest of ``statement()``: what the next checkpoint's ``previous`` holds."""

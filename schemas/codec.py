@@ -12,7 +12,7 @@ from functools import cache
 from typing import Any
 
 from schemas.compiled import CorruptRecord, bytes_array, long_bytes
-from schemas.registry import NAMES, Schema, schema
+from schemas.registry import NAMES, Schema, previous_schemas, schema
 
 MAGIC = b"\xc3\x01"
 HEADER_LEN = 10
@@ -38,7 +38,11 @@ def encode(name: str, datum: dict[str, Any]) -> bytes:
 
 @cache
 def _by_fingerprint() -> dict[bytes, Schema]:
-    return {schema(n).fingerprint: schema(n) for n in NAMES}
+    """Every schema a record may have been written with: the current ones and their earlier versions."""
+    found = {schema(n).fingerprint: schema(n) for n in NAMES}
+    for n in NAMES:
+        found.update((old.fingerprint, old) for old in previous_schemas(n))
+    return found
 
 
 def sealed_links(first_seq: int, prev_hash: bytes, hashes: list[bytes]) -> bytes:
@@ -59,10 +63,12 @@ def trace_summary(started_at: int, final_outcome: str | None = None, completed_a
 
 
 def sealed_record(sealed_schema: str, body: bytes, first_seq: int, prev_hash: bytes, hashes: list[bytes],
-                  summary: bytes = b"") -> bytes:
+                  summary: bytes = b"", *, hash_version: int) -> bytes:
     """A sealed record of ``sealed_schema``: a raw batch's Avro ``body``, then its links, then (a
-    trace batch) its ``trace_summary``. The one place that frames sealed records."""
-    return MAGIC + schema(sealed_schema).fingerprint + body + sealed_links(first_seq, prev_hash, hashes) + summary
+    trace batch) its ``trace_summary``, then how its hashes were computed
+    (``schemas.integrity``). The one place that frames sealed records."""
+    return (MAGIC + schema(sealed_schema).fingerprint + body + sealed_links(first_seq, prev_hash, hashes) + summary
+            + long_bytes(hash_version))
 
 
 def schema_of(value: bytes) -> str:
@@ -75,11 +81,25 @@ def schema_of(value: bytes) -> str:
     return s.name
 
 
+def _writer(value: bytes) -> Schema:
+    schema_of(value)
+    return _by_fingerprint()[value[2:HEADER_LEN]]
+
+
 def decode(value: bytes) -> Decoded:
-    """Decode a single-object record; raise DecodeError naming what is wrong."""
-    s = schema(schema_of(value))
+    """Decode a single-object record; raise DecodeError naming what is wrong. A record of an
+    earlier version of its schema gets the fields appended since, with their defaults."""
+    s = _writer(value)
     try:
         datum = s.codec.decode(value[HEADER_LEN:])
     except CorruptRecord as exc:
         raise DecodeError(f"corrupt {s.name} body: {exc}") from None
+    if s.defaults:
+        datum.update(s.defaults)
     return Decoded(s.name, datum)
+
+
+def current_body(value: bytes) -> bytes:
+    """The Avro body of a single-object record in its schema's current version (an earlier
+    version's body with the defaults of the fields appended since)."""
+    return value[HEADER_LEN:] + _writer(value).upgrade

@@ -1,14 +1,18 @@
 """Hash chains: link events of one chain (a trace, or an org's audit log) and verify them.
 
-Each event's hash is sha256 over the canonical JSON (sorted keys, no whitespace,
-UTF-8) of the whole event datum with two more members, ``seq`` and ``prev_hash``:
+Each event's hash is sha256 over the RFC 8785 (JCS) canonical JSON, UTF-8, of the whole event
+datum with three more members, ``seq``, ``prev_hash`` and ``hash_version``:
 
-    hash = sha256(canonical_json({**event, "seq": seq, "prev_hash": prev_hash}))
+    hash = sha256(jcs({**event, "seq": seq, "prev_hash": prev_hash, "hash_version": 2}))
 
-``seq`` counts 1, 2, 3… per chain and the first event's ``prev_hash`` is
-``GENESIS``. The event datum is exactly what the Avro schema holds (timestamps in
-epoch milliseconds, JSON-valued fields as their canonical text), so anyone can
-recompute a chain from an export with a JSON library and sha256.
+``seq`` counts 1, 2, 3… per chain and the first event's ``prev_hash`` is ``GENESIS``. The
+event datum is exactly what the Avro schema holds (timestamps in epoch milliseconds,
+JSON-valued fields as their canonical text), so anyone can recompute a chain from an export
+with a JCS library and sha256: a stored link minus its ``hash`` is the hashed document.
+
+Links sealed before 2026-12-05 have ``hash_version`` 1: sha256 over Python's sorted-keys JSON
+of the datum with ``seq`` and ``prev_hash`` only (floats as Python writes them, ``1e-07``,
+``1.0``). They keep verifying; every new link is version 2. A chain may hold both.
 
 Pure functions only: the chain agents link (``streams.chaining``), the API verifies.
 """
@@ -21,21 +25,40 @@ from dataclasses import dataclass
 from typing import Any
 
 from schemas.canonical import canonical_json
+from schemas.jcs import canonicalize
 
 GENESIS = "0" * 64
+LEGACY_HASH = 1  # sha256 of Python's sorted-keys JSON; links sealed before 2026-12-05
+JCS_HASH = 2  # sha256 of RFC 8785 JSON, hash_version included in the document
+#: What the chain agents seal with.
+HASH_VERSION = JCS_HASH
 
 
-def link_hash(event: Mapping[str, Any], seq: int, prev_hash: str) -> str:
-    """The hash of ``event`` as link ``seq`` after ``prev_hash`` (hex)."""
+def link_hash(event: Mapping[str, Any], seq: int, prev_hash: str, version: int = HASH_VERSION) -> str:
+    """The hash of ``event`` as link ``seq`` after ``prev_hash`` (hex), computed as ``version`` says."""
     document = dict(event)
     document["seq"] = seq
     document["prev_hash"] = prev_hash
-    return _document_hash(document)
+    if version != LEGACY_HASH:
+        document["hash_version"] = version
+    return _document_hash(document, version)
 
 
-def _document_hash(document: Mapping[str, Any]) -> str:
-    """sha256 (hex) of the canonical JSON of an event datum that holds its seq and prev_hash."""
-    return hashlib.sha256(canonical_json(document).encode()).hexdigest()
+def _document_hash(document: Mapping[str, Any], version: int) -> str:
+    """sha256 (hex) of the canonical JSON of a hashed document (``version`` says which canonical form)."""
+    if version == JCS_HASH:
+        return hashlib.sha256(canonicalize(document).encode()).hexdigest()
+    if version == LEGACY_HASH:
+        return hashlib.sha256(canonical_json(document).encode()).hexdigest()
+    raise ValueError(f"unknown hash_version {version}")
+
+
+def stored_link_hash(row: Mapping[str, Any]) -> str:
+    """The hash a stored link (an event datum plus seq, prev_hash, hash and hash_version; a row
+    without hash_version is version 1) should carry."""
+    version = row.get("hash_version", LEGACY_HASH)
+    skipped = ("hash", "hash_version") if version == LEGACY_HASH else ("hash",)
+    return _document_hash({k: v for k, v in row.items() if k not in skipped}, version)
 
 
 @dataclass(frozen=True)
@@ -68,7 +91,11 @@ def verify(rows: Sequence[Mapping[str, Any]], id_field: str, *, first_seq: int =
         if row["prev_hash"] != prev:
             return Verdict(False, count, event_id, "prev_hash does not match the previous event's hash")
         # seq and prev_hash are checked: the row minus its hash is the hashed document
-        if _document_hash({k: v for k, v in row.items() if k != "hash"}) != row["hash"]:
+        try:
+            recomputed = stored_link_hash(row)
+        except (TypeError, ValueError) as exc:  # an unknown hash_version, or a value JSON cannot hold
+            return Verdict(False, count, event_id, f"hash cannot be recomputed: {exc}")
+        if recomputed != row["hash"]:
             return Verdict(False, count, event_id, "hash does not match the event's content")
         prev = row["hash"]
         expected_seq += 1

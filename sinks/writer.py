@@ -31,7 +31,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from schemas.codec import HEADER_LEN, DecodeError, decode, schema_of, sealed_links, trace_summary
+from schemas.codec import DecodeError, current_body, decode, schema_of, sealed_links, trace_summary
 from schemas.compiled import boolean_bytes, long_array, long_bytes
 from schemas.registry import schema
 from schemas.retry import CLICKHOUSE
@@ -116,11 +116,13 @@ class SinkTable:
         ]}
 
 
+#: An unchained record is stored sealed-shaped with no links: seq 0, no hashes, hash_version 0.
 TRACE_EVENTS_SINK = SinkTable("events", "event_id", "TraceEventBatch", "TraceEvent", "SealedTraceEventBatch",
-                              ("org_id", "trace_id"), sealed_links(0, b"", []) + trace_summary(0), "traces",
+                              ("org_id", "trace_id"), sealed_links(0, b"", []) + trace_summary(0) + long_bytes(0),
+                              "traces",
                               "rollups_hourly")
 AUDIT_EVENTS_SINK = SinkTable("audit_events", "id", "AuditEventBatch", "AuditEvent", "SealedAuditEventBatch",
-                              ("org_id",), sealed_links(0, b"", []))
+                              ("org_id",), sealed_links(0, b"", []) + long_bytes(0))
 #: ``webhook-subscriptions`` records, one row per change (``0013_webhook_subscriptions.sql``): the
 #: table has no column for the secrets, so ClickHouse skips them.
 WEBHOOK_SUBSCRIPTIONS_SINK = SinkTable("webhook_subscriptions", "id", "WebhookSubscription", "WebhookSubscription",
@@ -207,7 +209,7 @@ class SinkWriter:
                     (src.offset, decode(record.value).datum[self.spec.id_column]) in window.stored:
                 self.rows_skipped += 1
                 return None
-            return record.value[HEADER_LEN:] + source
+            return current_body(record.value) + source
         summarize = self.spec.summary_table is not None and src.offset > window.summarized
         rollup = self.spec.rollup_table is not None and src.offset > window.rolled_up
         replay = src.offset <= window.last_offset
@@ -217,7 +219,7 @@ class SinkWriter:
             body = schema(self.spec.batch_schema).codec.encode(
                 {k: events[0][k] for k in self.spec.batch_keys} | {"events": events}) + self.spec.unchained_tail
         else:
-            body = record.value[HEADER_LEN:] + (self.spec.unchained_tail if name == self.spec.batch_schema else b"")
+            body = current_body(record.value) + (self.spec.unchained_tail if name == self.spec.batch_schema else b"")
             if replay:
                 events = decode(record.value).datum["events"]
         stored: list[int] = []

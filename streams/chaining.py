@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from schemas.codec import HEADER_LEN, DecodeError, decode, encode, sealed_record, trace_summary
-from schemas.integrity import GENESIS, link_hash
+from schemas.integrity import GENESIS, HASH_VERSION, LEGACY_HASH, link_hash
 from schemas.lifecycle import TraceState, decide, fold, touches_lifecycle
 from schemas.registry import record_fields, schema
 
@@ -269,7 +269,7 @@ def seal(kind: ChainKind, value: bytes, store: ChainStore,
         if head.seq == 0:
             head.started_at = event["occurred_at"]
         head.seq += 1
-        head.hash = bytes.fromhex(link_hash(event, head.seq, head.hash.hex()))
+        head.hash = bytes.fromhex(link_hash(event, head.seq, head.hash.hex(), HASH_VERSION))
         head.recent += digest
         kept.append(event)
         hashes.append(head.hash)
@@ -281,7 +281,7 @@ def seal(kind: ChainKind, value: bytes, store: ChainStore,
     else:
         body = value[HEADER_LEN:]
     advance = _advance(kind, store, chain, head, kept)
-    sealed = _sealed_value(kind, body, first_seq, prev, hashes, advance)
+    sealed = _sealed_value(kind, body, first_seq, prev, hashes, advance, HASH_VERSION)
     return Sealed(kind.kafka_key(batch), sealed, len(kept), retried, advance=advance)
 
 
@@ -311,14 +311,15 @@ def apply_command(kind: ChainKind, command: Mapping[str, Any], store: ChainStore
 
 
 def _sealed_value(kind: ChainKind, body: bytes, first_seq: int, prev: bytes, hashes: list[bytes],
-                  advance: Advance) -> bytes:
-    """The sealed record: the raw batch ``body``, its links and (traces) the summary of its head."""
+                  advance: Advance, hash_version: int) -> bytes:
+    """The sealed record: the raw batch ``body``, its links, (traces) the summary of its head, and
+    how its hashes were computed."""
     summary = b""
     if kind.lifecycle:
         closed = advance.state if advance.closed else None
         summary = trace_summary(advance.head.started_at, closed and closed.final_outcome,
                                 closed and closed.completed_at)
-    return sealed_record(kind.sealed_schema, body, first_seq, prev, hashes, summary)
+    return sealed_record(kind.sealed_schema, body, first_seq, prev, hashes, summary, hash_version=hash_version)
 
 
 def replay_sealed(value: bytes, store: ChainStore) -> Advance | None:
@@ -360,11 +361,14 @@ def restore_sealed(kind: ChainKind, rows: list[dict], store: ChainStore) -> tupl
     had stored it: ``rows`` are the record's stored events (datum plus ``seq`` and hex
     ``prev_hash``/``hash``). Returns the record and the head it leaves (to save once the record
     is durable again), or None when its links do not start right after the head. Links after
-    a gap in ``rows`` (an insert cut short across parts) are left out."""
+    a gap in ``rows`` (an insert cut short across parts) or another ``hash_version`` (one record
+    has one) are left out."""
     rows = sorted(rows, key=lambda r: r["seq"])
     run = rows[:1]
+    version = rows[0].get("hash_version", LEGACY_HASH) if rows else LEGACY_HASH
     for row in rows[1:]:
-        if row["seq"] != run[-1]["seq"] + 1 or row["prev_hash"] != run[-1]["hash"]:
+        if row["seq"] != run[-1]["seq"] + 1 or row["prev_hash"] != run[-1]["hash"] or \
+                row.get("hash_version", LEGACY_HASH) != version:
             break
         run.append(row)
     fields = [f["name"] for f in record_fields(kind.single_schema)]
@@ -375,4 +379,4 @@ def restore_sealed(kind: ChainKind, rows: list[dict], store: ChainStore) -> tupl
         return None
     batch = {k: run[0][k] for k in kind.batch_keys} | {"events": events}
     body = schema(kind.batch_schema).codec.encode(batch)
-    return _sealed_value(kind, body, first_seq, prev, hashes, advance), advance
+    return _sealed_value(kind, body, first_seq, prev, hashes, advance, version), advance

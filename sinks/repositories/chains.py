@@ -1,7 +1,7 @@
 """Stored links of hash chains: a trace's events, or a span of an org's audit log, by seq.
 
 Rows come back as the Avro datum the chain agent hashed (timestamps in epoch ms) plus
-``seq``, ``prev_hash`` and ``hash`` in hex, ready for ``schemas.integrity.verify``.
+``seq``, ``prev_hash`` and ``hash`` in hex and ``hash_version``, ready for ``schemas.integrity.verify``.
 Reads never use FINAL: a duplicated row must show up, it is a broken chain.
 """
 
@@ -15,7 +15,7 @@ from schemas.registry import record_fields
 from schemas.timefmt import datetime_ms, ms_datetime
 from sinks.clickhouse import ClickHouse
 
-LINK_COLUMNS = "seq, lower(hex(prev_hash)) AS prev_hash, lower(hex(hash)) AS hash"
+LINK_COLUMNS = "seq, lower(hex(prev_hash)) AS prev_hash, lower(hex(hash)) AS hash, hash_version"
 
 
 @dataclass(frozen=True)

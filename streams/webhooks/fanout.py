@@ -47,14 +47,15 @@ def _attributes(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _linked(batch: dict[str, Any]) -> list[dict[str, Any]]:
-    """The batch's events with their links (seq, prev_hash, hash, hex) when it is sealed."""
+    """The batch's events with their links (seq, prev_hash, hash, hex, and hash_version) when it is sealed."""
     events = batch["events"] if "events" in batch else [batch]
     if "hashes" not in batch:
         return [dict(e) for e in events]
     prev = batch["prev_hash"]
     linked = []
     for i, (event, digest) in enumerate(zip(events, batch["hashes"], strict=True)):
-        linked.append(dict(event) | {"seq": batch["first_seq"] + i, "prev_hash": prev.hex(), "hash": digest.hex()})
+        linked.append(dict(event) | {"seq": batch["first_seq"] + i, "prev_hash": prev.hex(), "hash": digest.hex(),
+                                     "hash_version": batch["hash_version"]})
         prev = digest
     return linked
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -94,6 +97,25 @@ def verify_file(path, public_key: str) -> tuple[int, str]:
     return done.returncode, done.stdout
 
 
+REPO = Path(__file__).parents[2]
+NODE = shutil.which("node")
+#: The verifiers of docs/verifying.md, which share no code with tracehouse: (name, command before the file and
+#: key). The JavaScript one where Node.js is installed (``make setup`` then installs its JCS library).
+STANDALONE = [("python", [sys.executable, str(REPO / "docs" / "verifiers" / "verify_export.py")]),
+              *([("javascript", [NODE, str(REPO / "docs" / "verifiers" / "verify_export.js")])] if NODE else [])]
+
+
+def standalone(command: list[str], path, public_key: str) -> tuple[int, str]:
+    env = {**os.environ, "NODE_PATH": str(REPO / "build" / "node" / "node_modules")}
+    done = subprocess.run([*command, str(path), public_key], capture_output=True, text=True, timeout=120, env=env)
+    return done.returncode, done.stdout + done.stderr
+
+
+@pytest.mark.skipif(NODE is None, reason="Node.js is not installed: the JavaScript export verifier is not run")
+def test_the_javascript_verifier_is_among_the_standalone_ones():
+    assert [name for name, _ in STANDALONE] == ["python", "javascript"]
+
+
 async def test_exported_trace_verifies_offline_and_any_edit_fails(stack, tmp_path):
     async with Api(stack.url) as api:
         org = uid("org")
@@ -131,10 +153,19 @@ async def test_exported_trace_verifies_offline_and_any_edit_fails(stack, tmp_pat
     # one byte changed, in the chain's copy of an event or in the readable copy: both fail
     first, last = text.index("d-12345"), text.rindex("d-12345")
     assert first != last
-    for name, at in (("chain.json", first), ("view.json", last)):
+    for name, at in (("view.json", first), ("chain.json", last)):  # the readable events come first
         (tmp_path / name).write_text(text[:at + 6] + "6" + text[at + 7:])
         code, out = verify_file(tmp_path / name, public_key)
         assert code == 1 and "NOT verified" in out, out
     wrong_key = base64.b64encode(bytes(32)).decode()
     code, out = verify_file(tmp_path / "ok.json", wrong_key)
     assert code == 1 and "not signed by this public key" in out, out
+
+    # the standalone verifiers: the untouched export passes, one byte changed in the chain fails
+    for name, command in STANDALONE:
+        code, out = standalone(command, tmp_path / "ok.json", public_key)
+        assert code == 0 and "export verified" in out, (name, out)
+        code, out = standalone(command, tmp_path / "chain.json", public_key)
+        assert code == 1 and "hash does not match" in out, (name, out)
+        code, out = standalone(command, tmp_path / "ok.json", wrong_key)
+        assert code == 1 and "not signed by this key" in out, (name, out)

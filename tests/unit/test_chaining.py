@@ -35,14 +35,15 @@ def records(events: list[dict]) -> list[bytes]:
 
 
 def stored_rows(sealed_values: list[bytes]) -> list[dict]:
-    """What the sink's view makes of sealed records: events with seq / prev_hash / hash (hex)."""
+    """What the sink's view makes of sealed records: events with seq / prev_hash / hash (hex) / hash_version."""
     rows = []
     for value in sealed_values:
         d = decode(value).datum
         assert decode(value).schema == "SealedTraceEventBatch"
         prev = d["prev_hash"]
         for i, (event, digest) in enumerate(zip(d["events"], d["hashes"], strict=True)):
-            rows.append(event | {"seq": d["first_seq"] + i, "prev_hash": prev.hex(), "hash": digest.hex()})
+            rows.append(event | {"seq": d["first_seq"] + i, "prev_hash": prev.hex(), "hash": digest.hex(),
+                                 "hash_version": d["hash_version"]})
             prev = digest
     return rows
 

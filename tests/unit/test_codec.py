@@ -1,6 +1,6 @@
 import pytest
 
-from schemas.codec import DecodeError, decode, encode, sealed_links, trace_summary
+from schemas.codec import MAGIC, DecodeError, current_body, decode, encode, sealed_links, sealed_record, trace_summary
 from schemas.registry import NAMES, schema
 
 
@@ -55,7 +55,28 @@ def test_sealed_links_and_summary_are_the_avro_of_the_sealed_fields(hashes, clos
     outcome, completed = closed
     sealed = encode("SealedTraceEventBatch", batch | {"first_seq": 7, "prev_hash": b"\x01" * 32, "hashes": hashes,
                                                       "started_at": 1_795_428_000_124, "final_outcome": outcome,
-                                                      "completed_at": completed})
+                                                      "completed_at": completed, "hash_version": 2})
+    framed = sealed_record("SealedTraceEventBatch", raw[10:], 7, b"\x01" * 32, hashes,
+                           trace_summary(1_795_428_000_124, outcome, completed), hash_version=2)
+    assert framed == sealed
     assert sealed[10:] == (raw[10:] + sealed_links(7, b"\x01" * 32, hashes)
-                           + trace_summary(1_795_428_000_124, outcome, completed))
+                           + trace_summary(1_795_428_000_124, outcome, completed) + b"\x04")
     assert decode(sealed).datum["final_outcome"] == outcome
+
+
+#: The header of a SealedTraceEventBatch written before hash_version existed (schemas/previous/v1)
+EARLIER_SEALED = MAGIC + bytes.fromhex("92453f66aef57d42")
+
+
+def test_a_sealed_record_of_the_earlier_schema_reads_as_hash_version_1():
+    from schemas.registry import previous_schemas
+
+    earlier = previous_schemas("SealedTraceEventBatch")[0]
+    assert earlier.fingerprint.hex() == "92453f66aef57d42"  # what records written before the change carry
+    batch = {"org_id": "o", "trace_id": "t", "events": [event(1)], "first_seq": 7, "prev_hash": b"\x01" * 32,
+             "hashes": [b"\x02" * 32], "started_at": 1, "final_outcome": None, "completed_at": None}
+    value = EARLIER_SEALED + earlier.codec.encode(batch)
+    decoded = decode(value)
+    assert decoded.schema == "SealedTraceEventBatch" and decoded.datum == batch | {"hash_version": 1}
+    assert MAGIC + schema("SealedTraceEventBatch").fingerprint + current_body(value) == \
+        encode("SealedTraceEventBatch", batch | {"hash_version": 1})

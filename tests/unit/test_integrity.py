@@ -4,8 +4,9 @@ import hashlib
 import json
 
 import pytest
+import rfc8785
 
-from schemas.integrity import GENESIS, link_hash, verify
+from schemas.integrity import GENESIS, JCS_HASH, LEGACY_HASH, link_hash, verify
 
 
 def ev(i: int, **kw) -> dict:
@@ -13,18 +14,45 @@ def ev(i: int, **kw) -> dict:
             "metadata": {"k": str(i)}, "tags": [], "scores": {}, "input": None} | kw
 
 
-def chained(n: int) -> list[dict]:
+def chained(n: int, versions: tuple[int, ...] = (JCS_HASH,)) -> list[dict]:
+    """``n`` stored links; link i hashed with ``versions[(i - 1) % len(versions)]``."""
     rows, prev = [], GENESIS
     for i in range(1, n + 1):
-        rows.append(ev(i) | {"seq": i, "prev_hash": prev, "hash": link_hash(ev(i), i, prev)})
+        version = versions[(i - 1) % len(versions)]
+        rows.append(ev(i) | {"seq": i, "prev_hash": prev, "hash": link_hash(ev(i), i, prev, version),
+                             "hash_version": version})
         prev = rows[-1]["hash"]
     return rows
 
 
-def test_hash_is_sha256_of_canonical_json_with_seq_and_prev_hash():
+def test_hash_is_sha256_of_rfc8785_json_with_seq_prev_hash_and_version():
+    event = ev(1, cost=2.0, scores={"q": 1e-07, "\U0001f600": 0.5, "\ufb33": 1.5})  # where JCS differs
+    doc = event | {"seq": 1, "prev_hash": GENESIS, "hash_version": 2}
+    assert link_hash(event, 1, GENESIS) == hashlib.sha256(rfc8785.dumps(doc)).hexdigest()
+    legacy = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert hashlib.sha256(legacy.encode()).hexdigest() != link_hash(event, 1, GENESIS)
+
+
+def test_legacy_links_hash_python_sorted_json_without_the_version():
     doc = ev(1) | {"seq": 1, "prev_hash": GENESIS}
     text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    assert link_hash(ev(1), 1, GENESIS) == hashlib.sha256(text.encode()).hexdigest()
+    assert link_hash(ev(1), 1, GENESIS, LEGACY_HASH) == hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_a_chain_sealed_partly_before_and_partly_after_the_change_verifies():
+    rows = chained(6, versions=(LEGACY_HASH, LEGACY_HASH, JCS_HASH))
+    assert verify(rows, "event_id").valid
+    for row in rows[:2]:
+        del row["hash_version"]  # what a reader of the earlier rows saw: no version means 1
+    assert verify(rows, "event_id").valid
+
+
+@pytest.mark.parametrize("version", [LEGACY_HASH, 3, "2"])
+def test_relabelling_a_links_version_breaks_it(version):
+    rows = chained(3)
+    rows[1]["hash_version"] = version
+    verdict = verify(rows, "event_id")
+    assert not verdict.valid and verdict.first_invalid_event == "e2"
 
 
 def test_links_count_from_one_and_point_back():
@@ -40,7 +68,8 @@ def test_links_count_from_one_and_point_back():
     (lambda rows: rows.insert(2, dict(rows[1])), "e2"),     # duplicated (second copy is the bad one)
     (lambda rows: rows.__setitem__(slice(1, 3), [rows[2], rows[1]]), "e3"),  # reordered
     (lambda rows: rows.insert(1, ev(99) | {"seq": 2, "prev_hash": rows[0]["hash"],
-                                           "hash": link_hash(ev(99), 2, rows[0]["hash"])}), "e2"),  # inserted
+                                           "hash": link_hash(ev(99), 2, rows[0]["hash"]),
+                                           "hash_version": JCS_HASH}), "e2"),  # inserted
     (lambda rows: rows[3].update(occurred_at=1), "e4"),
 ])
 def test_tampering_names_the_first_invalid_event(tamper, first_bad):

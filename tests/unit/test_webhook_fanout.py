@@ -66,7 +66,7 @@ def sealed_trace_batch(org: str, trace: str, *types: str) -> bytes:
     datums = [validate_trace_event(e, org_id=org, now=0) for e in events]
     body = schema("TraceEventBatch").codec.encode({"org_id": org, "trace_id": trace, "events": datums})
     hashes = [bytes([i]) * 32 for i in range(1, len(types) + 1)]
-    return sealed_record("SealedTraceEventBatch", body, 5, b"\x00" * 32, hashes, trace_summary(0))
+    return sealed_record("SealedTraceEventBatch", body, 5, b"\x00" * 32, hashes, trace_summary(0), hash_version=2)
 
 
 def test_a_sealed_trace_record_is_one_trace_events_delivery_with_its_links_and_the_filter_applied():
@@ -82,6 +82,7 @@ def test_a_sealed_trace_record_is_one_trace_events_delivery_with_its_links_and_t
     everything = deliveries[b"wh_1"]["data"]["events"]
     assert [(e["seq"], e["type"]) for e in everything] == [(5, "GENERATION"), (6, "SPAN"), (7, "GENERATION")]
     assert everything[0]["prev_hash"] == "00" * 32 and everything[1]["prev_hash"] == everything[0]["hash"]
+    assert {e["hash_version"] for e in everything} == {2}
     assert everything[0]["occurred_at"] == "2023-11-14T22:13:20.000Z"
     assert [e["seq"] for e in deliveries[b"wh_2"]["data"]["events"]] == [5, 7]
 
