@@ -1,0 +1,1 @@
+"""Bulk exports: CSV and JSON writers, and responses streamed chunk by chunk."""

@@ -1,0 +1,36 @@
+"""A response written piece by piece as the export reads its rows from ClickHouse in chunks, so the
+API's memory holds one chunk whatever the export's size (chdb's own streaming buffers the whole
+result before the first byte: 3.9 GB for 1M rows, measured 2026-11).
+
+A client that goes away ends the export: the write fails, the generator of pieces is closed (no
+further chunk is read) and the handler returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Mapping
+
+from aiohttp import web
+
+log = logging.getLogger(__name__)
+
+
+async def stream(request: web.Request, pieces: AsyncIterator[bytes], content_type: str,
+                 headers: Mapping[str, str] | None = None) -> web.StreamResponse:
+    """Send 200 with ``headers``, then every piece of ``pieces`` as it comes."""
+    response = web.StreamResponse(headers={"Content-Type": content_type, **(headers or {})})
+    await response.prepare(request)
+    try:
+        async for piece in pieces:
+            if piece:
+                await response.write(piece)
+    except ConnectionError:  # the client went away: read nothing more
+        log.info("%s %s: the client left during the export", request.method, request.path)
+        return response
+    finally:
+        with contextlib.suppress(Exception):
+            await pieces.aclose()  # type: ignore[attr-defined]
+    await response.write_eof()
+    return response
