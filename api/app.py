@@ -16,6 +16,7 @@ from api.context import (
     CHECKPOINTS,
     CLICKHOUSE,
     DELIVERIES,
+    EVENT_EXPORTS,
     EVENTS,
     PREPARATION,
     PRODUCER,
@@ -36,6 +37,7 @@ from api.routes import (
     checkpoints,
     gateway,
     governance,
+    governance_exports,
     health,
     ingest,
     tenants,
@@ -49,7 +51,7 @@ from sinks.clickhouse import ClickHouse
 from sinks.repositories.api_keys import ApiKeyRepository
 from sinks.repositories.chains import ChainRepository
 from sinks.repositories.checkpoints import CheckpointRepository
-from sinks.repositories.events import EventRepository
+from sinks.repositories.events import EventExports, EventRepository
 from sinks.repositories.rollups import RollupRepository
 from sinks.repositories.traces import TraceRepository
 from sinks.repositories.webhook_deliveries import WebhookDeliveryRepository
@@ -79,6 +81,7 @@ def create_app(settings: Settings, clickhouse: ClickHouse | None = None, *,
         ch = ClickHouse.from_settings(settings) if owned else clickhouse
         app[CLICKHOUSE] = ch
         app[EVENTS] = EventRepository(ch)
+        app[EVENT_EXPORTS] = EventExports(ch)
         app[CHAINS] = ChainRepository(ch)
         app[TRACES] = TraceRepository(ch)
         app[ROLLUPS] = RollupRepository(ch)
@@ -130,8 +133,9 @@ def create_app(settings: Settings, clickhouse: ClickHouse | None = None, *,
     app.cleanup_ctx.extend([clickhouse_ctx, producer_ctx, preparation_ctx, subscriptions_ctx])
     if settings.chain_events:  # without chain agents nobody decides commands
         app.cleanup_ctx.append(verdicts_ctx)
-    for module in (health, ingest, gateway, governance, tenants, audit, checkpoints, admin, webhooks,
-                   webhook_deliveries):
+    # the export routes before the trace routes they look like (/api/v1/traces/export is no trace id)
+    for module in (health, ingest, governance_exports, gateway, governance, tenants, audit, checkpoints, admin,
+                   webhooks, webhook_deliveries):
         module.add_routes(app)
     app.router.add_get("/v1/openapi.json", openapi.serve)
     return app

@@ -12,7 +12,10 @@ from api.errors import ApiError
 from api.params import is_utf8
 from sinks.repositories.api_keys import ApiKeyRepository, secret_hash, split_token
 
-SCOPES = ("traces:read", "traces:write", "audit:read", "audit:write", "webhooks:manage", "admin")
+SCOPES = ("traces:read", "traces:write", "audit:read", "audit:write", "webhooks:manage", "reviewer", "admin")
+#: What a ``reviewer`` key may do besides its own scope (seed 003's bulk and single-trace exports):
+#: read and export, never write. ``admin`` implies every scope.
+REVIEWER_READS = frozenset({"traces:read", "audit:read"})
 
 
 @dataclass(frozen=True)
@@ -28,7 +31,8 @@ class Principal:
         return self.org_id is None
 
     def allows(self, scope: str) -> bool:
-        return scope in self.scopes or "admin" in self.scopes
+        return scope in self.scopes or "admin" in self.scopes or (
+            "reviewer" in self.scopes and scope in REVIEWER_READS)
 
 
 class KeyVerifier:

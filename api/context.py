@@ -15,7 +15,7 @@ from sinks.clickhouse import ClickHouse
 from sinks.repositories.api_keys import ApiKeyRepository
 from sinks.repositories.chains import ChainRepository
 from sinks.repositories.checkpoints import CheckpointRepository
-from sinks.repositories.events import EventRepository
+from sinks.repositories.events import EventExports, EventRepository
 from sinks.repositories.rollups import RollupRepository
 from sinks.repositories.traces import TraceRepository
 from sinks.repositories.webhook_deliveries import WebhookDeliveryRepository
@@ -41,6 +41,7 @@ SETTINGS = web.AppKey("settings", Settings)
 CLICKHOUSE = web.AppKey("clickhouse", ClickHouse)
 PRODUCER = web.AppKey("producer", Publisher)
 EVENTS = web.AppKey("events", EventRepository)
+EVENT_EXPORTS = web.AppKey("event_exports", EventExports)
 CHAINS = web.AppKey("chains", ChainRepository)
 TRACES = web.AppKey("traces", TraceRepository)
 ROLLUPS = web.AppKey("rollups", RollupRepository)

@@ -463,6 +463,14 @@ def _paths() -> dict[str, dict[str, Schema]]:
                                          "`cursor`"),
         _cursor("pagination.next_cursor"),
     ]
+    export_range = [
+        {**_time("from", "the range's start (required)"), "required": True},
+        {**_time("to", "the range's end (required, not before `from`)"), "required": True},
+    ]
+    export_headers = {"X-Total-Count": {"description": "rows counted before the export started",
+                                        "schema": {"type": "integer"}},
+                      "Content-Disposition": {"description": "CSV: attachment; filename=\"audit-{from}-to-{to}.csv\"",
+                                              "schema": {"type": "string"}}}
     tenant_params = [
         _int("page", 1, 1, 2**31, f"page number; pages more than {MAX_OFFSET} traces deep answer 400 (follow "
                                   "`next_cursor` instead); not with `cursor`"),
@@ -550,8 +558,25 @@ def _paths() -> dict[str, dict[str, Schema]]:
                 504: _error(504, "No verdict within TRACEHOUSE_COMMAND_TIMEOUT_SECONDS; the outcome may still "
                                  "apply (a retry then answers 409)")},
             [trace_id], body=outcome_body, tag="governance")},
+        "/api/v1/traces/export": {"get": _operation(
+            "Traces that started in a date range as CSV, newest first (seed 003's 17 columns)", "reviewer", {
+                200: {"description": "CSV attachment, streamed", "headers": export_headers,
+                      "content": {"text/csv": {"schema": {"type": "string"}}}},
+                400: _error(400), 413: _error(413, "More than TRACEHOUSE_EXPORT_MAX_ROWS traces: narrow the range")},
+            [*export_range, _query("format", {"type": "string", "enum": ["csv"]}, "must be csv", required=True),
+             _query("agent_id", {"type": "string", "minLength": 1, "maxLength": 256}, "the trace's first agent_id")],
+            tag="governance")},
+        "/api/v1/audit/export": {"get": _operation(
+            "Every event that occurred in a date range, for SIEMs (seed 003's 11 fields), oldest first", "reviewer", {
+                200: {"description": "A JSON array, or a CSV attachment, streamed", "headers": export_headers,
+                      "content": {"application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
+                                  "text/csv": {"schema": {"type": "string"}}}},
+                400: _error(400), 413: _error(413, "More than TRACEHOUSE_EXPORT_MAX_ROWS events: narrow the range")},
+            [*export_range, _query("format", {"type": "string", "enum": ["json", "csv"], "default": "json"},
+                                   "json (default) or csv")],
+            tag="governance")},
         "/api/v1/traces/{trace_id}/export": {"get": _operation(
-            "Single-trace export with what `tracehouse verify-export` checks offline", "admin", {
+            "Single-trace export with what `tracehouse verify-export` checks offline", "reviewer", {
                 200: _ok(_ref("TraceExport"), headers={"Content-Disposition": {
                     "description": 'attachment; filename="trace-{trace_id}.json"', "schema": {"type": "string"}}}),
                 400: _error(400), 404: _error(404)},
@@ -669,7 +694,8 @@ def document() -> dict[str, Any]:
                 "type": "http", "scheme": "bearer",
                 "description": "An org key (`th_<key_id>_<secret>`) from POST /v1/admin/keys, or the operator key "
                                "for /v1/admin/keys. Each operation lists the scope it needs: "
-                               f"{', '.join(SCOPES)}; `admin` implies every scope of its org."}},
+                               f"{', '.join(SCOPES)}; `admin` implies every scope of its org, `reviewer` "
+                               "implies traces:read and audit:read."}},
             "schemas": _components(),
         },
     }

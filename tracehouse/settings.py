@@ -119,6 +119,8 @@ class Settings:
     #: long; then one attempt probes it.
     webhook_breaker_failures: int = 5
     webhook_breaker_cooldown_seconds: float = 30.0
+    #: Most rows one bulk export answers (seed 003: 413 ``export_too_large`` above it).
+    export_max_rows: int = 100_000
 
     @property
     def embedded_kafka(self) -> bool:
@@ -190,7 +192,7 @@ class Settings:
                      "broker_supervise_seconds", "approval_ttl_seconds", "approval_check_seconds",
                      "command_timeout_seconds", "checkpoint_interval_seconds", "rollup_interval_seconds",
                      "compact_min_records", "webhook_timeout_seconds", "webhook_concurrency_per_endpoint",
-                     "webhook_breaker_failures", "webhook_breaker_cooldown_seconds"):
+                     "webhook_breaker_failures", "webhook_breaker_cooldown_seconds", "export_max_rows"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{_env_name(name)} must be positive")
         if not MIN_EVENT_BYTES <= self.max_event_bytes <= MAX_EVENT_BYTES:

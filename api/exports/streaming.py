@@ -3,7 +3,9 @@ API's memory holds one chunk whatever the export's size (chdb's own streaming bu
 result before the first byte: 3.9 GB for 1M rows, measured 2026-11).
 
 A client that goes away ends the export: the write fails, the generator of pieces is closed (no
-further chunk is read) and the handler returns.
+further chunk is read) and the handler returns. A failure after the first byte (ClickHouse gone)
+cannot become an error status any more: the connection is closed without the final chunk, so the
+client sees a truncated response at once instead of waiting for more.
 """
 
 from __future__ import annotations
@@ -28,6 +30,12 @@ async def stream(request: web.Request, pieces: AsyncIterator[bytes], content_typ
                 await response.write(piece)
     except ConnectionError:  # the client went away: read nothing more
         log.info("%s %s: the client left during the export", request.method, request.path)
+        return response
+    except Exception:
+        log.exception("%s %s: the export failed after it started; closing the connection",
+                      request.method, request.path)
+        if request.transport is not None:
+            request.transport.close()
         return response
     finally:
         with contextlib.suppress(Exception):

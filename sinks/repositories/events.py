@@ -114,3 +114,86 @@ class EventRepository:
         rows = await self.ch.query(f"SELECT count() FROM {self.table} WHERE org_id = {{org:String}}",
                                    {"org": org_id})
         return int(rows.rows[0][0])
+
+
+#: The events that decide an approval request, and the decision each one is (seed 003).
+DECISIONS = {"approval_granted": "approved", "approval_denied": "denied", "approval_expired": "expired"}
+
+
+@dataclass(frozen=True)
+class ApprovalDetail:
+    """A trace's first approval decision (None when none was made) and its first policy version."""
+
+    decision: str | None
+    approver_name: str | None
+    decided_at: int | None  # epoch ms
+    policy_version: str | None
+
+
+#: Seed 003's SIEM export fields, in the seed's order.
+SIEM_COLUMNS = ("event_id", "trace_id", "agent_id", "event_type", "actor_type", "actor_name", "description", "status",
+                "timestamp", "policy_version", "integrity_hash")
+#: One SIEM row (seed 003's audit export) per stored event: its columns, deduplicated by key.
+_SIEM_SELECT = ("SELECT event_id, trace_id, agent_id, type AS event_type, actor_type, actor_name, description, status, "
+                "occurred_at, policy_version, if(seq = 0, NULL, concat('sha256:', lower(hex(hash)))) AS integrity_hash")
+
+
+class EventExports:
+    """The ``events`` table's bulk reads for exports: bounded chunks in key order, one org at a time."""
+
+    def __init__(self, ch: ClickHouse) -> None:
+        self.ch = ch
+        self.table = f"{ch.database}.events"
+
+    @staticmethod
+    def _range(org_id: str, since_ms: int, until_ms: int) -> tuple[str, dict[str, Any]]:
+        return ("org_id = {org:String} AND occurred_at >= {since:DateTime64(3, 'UTC')} "
+                "AND occurred_at <= {until:DateTime64(3, 'UTC')}",
+                {"org": org_id, "since": ms_datetime(since_ms), "until": ms_datetime(until_ms)})
+
+    async def count(self, org_id: str, since_ms: int, until_ms: int) -> int:
+        """Distinct events of the org that occurred in [since, until]."""
+        where, params = self._range(org_id, since_ms, until_ms)
+        rows = await self.ch.query(f"SELECT uniqExact(event_id) FROM {self.table} WHERE {where}", params)
+        return int(rows.rows[0][0])
+
+    async def siem_chunk(self, org_id: str, since_ms: int, until_ms: int, limit: int,
+                         after: tuple[int, str] | None) -> list[dict[str, Any]]:
+        """Up to ``limit`` events of [since, until] after the key ``after``, ordered by (occurred_at,
+        event_id), each once, with the columns of seed 003's SIEM export (``occurred_at`` in epoch ms)."""
+        where, params = self._range(org_id, since_ms, until_ms)
+        if after is not None:
+            where += (" AND occurred_at >= {a_ts:DateTime64(3, 'UTC')}"
+                      " AND (occurred_at, event_id) > ({a_ts:DateTime64(3, 'UTC')}, {a_id:String})")
+            params |= {"a_ts": ms_datetime(after[0]), "a_id": after[1]}
+        rows = (await self.ch.query(f"{_SIEM_SELECT} FROM {self.table} WHERE {where} ORDER BY occurred_at, event_id "
+                                    "LIMIT 1 BY occurred_at, event_id LIMIT {lim:UInt32}",
+                                    params | {"lim": limit})).dicts()
+        for row in rows:
+            row["occurred_at"] = datetime_ms(row["occurred_at"])
+        return rows
+
+    async def approval_details(self, org_id: str, trace_ids: list[str]) -> dict[str, ApprovalDetail]:
+        """For each of ``trace_ids`` that has events: its first approval decision and first policy
+        version, in chain order (seq)."""
+        if not trace_ids:
+            return {}
+        decided = "type IN {decisions:Array(String)}"
+        sql = (f"SELECT trace_id, countIf({decided}) AS decisions, argMinIf(type, seq, {decided}) AS decision, "
+               f"argMinIf(actor_name, seq, {decided}) AS approver, "
+               f"argMinIf(occurred_at, seq, {decided}) AS decided_at, "
+               "countIf(policy_version IS NOT NULL) AS versions, "
+               "argMinIf(policy_version, seq, policy_version IS NOT NULL) AS first_policy_version "
+               f"FROM {self.table} WHERE org_id = {{org:String}} AND trace_id IN {{ids:Array(String)}} "
+               "GROUP BY trace_id")
+        rows = await self.ch.query(sql, {"org": org_id, "ids": trace_ids, "decisions": list(DECISIONS)})
+        out = {}
+        for row in rows.dicts():
+            made = row["decisions"] > 0
+            decision = DECISIONS[row["decision"]] if made else None
+            out[row["trace_id"]] = ApprovalDetail(
+                decision=decision,
+                approver_name=row["approver"] if made and decision != "expired" else None,
+                decided_at=datetime_ms(row["decided_at"]) if made else None,
+                policy_version=row["first_policy_version"] if row["versions"] > 0 else None)
+        return out

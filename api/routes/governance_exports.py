@@ -1,0 +1,153 @@
+"""Seed 003's bulk exports: the traces of a date range as CSV, and their individual events for SIEMs
+(JSON or CSV), both streamed from ClickHouse chunk by chunk (``api.exports.streaming``).
+
+Both need ``reviewer`` (or ``admin``), name the date range with ``from`` and ``to`` (required, ISO
+8601), count the rows first (``X-Total-Count``) and answer 413 ``export_too_large`` above
+``TRACEHOUSE_EXPORT_MAX_ROWS`` (default 100,000, the seed's limit). Rows that arrive while an export
+streams may or may not be in it; none is written twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from aiohttp import web
+
+from api.context import EVENT_EXPORTS, SETTINGS, TRACES, caller_org
+from api.errors import ApiError, bad_param
+from api.exports.csv_text import csv_lines
+from api.exports.streaming import stream
+from api.params import enum_param, reject_unknown, str_param, time_range
+from schemas.timefmt import format_ms
+from sinks.repositories.events import SIEM_COLUMNS, ApprovalDetail
+from sinks.repositories.traces import Trace, TraceQuery, first_value_is
+
+#: Seed 003's CSV columns of a trace, in the seed's order.
+TRACE_COLUMNS = ("trace_id", "agent_id", "agent_name", "operation", "target_integration", "resource_scope",
+                 "data_classification", "final_outcome", "started_at", "completed_at", "duration_ms",
+                 "approval_required", "approver_name", "approval_decision", "approval_decided_at", "policy_rule_id",
+                 "policy_version")
+#: The first values of the traces read model that the trace columns show.
+TRACE_FIRST = ("agent_id", "agent_name", "requested_operation", "target_integration", "resource_scope",
+               "data_classification", "policy_rule_id")
+#: Rows read from ClickHouse per query; the response holds one chunk at a time.
+CHUNK_ROWS = 5_000
+NO_DETAIL = ApprovalDetail(None, None, None, None)
+
+
+def date_range(query: Mapping[str, str]) -> tuple[int, int]:
+    """The required ``from``/``to`` (epoch ms); 400 ``validation_error`` naming the one missing or invalid."""
+    for name in ("from", "to"):
+        if name not in query:
+            raise bad_param(name, "required: an ISO 8601 date or time")
+    since, until = time_range(query, "from", "to")
+    assert since is not None and until is not None
+    return since, until
+
+
+def too_large(total: int, cap: int, what: str) -> ApiError:
+    return ApiError(413, "export_too_large", f"the export holds {total:,} {what}, more than {cap:,}: "
+                    "narrow the date range", {"total": total, "limit": cap})
+
+
+def iso(ms: int | None) -> str | None:
+    return format_ms(ms) if ms is not None else None
+
+
+def trace_row(trace: Trace, detail: ApprovalDetail) -> tuple[Any, ...]:
+    """One trace as seed 003's CSV columns."""
+    first = trace.first
+    return (trace.trace_id, first.get("agent_id"), first.get("agent_name"), first.get("requested_operation"),
+            first.get("target_integration"), first.get("resource_scope"), first.get("data_classification"),
+            trace.final_outcome, format_ms(trace.started_at), iso(trace.completed_at), trace.duration_ms,
+            trace.has_approval, detail.approver_name, detail.decision, iso(detail.decided_at),
+            first.get("policy_rule_id"), detail.policy_version)
+
+
+async def export_traces(request: web.Request) -> web.StreamResponse:
+    """``GET /api/v1/traces/export?from=&to=&format=csv[&agent_id=]``: one CSV row per trace that
+    started in the range, newest first."""
+    org_id = await caller_org(request, "reviewer")
+    q = request.query
+    reject_unknown(q, ("from", "to", "format", "agent_id"))
+    since, until = date_range(q)
+    if q.get("format") != "csv":
+        raise bad_param("format", "required: csv")
+    agent_id = str_param(q, "agent_id")
+    query = TraceQuery(since, until, (first_value_is("agent_id", agent_id),) if agent_id is not None else ())
+    traces, details = request.app[TRACES], request.app[EVENT_EXPORTS]
+    total = await traces.count(org_id, query)
+    cap = request.app[SETTINGS].export_max_rows
+    if total > cap:
+        raise too_large(total, cap, "traces")
+
+    async def pieces() -> AsyncIterator[bytes]:
+        yield csv_lines([TRACE_COLUMNS])
+        after = None
+        while True:
+            page = await traces.page(org_id, query, CHUNK_ROWS, after, TRACE_FIRST)
+            found = await details.approval_details(org_id, [t.trace_id for t in page.traces])
+            yield csv_lines(trace_row(t, found.get(t.trace_id, NO_DETAIL)) for t in page.traces)
+            if page.next_key is None:
+                return
+            after = page.next_key
+
+    filename = f"audit-{q['from']}-to-{q['to']}.csv"
+    return await stream(request, pieces(), "text/csv; charset=utf-8", {
+        "Content-Disposition": f'attachment; filename="{filename}"', "X-Total-Count": str(total)})
+
+
+def siem_object(row: Mapping[str, Any]) -> dict[str, Any]:
+    """One event as seed 003's SIEM export object."""
+    return {name: format_ms(row["occurred_at"]) if name == "timestamp" else row[name] for name in SIEM_COLUMNS}
+
+
+async def export_audit_events(request: web.Request) -> web.StreamResponse:
+    """``GET /api/v1/audit/export?from=&to=[&format=json|csv]``: every event that occurred in the
+    range, oldest first, as a JSON array (default) or CSV."""
+    org_id = await caller_org(request, "reviewer")
+    q = request.query
+    reject_unknown(q, ("from", "to", "format"))
+    since, until = date_range(q)
+    fmt = enum_param(q, "format", ("json", "csv")) or "json"
+    events = request.app[EVENT_EXPORTS]
+    total = await events.count(org_id, since, until)
+    cap = request.app[SETTINGS].export_max_rows
+    if total > cap:
+        raise too_large(total, cap, "events")
+
+    async def chunks() -> AsyncIterator[list[dict[str, Any]]]:
+        after = None
+        while True:
+            rows = await events.siem_chunk(org_id, since, until, CHUNK_ROWS, after)
+            if rows:
+                yield [siem_object(r) for r in rows]
+            if len(rows) < CHUNK_ROWS:
+                return
+            after = (rows[-1]["occurred_at"], rows[-1]["event_id"])
+
+    async def csv_pieces() -> AsyncIterator[bytes]:
+        yield csv_lines([SIEM_COLUMNS])
+        async for objects in chunks():
+            yield csv_lines([o[name] for name in SIEM_COLUMNS] for o in objects)
+
+    async def json_pieces() -> AsyncIterator[bytes]:
+        separator = b"["
+        async for objects in chunks():
+            yield separator + b",".join(json.dumps(o, ensure_ascii=False).encode() for o in objects)
+            separator = b","
+        yield b"]" if separator == b"," else b"[]"
+
+    headers = {"X-Total-Count": str(total)}
+    if fmt == "csv":
+        headers["Content-Disposition"] = f'attachment; filename="audit-events-{q["from"]}-to-{q["to"]}.csv"'
+        return await stream(request, csv_pieces(), "text/csv; charset=utf-8", headers)
+    return await stream(request, json_pieces(), "application/json", headers)
+
+
+def add_routes(app: web.Application) -> None:
+    """Registered before the trace routes: ``/api/v1/traces/export`` is not a trace id."""
+    app.router.add_get("/api/v1/traces/export", export_traces)
+    app.router.add_get("/api/v1/audit/export", export_audit_events)

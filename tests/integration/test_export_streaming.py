@@ -1,0 +1,58 @@
+"""Streamed export responses over a real aiohttp server: a client that leaves stops the reading of
+further chunks, and a failure after the first byte ends the response at once (no hung client)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from api.exports.streaming import stream
+
+pytestmark = pytest.mark.asyncio
+
+
+async def test_a_client_that_leaves_stops_the_export():
+    produced, closed = [], asyncio.Event()
+
+    async def pieces() -> AsyncIterator[bytes]:
+        try:
+            for i in range(1_000):
+                produced.append(i)
+                yield b"x" * 65_536  # a chunk read from ClickHouse
+                await asyncio.sleep(0.01)
+        finally:
+            closed.set()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await stream(request, pieces(), "text/csv")
+
+    app = web.Application()
+    app.router.add_get("/export", handler)
+    async with TestClient(TestServer(app)) as client:
+        response = await client.get("/export")
+        await response.content.readexactly(65_536)
+        response.close()  # the client goes away after the first chunk
+        await asyncio.wait_for(closed.wait(), 10)
+    assert len(produced) < 100  # far from the 1,000 chunks the export would have read
+
+
+async def test_a_failure_after_the_first_byte_ends_the_response_at_once():
+    async def pieces() -> AsyncIterator[bytes]:
+        yield b"trace_id\r\n"
+        raise RuntimeError("ClickHouse went away")
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await stream(request, pieces(), "text/csv")
+
+    app = web.Application()
+    app.router.add_get("/export", handler)
+    async with TestClient(TestServer(app)) as client:
+        response = await client.get("/export")
+        assert response.status == 200
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await asyncio.wait_for(response.read(), 10)  # truncated, not a wait for the client's timeout
