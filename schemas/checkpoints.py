@@ -138,12 +138,23 @@ def load_signing_key(path: pathlib.Path, seed: str | None = None) -> Ed25519Priv
         return key
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    _write_private(path, pem)
+    if not _write_private(path, pem):  # another process wrote its key first: that one signs
+        return load_signing_key(path)
     return key
 
 
-def _write_private(path: pathlib.Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` with mode 0o600 via a temp file in the same directory and ``os.replace``."""
+def public_key_of(path: pathlib.Path, seed: str | None = None) -> str | None:
+    """The public key (``public_key_text``) of the signing key ``load_signing_key`` would load, or None
+    when there is no seed and no key file yet. Never generates a key: an API without the key reads it
+    from the checkpoints instead."""
+    if seed is None and not pathlib.Path(path).exists():
+        return None
+    return public_key_text(load_signing_key(path, seed))
+
+
+def _write_private(path: pathlib.Path, data: bytes) -> bool:
+    """Write ``data`` to ``path`` with mode 0o600 via a temp file in the same directory, unless ``path``
+    exists by then (False: another process created it first; never replaced)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # mkstemp: mode 0o600
     try:
@@ -152,7 +163,13 @@ def _write_private(path: pathlib.Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
+        try:
+            os.link(tmp, path)  # fails if the path exists: two processes never hold different keys
+        except FileExistsError:
+            return False
+        finally:
+            pathlib.Path(tmp).unlink(missing_ok=True)
+        return True
     except BaseException:
         pathlib.Path(tmp).unlink(missing_ok=True)
         raise

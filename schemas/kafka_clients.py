@@ -24,10 +24,12 @@ log = logging.getLogger(__name__)
 
 def consumer(bootstrap: str, part: str, *topics: str, group: str | None = None, max_record_bytes: int = 1_048_576,
              **options: Any) -> AIOKafkaConsumer:
-    """A consumer for ``part`` (subscribed to ``topics`` in ``group`` when both are given)."""
+    """A consumer for ``part`` (subscribed to ``topics`` in ``group`` when both are given); ``options``
+    win over the defaults (manual commits, from the earliest offset, read_committed)."""
+    defaults: dict[str, Any] = {"enable_auto_commit": False, "auto_offset_reset": "earliest",
+                                "isolation_level": "read_committed"}
     return AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=group, client_id=client_id(part),
-                            enable_auto_commit=False, auto_offset_reset="earliest", isolation_level="read_committed",
-                            max_partition_fetch_bytes=max_record_bytes, **options)
+                            max_partition_fetch_bytes=max_record_bytes, **(defaults | options))
 
 
 def producer(bootstrap: str, part: str, max_record_bytes: int = 1_048_576, **options: Any) -> AIOKafkaProducer:

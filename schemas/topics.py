@@ -29,6 +29,9 @@ ROLLUPS_HOURLY = "rollups-hourly"
 WEBHOOK_SUBSCRIPTIONS = "webhook-subscriptions"
 #: Signed checkpoints (JSON), as also stored in ClickHouse.
 CHECKPOINTS = "checkpoints"
+#: Requests for a checkpoint now (JSON ``{"org_id", "trace_id", "seq"}``, keyed by org): an export of a
+#: trace no checkpoint covers yet asks, and the checkpointer ends its period early (rate-limited).
+CHECKPOINT_REQUESTS = "checkpoint-requests"
 
 #: Header of the empty records that pad a ``sealed-events`` partition past offsets the broker lost
 #: (``streams.chain.SealedTail``); readers skip them.
@@ -43,7 +46,7 @@ def is_padding(headers: object) -> bool:
 
 #: Topics tracehouse creates before its worker starts (partition count from Settings).
 SOURCE_TOPICS = (TRACE_EVENTS, AUDIT_EVENTS, SEALED_EVENTS, INVALID_EVENTS, COMMAND_VERDICTS, WEBHOOK_EVENTS,
-                 CHECKPOINTS, ROLLUPS_HOURLY, WEBHOOK_SUBSCRIPTIONS)
+                 CHECKPOINTS, CHECKPOINT_REQUESTS, ROLLUPS_HOURLY, WEBHOOK_SUBSCRIPTIONS)
 
 #: Topics that hold state rather than transit: created with these configs (on Kafka: compacted,
 #: so each key's latest record stays forever), never trimmed by the embedded trimmer.

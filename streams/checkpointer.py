@@ -72,11 +72,16 @@ class Checkpointer:
     """Publishes a signed checkpoint every ``interval`` seconds in which some head changed."""
 
     def __init__(self, bootstrap: str, changelog: str, topic: str, repository: CheckpointRepository,
-                 key: Ed25519PrivateKey, interval: float, sealed: list[TopicPartition], sink_group: str) -> None:
+                 key: Ed25519PrivateKey, interval: float, sealed: list[TopicPartition], sink_group: str,
+                 requests: str | None = None, on_demand_seconds: float = 5.0) -> None:
+        """``requests``: the topic of requests for a checkpoint now, honoured at most once per
+        ``on_demand_seconds`` (None: periods only)."""
         self.bootstrap, self.changelog, self.topic = bootstrap, changelog, topic
         self.sealed, self.sink_group = sealed, sink_group
         self.repository, self.key, self.interval = repository, key, interval
         self.public_key = public_key_text(key)
+        self.requests, self.on_demand_seconds = requests, on_demand_seconds
+        self._requested = asyncio.Event()
 
     async def run(self) -> None:
         """Checkpoint until cancelled, or until the broker or ClickHouse fails (the worker starts it again)."""
@@ -88,13 +93,24 @@ class Checkpointer:
         async with kafka_clients.started(producer, consumer), contextlib.AsyncExitStack() as stack:
             await admin.start()
             stack.push_async_callback(admin.close)
+            if self.requests is not None:
+                requests = kafka_clients.consumer(self.bootstrap, f"{CHECKPOINT_GROUP}-requests", self.requests,
+                                                  auto_offset_reset="latest")
+                await stack.enter_async_context(kafka_clients.started(requests))
+                reader = asyncio.create_task(self._read_requests(requests), name="checkpoint-requests")
+                stack.callback(reader.cancel)
             await self._periods(consumer, producer, admin, revocations)
+
+    async def _read_requests(self, requests: AIOKafkaConsumer) -> None:
+        async for _ in requests:
+            self._requested.set()
 
     async def _periods(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer,
                        admin: AIOKafkaAdminClient, revocations: _Revocations) -> None:
         heads: dict[bytes, bytes] = {}
         start_ms, due = _now_ms(), time.monotonic() + self.interval
         seen = revocations.count
+        on_demand = float("-inf")  # when the last early checkpoint was signed
         while True:
             wait = max(0.0, due - time.monotonic())
             batches = await consumer.getmany(timeout_ms=int(min(wait, 1.0) * 1000))
@@ -102,9 +118,13 @@ class Checkpointer:
                 for record in records:
                     if record.key and record.value and not _republished(record) and is_chain_key(record.key):
                         heads[record.key] = Head.unpack(record.value).link_only().pack()
-            if time.monotonic() < due:
+            now = time.monotonic()
+            if self._requested.is_set() and heads and now - on_demand >= self.on_demand_seconds:
+                self._requested.clear()
+                on_demand, due = now, now  # an export waits for a checkpoint: end the period now
+            if now < due:
                 continue
-            due += self.interval
+            due = max(due + self.interval, now)
             end_ms = _now_ms()
             if revocations.count != seen or not consumer.assignment():
                 # not (or no longer) the elected checkpointer: the member that holds the changelog now

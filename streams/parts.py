@@ -19,6 +19,7 @@ from aiokafka import TopicPartition
 from schemas.checkpoints import load_signing_key
 from schemas.topics import (
     AUDIT_EVENTS,
+    CHECKPOINT_REQUESTS,
     CHECKPOINTS,
     COMMAND_VERDICTS,
     INVALID_EVENTS,
@@ -152,7 +153,8 @@ def create_checkpointer(settings: Settings, clickhouse: ClickHouse) -> Checkpoin
     key = load_signing_key(settings.checkpoint_key_path, settings.checkpoint_key)
     sealed = [TopicPartition(SEALED_EVENTS, p) for p in range(settings.topic_partitions)]
     return Checkpointer(settings.bootstrap_servers, HEADS_CHANGELOG, CHECKPOINTS, CheckpointRepository(clickhouse),
-                        key, settings.checkpoint_interval_seconds, sealed, SINK_GROUP)
+                        key, settings.checkpoint_interval_seconds, sealed, SINK_GROUP, CHECKPOINT_REQUESTS,
+                        settings.checkpoint_on_demand_seconds)
 
 
 def create_rollup_publisher(settings: Settings, clickhouse: ClickHouse) -> RollupPublisher:

@@ -24,9 +24,10 @@ from typing import Any, NoReturn
 from aiohttp import web
 
 from api.app import create_app
+from schemas.checkpoints import load_signing_key
 from sinks.clickhouse import ClickHouse
 from sinks.migrate import migrate
-from streams.parts import declared_parts, groups_of, trimmable
+from streams.parts import CHECKPOINTER, declared_parts, groups_of, trimmable
 from streams.worker import cancel_and_wait, chosen_parts, ensure_worker_topics, start_parts
 from tracehouse.settings import Settings
 
@@ -99,6 +100,9 @@ async def serve(settings: Settings, *, worker: bool = True, api: bool = True, pa
             if applied:
                 log.info("applied ClickHouse migrations: %s", ", ".join(applied))
 
+        if any(part.name == CHECKPOINTER for part in chosen):
+            # the key exists before the API answers: GET /v1/checkpoints shows it from the first start
+            load_signing_key(settings.checkpoint_key_path, settings.checkpoint_key)
         failure = start_parts(chosen, clickhouse, stack) if chosen else None
         if settings.embedded_kafka and worker and owner:
             from streams.embedded.trimmer import trim_forever

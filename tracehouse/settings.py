@@ -77,6 +77,9 @@ class Settings:
     #: into <data_dir>/checkpoint_key.pem on first run).
     checkpoint_interval_seconds: float = 3_600.0
     checkpoint_key: str | None = None
+    #: An export of a trace no checkpoint covers asks for a checkpoint now; the checkpointer signs
+    #: at most one such early checkpoint per this many seconds.
+    checkpoint_on_demand_seconds: float = 5.0
     #: How often the worker publishes the hours whose rollups changed to ``rollups-hourly``.
     rollup_interval_seconds: float = 5.0
     #: The sink flushes to ClickHouse at this many Kafka records (each a batch of up to
@@ -191,6 +194,7 @@ class Settings:
                      "max_body_bytes", "max_batch_events", "max_event_bytes", "send_timeout_seconds",
                      "broker_supervise_seconds", "approval_ttl_seconds", "approval_check_seconds",
                      "command_timeout_seconds", "checkpoint_interval_seconds", "rollup_interval_seconds",
+                     "checkpoint_on_demand_seconds",
                      "compact_min_records", "webhook_timeout_seconds", "webhook_concurrency_per_endpoint",
                      "webhook_breaker_failures", "webhook_breaker_cooldown_seconds", "export_max_rows"):
             if getattr(self, name) <= 0:

@@ -9,9 +9,16 @@ from __future__ import annotations
 from aiohttp import web
 
 from api.auth import authenticate
-from api.context import CHECKPOINTS, VERIFIER
+from api.context import CHECKPOINTS, SETTINGS, VERIFIER
 from api.errors import bad_param
 from api.params import decode_cursor, encode_cursor, int_param, reject_unknown
+from schemas.checkpoints import public_key_of
+from tracehouse.settings import Settings
+
+
+def configured_public_key(settings: Settings) -> str | None:
+    """The public half of the checkpoint key in the settings or the data dir (None: not readable here)."""
+    return public_key_of(settings.checkpoint_key_path, settings.checkpoint_key)
 
 
 async def list_checkpoints(request: web.Request) -> web.Response:
@@ -26,7 +33,8 @@ async def list_checkpoints(request: web.Request) -> web.Response:
     more = len(page) > limit
     page = page[:limit]
     return web.json_response({
-        "public_key": page[0].public_key if page else None,
+        # before the first checkpoint: the key it will be signed with, where this process can read it
+        "public_key": page[0].public_key if page else configured_public_key(request.app[SETTINGS]),
         "checkpoints": [c.to_json() for c in page],
         "nextCursor": encode_cursor(page[-1].checkpoint.number) if more else None,
     })

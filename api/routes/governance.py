@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -24,7 +26,7 @@ from schemas.integrity import Verdict, verify
 from schemas.lifecycle import FINAL_OUTCOMES, IN_PROGRESS, OUTCOME_STATUSES
 from schemas.merkle import audit_path
 from schemas.timefmt import format_ms, now_ms
-from schemas.topics import TRACE_EVENTS
+from schemas.topics import CHECKPOINT_REQUESTS, TRACE_EVENTS
 from schemas.trace_export import approval_requests, event_view, trace_export, trace_view
 from sinks.repositories.chains import TRACE_LINKS
 from sinks.repositories.checkpoints import CheckpointRepository, Coverage
@@ -121,13 +123,36 @@ async def inclusion(repository: CheckpointRepository, coverage: Coverage) -> dic
 
 async def export_trace(request: web.Request) -> web.Response:
     """The single-trace JSON export (seed 003: reviewer or admin) with what ``tracehouse
-    verify-export`` needs to check it offline."""
+    verify-export`` needs to check it offline. When no checkpoint covers the trace yet, the
+    checkpointer is asked for one and the export waits for it (up to the command timeout), so
+    the export verifies offline as it is made."""
     org_id, trace_id, rows = await stored_chain(request, "reviewer", ())
     coverage = await request.app[CHECKPOINTS].covering("trace", org_id, trace_id)
+    if coverage is None and request.app[SETTINGS].chain_events:
+        coverage = await checkpoint_now(request, org_id, trace_id, rows[-1]["seq"])
     proof = await inclusion(request.app[CHECKPOINTS], coverage) if coverage else None
     body = trace_export(trace_id, rows, proof, now_ms())
     return web.json_response(body, headers={
         "Content-Disposition": f'attachment; filename="trace-{quote(trace_id, safe="")}.json"'})
+
+
+async def checkpoint_now(request: web.Request, org_id: str, trace_id: str, seq: int) -> Coverage | None:
+    """Ask the checkpointer for a checkpoint (``checkpoint-requests``; it signs at most one early
+    checkpoint per ``TRACEHOUSE_CHECKPOINT_ON_DEMAND_SECONDS``, so the request is repeated that often)
+    and wait until one covers the trace; None when none did within the command timeout."""
+    settings = request.app[SETTINGS]
+    ask = json.dumps({"org_id": org_id, "trace_id": trace_id, "seq": seq}).encode()
+    deadline = time.monotonic() + settings.command_timeout_seconds
+    asked = float("-inf")
+    while time.monotonic() < deadline:
+        if time.monotonic() - asked >= settings.checkpoint_on_demand_seconds:
+            await request.app[PRODUCER].send_records(CHECKPOINT_REQUESTS, [(org_id.encode(), ask)])
+            asked = time.monotonic()
+        await asyncio.sleep(0.2)
+        coverage = await request.app[CHECKPOINTS].covering("trace", org_id, trace_id)
+        if coverage is not None:
+            return coverage
+    return None
 
 
 #: Outcome metadata limits: keys, and bytes of keys plus values as stored (UTF-8; a

@@ -169,3 +169,30 @@ async def test_exported_trace_verifies_offline_and_any_edit_fails(stack, tmp_pat
         assert code == 1 and "hash does not match" in out, (name, out)
         code, out = standalone(command, tmp_path / "ok.json", wrong_key)
         assert code == 1 and "not signed by this key" in out, (name, out)
+
+
+async def test_an_export_made_before_the_first_checkpoint_verifies_offline(tmp_path):
+    """Checkpoints every hour: the key is shown from the first start, and an export of a fresh trace
+    asks the checkpointer for a checkpoint and waits for it, so it verifies as it is made."""
+    from tests.conftest import start_stack
+
+    broker, service = start_stack(tmp_path / "hourly", TRACEHOUSE_CHECKPOINT_INTERVAL_SECONDS="3600")
+    try:
+        async with Api(service.url) as api:
+            org = uid("org")
+            key, admin = await api.org_key(org), await api.org_key(org, scopes=["reviewer"])
+            status, listed = await api.get("/v1/checkpoints", key)
+            assert status == 200 and listed["checkpoints"] == [] and listed["public_key"]
+            trace = uid("tr")
+            assert (await api.post("/v1/events", key, [{"event_id": f"{trace}-0", "trace_id": trace,
+                                                        "type": "trace_initiated"}]))[0] == 202
+            await wait_event_count(api, key, f"/api/v1/traces/{trace}/verify", 1)
+            status, export = await api.get(f"/api/v1/traces/{trace}/export", admin)
+            assert status == 200 and export["integrity"]["proof"] is not None
+            assert export["integrity"]["proof"]["checkpoint"]["public_key"] == listed["public_key"]
+            (tmp_path / "fresh.json").write_text(json.dumps(export))
+            code, out = verify_file(tmp_path / "fresh.json", listed["public_key"])
+            assert code == 0 and "export verified" in out, out
+    finally:
+        service.stop()
+        broker.stop()
