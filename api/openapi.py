@@ -570,10 +570,14 @@ def _paths() -> dict[str, dict[str, Schema]]:
             "Every event that occurred in a date range, for SIEMs (seed 003's 11 fields), oldest first", "reviewer", {
                 200: {"description": "A JSON array, or a CSV attachment, streamed", "headers": export_headers,
                       "content": {"application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
-                                  "text/csv": {"schema": {"type": "string"}}}},
+                                  "text/csv": {"schema": {"type": "string"}},
+                                  "application/x-ndjson": {"schema": {"type": "string"}},
+                                  "text/plain": {"schema": {"type": "string"}}}},
                 400: _error(400), 413: _error(413, "More than TRACEHOUSE_EXPORT_MAX_ROWS events: narrow the range")},
-            [*export_range, _query("format", {"type": "string", "enum": ["json", "csv"], "default": "json"},
-                                   "json (default) or csv")],
+            [*export_range, _query("format", {"type": "string", "enum": ["json", "csv", "ocsf", "cef"],
+                                              "default": "json"},
+                                   "json (default), csv, ocsf (OCSF API Activity, one JSON object per line) or cef "
+                                   "(one CEF:0 line per event)")],
             tag="governance")},
         "/api/v1/traces/{trace_id}/export": {"get": _operation(
             "Single-trace export with what `tracehouse verify-export` checks offline", "reviewer", {

@@ -10,7 +10,7 @@ streams may or may not be in it; none is written twice.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -18,6 +18,7 @@ from aiohttp import web
 from api.context import EVENT_EXPORTS, SETTINGS, TRACES, caller_org
 from api.errors import ApiError, bad_param
 from api.exports.csv_text import csv_lines
+from api.exports.siem import cef_line, ocsf_line
 from api.exports.streaming import stream
 from api.params import enum_param, reject_unknown, str_param, time_range
 from schemas.timefmt import format_ms
@@ -105,28 +106,36 @@ def siem_object(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 async def export_audit_events(request: web.Request) -> web.StreamResponse:
-    """``GET /api/v1/audit/export?from=&to=[&format=json|csv]``: every event that occurred in the
-    range, oldest first, as a JSON array (default) or CSV."""
+    """``GET /api/v1/audit/export?from=&to=[&format=json|csv|ocsf|cef]``: every event that occurred
+    in the range, oldest first, as a JSON array (default), CSV, or one OCSF object or CEF line per event."""
     org_id = await caller_org(request, "reviewer")
     q = request.query
     reject_unknown(q, ("from", "to", "format"))
     since, until = date_range(q)
-    fmt = enum_param(q, "format", ("json", "csv")) or "json"
+    fmt = enum_param(q, "format", ("json", "csv", "ocsf", "cef")) or "json"
     events = request.app[EVENT_EXPORTS]
     total = await events.count(org_id, since, until)
     cap = request.app[SETTINGS].export_max_rows
     if total > cap:
         raise too_large(total, cap, "events")
 
-    async def chunks() -> AsyncIterator[list[dict[str, Any]]]:
+    async def rows() -> AsyncIterator[list[dict[str, Any]]]:
         after = None
         while True:
-            rows = await events.siem_chunk(org_id, since, until, CHUNK_ROWS, after)
-            if rows:
-                yield [siem_object(r) for r in rows]
-            if len(rows) < CHUNK_ROWS:
+            found = await events.siem_chunk(org_id, since, until, CHUNK_ROWS, after)
+            if found:
+                yield found
+            if len(found) < CHUNK_ROWS:
                 return
-            after = (rows[-1]["occurred_at"], rows[-1]["event_id"])
+            after = (found[-1]["occurred_at"], found[-1]["event_id"])
+
+    async def chunks() -> AsyncIterator[list[dict[str, Any]]]:
+        async for found in rows():
+            yield [siem_object(r) for r in found]
+
+    async def lines(write: Callable[[dict[str, Any], int], bytes]) -> AsyncIterator[bytes]:
+        async for found in rows():
+            yield b"".join(write(siem_object(r), r["occurred_at"]) for r in found)
 
     async def csv_pieces() -> AsyncIterator[bytes]:
         yield csv_lines([SIEM_COLUMNS])
@@ -141,6 +150,10 @@ async def export_audit_events(request: web.Request) -> web.StreamResponse:
         yield b"]" if separator == b"," else b"[]"
 
     headers = {"X-Total-Count": str(total)}
+    if fmt == "ocsf":
+        return await stream(request, lines(ocsf_line), "application/x-ndjson", headers)
+    if fmt == "cef":
+        return await stream(request, lines(cef_line), "text/plain; charset=utf-8", headers)
     if fmt == "csv":
         headers["Content-Disposition"] = f'attachment; filename="audit-events-{q["from"]}-to-{q["to"]}.csv"'
         return await stream(request, csv_pieces(), "text/csv; charset=utf-8", headers)

@@ -138,6 +138,23 @@ async def test_the_siem_export_holds_every_event_of_the_range_once(client, api, 
         {k: (str(v) if v is not None else None) for k, v in o.items()} for o in objects]
 
 
+async def test_the_siem_export_as_ocsf_and_cef_holds_the_same_events(client, dataset):
+    _, _, whole = await raw(client, "/api/v1/audit/export", dataset["reviewer"], **dataset["range"])
+    objects = json.loads(whole)
+    status, headers, text = await raw(client, "/api/v1/audit/export", dataset["reviewer"], format="ocsf",
+                                      **dataset["range"])
+    assert status == 200 and headers["Content-Type"].startswith("application/x-ndjson")
+    records = [json.loads(line) for line in text.splitlines()]
+    assert [r["metadata"]["uid"] for r in records] == [o["event_id"] for o in objects]
+    assert [r["actor"]["user"]["name"] for r in records] == [o["actor_name"] for o in objects]
+    status, headers, text = await raw(client, "/api/v1/audit/export", dataset["reviewer"], format="cef",
+                                      **dataset["range"])
+    assert status == 200 and headers["X-Total-Count"] == str(len(objects))
+    lines = text.splitlines()
+    assert len(lines) == len(objects) and all(line.startswith("CEF:0|tracehouse|") for line in lines)
+    assert [line.split("externalId=")[1].split(" ")[0] for line in lines] == [o["event_id"] for o in objects]
+
+
 async def test_a_walk_over_many_chunks_returns_every_row_once_in_order(client, dataset, monkeypatch):
     monkeypatch.setattr(governance_exports, "CHUNK_ROWS", 2)
     _, _, whole = await raw(client, "/api/v1/audit/export", dataset["reviewer"], **dataset["range"])
