@@ -12,6 +12,7 @@ from api.auth import KeyVerifier
 from api.commands import VerdictWaiter
 from api.context import (
     API_KEYS,
+    AUDIT_LOG,
     CHAINS,
     CHECKPOINTS,
     CLICKHOUSE,
@@ -33,6 +34,7 @@ from api.preparation import PreparationPool
 from api.routes import (
     admin,
     audit,
+    audit_export,
     checkpoints,
     gateway,
     governance,
@@ -47,6 +49,7 @@ from schemas.subscriptions import SubscriptionReader, SubscriptionView
 from schemas.topics import COMMAND_VERDICTS, WEBHOOK_SUBSCRIPTIONS
 from sinks.clickhouse import ClickHouse
 from sinks.repositories.api_keys import ApiKeyRepository
+from sinks.repositories.audit_events import AuditEventRepository
 from sinks.repositories.chains import ChainRepository
 from sinks.repositories.checkpoints import CheckpointRepository
 from sinks.repositories.events import EventRepository
@@ -80,6 +83,7 @@ def create_app(settings: Settings, clickhouse: ClickHouse | None = None, *,
         app[CLICKHOUSE] = ch
         app[EVENTS] = EventRepository(ch)
         app[CHAINS] = ChainRepository(ch)
+        app[AUDIT_LOG] = AuditEventRepository(ch)
         app[TRACES] = TraceRepository(ch)
         app[ROLLUPS] = RollupRepository(ch)
         app[CHECKPOINTS] = CheckpointRepository(ch)
@@ -130,7 +134,7 @@ def create_app(settings: Settings, clickhouse: ClickHouse | None = None, *,
     app.cleanup_ctx.extend([clickhouse_ctx, producer_ctx, preparation_ctx, subscriptions_ctx])
     if settings.chain_events:  # without chain agents nobody decides commands
         app.cleanup_ctx.append(verdicts_ctx)
-    for module in (health, ingest, gateway, governance, tenants, audit, checkpoints, admin, webhooks,
+    for module in (health, ingest, gateway, governance, tenants, audit, audit_export, checkpoints, admin, webhooks,
                    webhook_deliveries):
         module.add_routes(app)
     app.router.add_get("/v1/openapi.json", openapi.serve)
