@@ -44,6 +44,9 @@ def export_request(body: dict[str, Any]) -> tuple[str, int | None, int | None]:
     fmt = body.get("format", "json")
     if fmt not in FORMATS:
         raise bad_param("format", f"expected one of {', '.join(FORMATS)}, got {fmt!r}")
+    for name in ("from", "to"):
+        if name in body and not isinstance(body[name], str):  # null too: leave the field out instead
+            raise bad_param(name, "expected an ISO 8601 timestamp string such as 2026-11-23T10:00:00.123Z")
     from_ms, to_ms = time_range(body, "from", "to")
     return fmt, from_ms, to_ms
 

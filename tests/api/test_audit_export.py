@@ -155,6 +155,8 @@ BAD_BODIES = [
     ({"format": ["csv"]}, "format"),
     ({"from": "yesterday"}, "from"),
     ({"to": 1700000000000}, "to"),
+    ({"format": "json", "from": "2000-01-01T00:00:00Z", "to": None}, "to"),
+    ({"from": None}, "from"),
     ({"from": "2026-13-01T00:00:00Z"}, "from"),
     ({"to": "2400-01-01T00:00:00Z"}, "to"),
     ({"from": "2026-11-20T10:00:00Z", "to": "2026-11-20T09:59:59.999Z"}, "from"),
