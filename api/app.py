@@ -12,6 +12,7 @@ from api.auth import KeyVerifier
 from api.commands import VerdictWaiter
 from api.context import (
     API_KEYS,
+    AUDIT_LOG,
     CHAINS,
     CHECKPOINTS,
     CLICKHOUSE,
@@ -34,6 +35,7 @@ from api.preparation import PreparationPool
 from api.routes import (
     admin,
     audit,
+    audit_export,
     checkpoints,
     gateway,
     governance,
@@ -49,6 +51,7 @@ from schemas.subscriptions import SubscriptionReader, SubscriptionView
 from schemas.topics import COMMAND_VERDICTS, WEBHOOK_SUBSCRIPTIONS
 from sinks.clickhouse import ClickHouse
 from sinks.repositories.api_keys import ApiKeyRepository
+from sinks.repositories.audit_events import AuditEventRepository
 from sinks.repositories.chains import ChainRepository
 from sinks.repositories.checkpoints import CheckpointRepository
 from sinks.repositories.events import EventExports, EventRepository
@@ -83,6 +86,7 @@ def create_app(settings: Settings, clickhouse: ClickHouse | None = None, *,
         app[EVENTS] = EventRepository(ch)
         app[EVENT_EXPORTS] = EventExports(ch)
         app[CHAINS] = ChainRepository(ch)
+        app[AUDIT_LOG] = AuditEventRepository(ch)
         app[TRACES] = TraceRepository(ch)
         app[ROLLUPS] = RollupRepository(ch)
         app[CHECKPOINTS] = CheckpointRepository(ch)
@@ -134,8 +138,8 @@ def create_app(settings: Settings, clickhouse: ClickHouse | None = None, *,
     if settings.chain_events:  # without chain agents nobody decides commands
         app.cleanup_ctx.append(verdicts_ctx)
     # the export routes before the trace routes they look like (/api/v1/traces/export is no trace id)
-    for module in (health, ingest, governance_exports, gateway, governance, tenants, audit, checkpoints, admin,
-                   webhooks, webhook_deliveries):
+    for module in (health, ingest, governance_exports, gateway, governance, tenants, audit, audit_export, checkpoints,
+                   admin, webhooks, webhook_deliveries):
         module.add_routes(app)
     app.router.add_get("/v1/openapi.json", openapi.serve)
     return app

@@ -13,6 +13,7 @@ from api.preparation import PreparationPool
 from schemas.subscriptions import SubscriptionView
 from sinks.clickhouse import ClickHouse
 from sinks.repositories.api_keys import ApiKeyRepository
+from sinks.repositories.audit_events import AuditEventRepository
 from sinks.repositories.chains import ChainRepository
 from sinks.repositories.checkpoints import CheckpointRepository
 from sinks.repositories.events import EventExports, EventRepository
@@ -43,6 +44,7 @@ PRODUCER = web.AppKey("producer", Publisher)
 EVENTS = web.AppKey("events", EventRepository)
 EVENT_EXPORTS = web.AppKey("event_exports", EventExports)
 CHAINS = web.AppKey("chains", ChainRepository)
+AUDIT_LOG = web.AppKey("audit_log", AuditEventRepository)
 TRACES = web.AppKey("traces", TraceRepository)
 ROLLUPS = web.AppKey("rollups", RollupRepository)
 CHECKPOINTS = web.AppKey("checkpoints", CheckpointRepository)

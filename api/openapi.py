@@ -16,7 +16,7 @@ from aiohttp import web
 
 from api.auth import SCOPES
 from api.paging import MAX_OFFSET
-from api.routes import admin, gateway, governance, tenants, webhooks
+from api.routes import admin, audit_export, gateway, governance, tenants, webhooks
 from api.routes import webhook_deliveries as deliveries
 from schemas.lifecycle import FINAL_OUTCOMES, IN_PROGRESS, OUTCOME_STATUSES
 from schemas.model import BOUNDED_FIELDS, ID_FIELDS, MAX_COST, MAX_ID_LEN, MAX_TOKENS, SERVER_DEFAULTS, SERVER_FIELDS
@@ -306,6 +306,11 @@ def _components() -> dict[str, Schema]:
         "CheckpointList": _object({"public_key": {"type": ["string", "null"]},
                                    "checkpoints": {"type": "array", "items": _ref("Checkpoint")},
                                    "nextCursor": {"type": ["string", "null"]}}),
+        "AuditExportEntry": _object({
+            "id": {"type": "string"}, "orgId": {"type": "string"}, "actor": {"type": "string"},
+            "action": {"type": "string"}, "target": {"type": "string"},
+            "metadata": {"type": "object", "additionalProperties": {"type": "string"}}, "occurredAt": _ISO},
+            list(audit_export.COLUMNS)),
         "AuditVerification": _object({
             "org_id": {"type": "string"}, "from": _ISO, "to": _ISO, "first_seq": {"type": ["integer", "null"]},
             "last_seq": {"type": ["integer", "null"]}, **verdict},
@@ -602,6 +607,32 @@ def _paths() -> dict[str, dict[str, Schema]]:
             {200: _ok(_ref("AuditVerification")), 400: _error(400)},
             [_time("from", "default: the beginning"), _time("to", "default: now; not before `from`")],
             tag="integrity")},
+        "/v1/audit/export": {"post": _operation(
+            "The org's audit log, oldest first, as JSON or as a CSV attachment (seed 000)", audit_export.SCOPE, {
+                200: {"description": "Streamed as ClickHouse is read; `audit.exported` is in the audit log already",
+                      "headers": {
+                          "X-Total-Count": {"description": "entries matching when the export started",
+                                            "schema": {"type": "integer", "minimum": 0}},
+                          "Content-Disposition": {"description": 'CSV only: attachment; filename="audit-{org}-'
+                                                                 '{yyyymmddThhmmssZ}.csv"',
+                                                  "schema": {"type": "string"}}},
+                      "content": {"application/json": {"schema": {"type": "array",
+                                                                  "items": _ref("AuditExportEntry")}},
+                                  "text/csv": {"schema": {"type": "string", "description": (
+                                      "RFC 4180, CRLF, header " + ",".join(audit_export.COLUMNS) + "; metadata "
+                                      "as compact JSON; a cell starting with = + - @ tab or CR is written "
+                                      "with a leading apostrophe")}}}},
+                400: _error(400), 413: _error(413),
+                503: _error(503, "The broker did not acknowledge the `audit.exported` entry: nothing was exported, "
+                                 "retry after `Retry-After` seconds", retry_after)},
+            body=_object({"format": {"type": "string", "enum": list(audit_export.FORMATS), "default": "json"},
+                          "from": {"type": "string", "format": "date-time",
+                                   "description": f"entries occurring at or after this time. {_TIME_TEXT}"},
+                          "to": {"type": "string", "format": "date-time",
+                                 "description": f"entries occurring at or before this time (not before `from`). "
+                                                f"{_TIME_TEXT}"}}, []),
+            tag="integrity", description="A JSON object body is required (`{}`: every entry, as JSON). Only the "
+                                         "key's org: there is no cross-org export.")},
         "/v1/webhooks": {
             "post": _operation("Subscribe a URL to webhook events (the signing secret is shown once)",
                                webhooks.SCOPE, {201: _ok(_ref("CreatedWebhook"), "Created"), 413: _error(413),

@@ -2,7 +2,8 @@
 GET /v1/admin/stored-links, what chain workers in other processes ask the ClickHouse owner.
 
 The operator key (TRACEHOUSE_ADMIN_KEY) manages keys of every org; an org key with
-the ``admin`` scope manages its own org's keys.
+the ``admin`` scope manages its own org's keys. Creating and revoking a key appends an entry to the
+audit log of the key's org (``api_key.created``, ``api_key.revoked``; never the secret).
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ import re
 
 from aiohttp import web
 
+from api.audit_trail import entry_id, publish_audit
 from api.auth import SCOPES, Principal, authenticate
 from api.body import json_body
 from api.context import API_KEYS, CHAINS, VERIFIER
 from api.errors import ApiError, bad_param, not_found
 from api.params import int_param, reject_unknown
+from schemas.timefmt import now_ms
 from schemas.topics import SEALED_EVENTS
 
 ORG_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
@@ -47,8 +50,10 @@ async def create_key(request: web.Request) -> web.Response:
         raise bad_param("scopes", f"unknown scope(s) {unknown}; known: {', '.join(SCOPES)}")
     if not isinstance(name, str) or len(name) > 200:
         raise bad_param("name", "must be a string of at most 200 characters")
-    await _manager(request, org_id)
+    principal = await _manager(request, org_id)
     key, token = await request.app[API_KEYS].create(org_id, sorted(set(scopes)), name)
+    await publish_audit(request, org_id, f"{key.key_id}.created", principal.key_id, "api_key.created", key.key_id,
+                        {"name": key.name, "scopes": ",".join(key.scopes)}, key.created_at_ms)
     return web.json_response({**key.public(), "key": token}, status=201)
 
 
@@ -71,6 +76,9 @@ async def revoke_key(request: web.Request) -> web.Response:
     key = await repo.revoke(found[0].key_id)
     request.app[VERIFIER].forget(found[0].key_id)
     assert key is not None
+    await publish_audit(request, key.org_id, entry_id(f"{key.key_id}.revoked"), principal.key_id, "api_key.revoked",
+                        key.key_id, {"name": key.name, "scopes": ",".join(key.scopes),
+                                     "already_revoked": "true" if found[0].revoked else "false"}, now_ms())
     return web.json_response(key.public())
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import uuid
 from collections.abc import Mapping
@@ -12,9 +13,11 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from api.audit_trail import publish_audit
+from api.auth import authenticate, require_scope
 from api.body import json_body
 from api.commands import CommandVerdict
-from api.context import CHAINS, CHECKPOINTS, PRODUCER, SETTINGS, TRACES, VERDICTS, caller_org
+from api.context import CHAINS, CHECKPOINTS, PRODUCER, SETTINGS, TRACES, VERDICTS, VERIFIER, caller_org
 from api.errors import ApiError, bad_param, not_found
 from api.paging import paging, read_page
 from api.params import bool_param, enum_param, int_param, reject_unknown, str_param, time_range
@@ -25,12 +28,15 @@ from schemas.codec import encode
 from schemas.integrity import Verdict, verify
 from schemas.lifecycle import FINAL_OUTCOMES, IN_PROGRESS, OUTCOME_STATUSES
 from schemas.merkle import audit_path
+from schemas.producer import BrokerUnavailable
 from schemas.timefmt import format_ms, now_ms
 from schemas.topics import CHECKPOINT_REQUESTS, TRACE_EVENTS
 from schemas.trace_export import approval_requests, event_view, trace_export, trace_view
 from sinks.repositories.chains import TRACE_LINKS
 from sinks.repositories.checkpoints import CheckpointRepository, Coverage
 from sinks.repositories.traces import TraceQuery, first_value_is, outcome_is
+
+log = logging.getLogger(__name__)
 
 LIST_PARAMS = ("agent_id", "outcome", "from", "to", "limit", "offset", "cursor")
 DEFAULT_LIMIT, MAX_LIMIT = 20, 100
@@ -191,8 +197,10 @@ def outcome_body(raw: bytes) -> tuple[str, dict[str, str]]:
 
 async def record_outcome(request: web.Request) -> web.Response:
     """Finalize a trace: the chain agent chains the outcome and trace_closed events, or
-    answers 404 (no such trace in the caller's org) or 409 (already finalized)."""
-    org_id = await caller_org(request, "traces:write")
+    answers 404 (no such trace in the caller's org) or 409 (already finalized). Once applied,
+    ``trace.outcome_recorded`` is appended to the org's audit log."""
+    principal = await authenticate(request, request.app[VERIFIER])
+    org_id = require_scope(principal, "traces:write")
     reject_unknown(request.query, ())
     status, metadata = outcome_body(await request.read())
     app = request.app
@@ -210,10 +218,23 @@ async def record_outcome(request: web.Request) -> web.Response:
         raise ApiError(504, "timeout", "the outcome was queued but not decided in time; GET the trace to see whether "
                        "it was recorded (a retry of a recorded outcome answers 409)") from None
     if verdict.verdict is lifecycle.Verdict.APPLIED:
+        await _audit_outcome(request, org_id, principal.key_id, trace_id, request_id, status)
         return web.Response(status=204)
     if verdict.verdict is lifecycle.Verdict.NOT_FOUND:
         raise not_found(f"trace {trace_id}")
     raise ApiError(409, "conflict", verdict.message)
+
+
+async def _audit_outcome(request: web.Request, org_id: str, key_id: str, trace_id: str, request_id: str,
+                         status: str) -> None:
+    """Append ``trace.outcome_recorded``. The outcome is applied already: when the broker does not take
+    the entry the answer stays 204 (a retry would be a 409) and the loss is logged as an error."""
+    try:
+        await publish_audit(request, org_id, f"outcome.{request_id}", key_id, "trace.outcome_recorded", trace_id,
+                            {"status": status, "request_id": request_id}, now_ms())
+    except BrokerUnavailable:
+        log.error("outcome %s of trace %r (org %r) applied, but its audit entry was not acknowledged",
+                  request_id, trace_id, org_id)
 
 
 def add_routes(app: web.Application) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from api.audit_trail import publish_audit
 from api.body import json_body
 from api.context import DELIVERIES, PRODUCER, SUBSCRIPTIONS
 from api.errors import ApiError, bad_param
@@ -26,7 +27,6 @@ from api.routes.webhooks import (
     create_subscription,
     current_secret,
     own,
-    publish_audit,
     view_ready,
 )
 from schemas.codec import encode

@@ -17,18 +17,18 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from api.audit_trail import publish_audit
 from api.auth import authenticate, require_scope
 from api.body import json_body
 from api.context import DELIVERIES, PRODUCER, SETTINGS, SUBSCRIPTIONS, VERIFIER, WEBHOOKS
 from api.errors import ApiError, bad_param, not_found
 from api.params import encode_cursor, int_param, key_cursor, reject_unknown
 from schemas.codec import encode
-from schemas.model import ValidationError, validate_audit_event
-from schemas.producer import audit_records
+from schemas.model import ValidationError
 from schemas.ssrf import check_url, resolve_allowed
 from schemas.subscriptions import Subscription
 from schemas.timefmt import format_ms, now_ms
-from schemas.topics import AUDIT_EVENTS, WEBHOOK_SUBSCRIPTIONS
+from schemas.topics import WEBHOOK_SUBSCRIPTIONS
 from schemas.webhooks import EVENT_TYPES, Filter, new_secret, random_id, unexpired
 from sinks.repositories.webhooks import Health
 
@@ -183,14 +183,6 @@ async def _publish(request: web.Request, sub: Subscription, actor: str, action: 
         # acknowledged by the broker, hence durable: answer, and show it in this process meanwhile
         log.warning("subscription %s v%d not read back in time; applied locally", sub["id"], sub["version"])
         view.apply(sub)
-
-
-async def publish_audit(request: web.Request, org_id: str, entry_id: str, actor: str, action: str, target: str,
-                        metadata: dict[str, str], at: int) -> None:
-    """Publish one entry of the org's audit log (chained by the worker like any other)."""
-    entry = validate_audit_event({"id": entry_id, "actor": actor, "action": action, "target": target,
-                                  "metadata": metadata, "occurred_at": at}, org_id=org_id, now=at)
-    await request.app[PRODUCER].send_records(AUDIT_EVENTS, audit_records(org_id, [entry]))
 
 
 def _described(sub: Subscription) -> dict[str, str]:

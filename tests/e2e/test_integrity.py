@@ -43,12 +43,16 @@ async def test_audit_log_verifies_over_a_time_range_per_org(stack):
 
         async def probe():
             return await api.get("/v1/audit/verify", key)
-        _, whole = await eventually(probe, lambda r: r[0] == 200 and r[1]["event_count"] >= 6)
-        assert whole["valid"] is True and (whole["first_seq"], whole["last_seq"]) == (1, 6)
+        # seq 1 is the key's own api_key.created entry, written before the six
+        _, whole = await eventually(probe, lambda r: r[0] == 200 and r[1]["event_count"] >= 7)
+        assert whole["valid"] is True and (whole["first_seq"], whole["last_seq"]) == (1, 7)
         status, span = await api.get("/v1/audit/verify", key, **{"from": "2026-11-20T10:00:02.000Z",
                                                                   "to": "2026-11-20T10:00:03.000Z"})
-        assert status == 200 and span["valid"] is True and (span["first_seq"], span["last_seq"]) == (3, 4)
-        status, empty = await api.get("/v1/audit/verify", other)
+        assert status == 200 and span["valid"] is True and (span["first_seq"], span["last_seq"]) == (4, 5)
+        _, theirs = await eventually(lambda: api.get("/v1/audit/verify", other),
+                                     lambda r: r[0] == 200 and r[1]["event_count"] >= 1)
+        assert theirs["event_count"] == 1 and (theirs["first_seq"], theirs["last_seq"]) == (1, 1)  # its key only
+        status, empty = await api.get("/v1/audit/verify", other, to="2026-11-21T00:00:00Z")
         assert status == 200 and empty["event_count"] == 0 and empty["first_seq"] is None
         for params, field in (({"from": "yesterday"}, "from"), ({"to": "2026-13-01T00:00:00Z"}, "to"),
                               ({"from": "2026-11-21T00:00:00Z", "to": "2026-11-20T00:00:00Z"}, "from"),

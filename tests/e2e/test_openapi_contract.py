@@ -37,9 +37,9 @@ PARTIAL_ACCEPTANCE = ("/v1/events", "/v1/audit/events")
 #: "nested at most 32 levels"; replays, nor "a dead letter's id". Exports: ``from`` after ``to``.
 DEPENDENT_PARAMETERS = (*PARTIAL_ACCEPTANCE, "/v1/traces", "/v1/metrics", "/api/v1/traces",
                         "/api/v1/traces/export", "/api/v1/audit/export",
-                        "/tenants/{tenant_id}/traces", "/v1/checkpoints", "/v1/audit/verify", "/v1/webhooks",
-                        "/v1/webhooks/{webhook_id}", "/v1/webhooks/test", "/v1/webhooks/{webhook_id}/deliveries",
-                        "/v1/webhooks/{webhook_id}/replay")
+                        "/tenants/{tenant_id}/traces", "/v1/checkpoints", "/v1/audit/verify", "/v1/audit/export",
+                        "/v1/webhooks", "/v1/webhooks/{webhook_id}", "/v1/webhooks/test",
+                        "/v1/webhooks/{webhook_id}/deliveries", "/v1/webhooks/{webhook_id}/replay")
 
 
 def _seed_data(base: str, key: str) -> None:
@@ -114,7 +114,7 @@ def _minimal_request(path: str, method: str) -> dict:
     url = (path.replace("{tenant_id}", ORG).replace("{trace_id}", "no-such-trace").replace("{key_id}", "no-such-key")
            .replace("{webhook_id}", "wh_nosuchwebhook"))
     body = {"/v1/events": [{"trace_id": "scope-check"}], "/v1/audit/events": [{"actor": "a", "action": "b"}],
-            "/api/v1/traces/{trace_id}/outcome": {"status": "success"},
+            "/api/v1/traces/{trace_id}/outcome": {"status": "success"}, "/v1/audit/export": {},
             "/v1/admin/keys": {"org_id": ORG, "scopes": ["traces:read"], "name": "scope-check"},
             "/v1/webhooks": {"url": "https://93.184.215.14/scope-check", "event_types": ["webhook.test"]}}.get(path)
     return {"method": method.upper(), "url": url, "json": body if method == "post" else None}
@@ -146,4 +146,4 @@ def test_each_operation_needs_the_scope_it_documents(stack: Service, fuzz_key: s
                                      headers={"Authorization": f"Bearer {key(scopes)}"}, timeout=30)
                 assert (r.status_code == 403) == forbidden, (method, path, scopes, r.status_code, r.text)
             checked += 1
-    assert checked == 28
+    assert checked == 29

@@ -60,6 +60,29 @@ async def test_outcome_closes_the_trace_once(stack):
         assert status == 409 and body["error"]["code"] == "conflict" and "executed" in body["error"]["message"]
 
 
+async def test_a_recorded_outcome_is_in_the_audit_log_and_a_refused_one_is_not(stack):
+    async with Api(stack.url) as api:
+        org = uid("org")
+        key = await api.org_key(org)
+        trace = await started(api, key, "trace_initiated", "operation_allowed")
+        assert (await outcome(api, key, trace, {"status": "error"}))[0] == 204
+        assert (await outcome(api, key, trace, {"status": "success"}))[0] == 409
+        assert (await outcome(api, key, uid("none"), {"status": "success"}))[0] == 404
+
+        async def exported() -> tuple[int, object]:
+            return await api.post("/v1/audit/export", key, {})
+
+        _, rows = await eventually(exported, lambda r: r[0] == 200 and any(
+            e["action"] == "trace.outcome_recorded" for e in r[1]))
+        (entry,) = [e for e in rows if e["action"] == "trace.outcome_recorded"]
+        assert entry["orgId"] == org and entry["actor"] == key.split("_")[1] and entry["target"] == trace
+        assert entry["metadata"]["status"] == "error" and entry["id"] == f"outcome.{entry['metadata']['request_id']}"
+        # the export itself is audited: a later export shows the one before
+        _, rows = await eventually(exported, lambda r: any(e["action"] == "audit.exported" for e in r[1]))
+        assert {e["action"] for e in rows} >= {"api_key.created", "trace.outcome_recorded", "audit.exported"}
+        assert len([e for e in rows if e["action"] == "trace.outcome_recorded"]) == 1
+
+
 async def test_final_outcome_follows_approvals_errors_and_denials(stack):
     async with Api(stack.url) as api:
         key = await api.org_key(uid("org"))
