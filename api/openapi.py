@@ -344,6 +344,14 @@ def _error(status: int, description: str | None = None, headers: dict[str, Any] 
     return out
 
 
+def _long_request_line(error: Schema) -> Schema:
+    """``error`` plus the HTTP server's own plain-text 400 for a request line above 8190 bytes (before any
+    route runs), which an operation whose parameters may be that long together can get."""
+    error["description"] += "; a request line above 8190 bytes is refused by the HTTP server in plain text"
+    error["content"]["text/plain"] = {"schema": {"type": "string"}}
+    return error
+
+
 def _ok(schema: Schema, description: str = "OK", headers: dict[str, Any] | None = None) -> Schema:
     out: Schema = {"description": description, "content": {"application/json": {"schema": schema}}}
     if headers:
@@ -559,8 +567,9 @@ def _paths() -> dict[str, dict[str, Schema]]:
                                   "text/csv": {"schema": {"type": "string"}},
                                   "application/json": {"schema": {"type": "array",
                                                                   "items": _ref("Event")}}}},
-                400: _error(400, "A parameter is invalid (named in `details.field`), or the "
-                                 f"`{trace_export.APP_ID_HEADER}` header was sent (not supported yet)")},
+                400: _long_request_line(_error(400, "A parameter is invalid (named in `details.field`), or the "
+                                                    f"`{trace_export.APP_ID_HEADER}` header was sent (not "
+                                                    "supported yet)"))},
             export_params, tag="gateway",
             description="The event list's filters; without `startDate` the window is the last 30 days, without "
                         "`endDate` it ends now. `lightweight` leaves out `input`, `output` and `messages` (the "

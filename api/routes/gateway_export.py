@@ -119,7 +119,7 @@ async def export_traces(request: web.Request) -> web.StreamResponse:
 
     async def chunks() -> AsyncIterator[list[str]]:
         for start in range(0, len(keys), CHUNK_ROWS):
-            yield await exports.documents(org_id, keys[start:start + CHUNK_ROWS])
+            yield await exports.documents(org_id, flt, keys[start:start + CHUNK_ROWS])
 
     async def events() -> AsyncIterator[list[str]]:
         """Each chunk's events as JSON text."""

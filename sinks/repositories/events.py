@@ -196,19 +196,25 @@ class EventExports:
         rows = await self.ch.query(sql, params | {"org": org_id, "lim": limit})
         return [(datetime_ms(ts), event_id) for ts, event_id in rows.rows]
 
-    async def documents(self, org_id: str, keys: Sequence[tuple[int, str]]) -> list[str]:
-        """The stored documents (``_doc``) of the events ``keys`` (ordered, as ``keys`` returns them), in
-        that order, each once: one query over the keys' time span."""
+    async def documents(self, org_id: str, flt: EventFilter, keys: Sequence[tuple[int, str]]) -> list[str]:
+        """The stored documents (``_doc``) of the events ``keys`` (consecutive keys that ``keys()`` returned
+        for ``flt``), in that order, each once: the filter's events from the first key to the last, less
+        any stored since ``keys()`` read them."""
         if not keys:
             return []
-        sql = (f"SELECT occurred_at, event_id, _doc FROM {self.table} WHERE org_id = {{org:String}} "
-               "AND occurred_at >= {lo:DateTime64(3, 'UTC')} AND occurred_at <= {hi:DateTime64(3, 'UTC')} "
-               "AND event_id IN {ids:Array(String)} "
+        conditions, params = flt.conditions()
+        (lo_ms, lo_id), (hi_ms, hi_id) = keys[0], keys[-1]
+        where = ["org_id = {org:String}", *conditions,
+                 "occurred_at >= {lo_ts:DateTime64(3, 'UTC')} AND occurred_at <= {hi_ts:DateTime64(3, 'UTC')}",
+                 "(occurred_at, event_id) >= ({lo_ts:DateTime64(3, 'UTC')}, {lo_id:String})",
+                 "(occurred_at, event_id) <= ({hi_ts:DateTime64(3, 'UTC')}, {hi_id:String})"]
+        params |= {"org": org_id, "lo_ts": ms_datetime(lo_ms), "lo_id": lo_id, "hi_ts": ms_datetime(hi_ms),
+                   "hi_id": hi_id}
+        sql = (f"SELECT occurred_at, event_id, _doc FROM {self.table} WHERE {' AND '.join(where)} "
                "ORDER BY occurred_at, event_id LIMIT 1 BY occurred_at, event_id")
-        rows = await self.ch.query(sql, {"org": org_id, "lo": ms_datetime(keys[0][0]), "hi": ms_datetime(keys[-1][0]),
-                                         "ids": sorted({event_id for _, event_id in keys})})
         wanted = set(keys)
-        return [doc for ts, event_id, doc in rows.rows if (datetime_ms(ts), event_id) in wanted]
+        return [doc for ts, event_id, doc in (await self.ch.query(sql, params)).rows
+                if (datetime_ms(ts), event_id) in wanted]
 
     async def approval_details(self, org_id: str, trace_ids: list[str]) -> dict[str, ApprovalDetail]:
         """For each of ``trace_ids`` that has events: its first approval decision and first policy

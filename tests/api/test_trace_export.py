@@ -338,3 +338,20 @@ async def test_the_export_needs_a_key_with_traces_read(client, api, data):
     reader = await api.org_key(data["org"], ["traces:read"])
     status, _, text = await raw(client, reader)
     assert status == 200 and jsonl(text)[1]["count"] == 16
+
+
+async def test_a_full_page_of_2000_events_with_the_longest_ids_in_two_chunks(api, client, pipeline):
+    org = uid("org")
+    key = await api.org_key(org)
+    long = "é" + "x" * 250  # ids of up to 256 characters
+    events = [{"event_id": f"{long}{i:05d}", "trace_id": f"tr-{i // 100}", "type": "SPAN",
+               "occurred_at": format_ms(T0 + (i // 3))} for i in range(2001)]
+    for start in range(0, len(events), 500):
+        assert (await api.post("/v1/events", key, events[start:start + 500]))[0] == 202
+    await pipeline.flush()
+    status, headers, text = await raw(client, key, limit=2000)
+    page, meta = jsonl(text)
+    assert status == 200 and [e["event_id"] for e in page] == [e["event_id"] for e in events[:2000]]
+    assert meta["has_more"] and headers["X-Next-Cursor"] == meta["next_cursor"]
+    _, _, text = await raw(client, key, format="csv", cursor=meta["next_cursor"])
+    assert [r["event_id"] for r in csv_rows(text)[1]] == [events[2000]["event_id"]]
