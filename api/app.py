@@ -38,6 +38,7 @@ from api.routes import (
     audit_export,
     checkpoints,
     gateway,
+    gateway_export,
     governance,
     governance_exports,
     health,
@@ -137,9 +138,9 @@ def create_app(settings: Settings, clickhouse: ClickHouse | None = None, *,
     app.cleanup_ctx.extend([clickhouse_ctx, producer_ctx, preparation_ctx, subscriptions_ctx])
     if settings.chain_events:  # without chain agents nobody decides commands
         app.cleanup_ctx.append(verdicts_ctx)
-    # the export routes before the trace routes they look like (/api/v1/traces/export is no trace id)
-    for module in (health, ingest, governance_exports, gateway, governance, tenants, audit, audit_export, checkpoints,
-                   admin, webhooks, webhook_deliveries):
+    # the export routes before the trace routes they look like (/v1/traces/export is no trace id)
+    for module in (health, ingest, gateway_export, governance_exports, gateway, governance, tenants, audit,
+                   audit_export, checkpoints, admin, webhooks, webhook_deliveries):
         module.add_routes(app)
     app.router.add_get("/v1/openapi.json", openapi.serve)
     return app

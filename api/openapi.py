@@ -17,6 +17,7 @@ from aiohttp import web
 from api.auth import SCOPES
 from api.paging import MAX_OFFSET
 from api.routes import admin, audit_export, gateway, governance, tenants, webhooks
+from api.routes import gateway_export as trace_export
 from api.routes import webhook_deliveries as deliveries
 from schemas.lifecycle import FINAL_OUTCOMES, IN_PROGRESS, OUTCOME_STATUSES
 from schemas.model import BOUNDED_FIELDS, ID_FIELDS, MAX_COST, MAX_ID_LEN, MAX_TOKENS, SERVER_DEFAULTS, SERVER_FIELDS
@@ -348,6 +349,14 @@ def _error(status: int, description: str | None = None, headers: dict[str, Any] 
     return out
 
 
+def _long_request_line(error: Schema) -> Schema:
+    """``error`` plus the HTTP server's own plain-text 400 for a request line above 8190 bytes (before any
+    route runs), which an operation whose parameters may be that long together can get."""
+    error["description"] += "; a request line above 8190 bytes is refused by the HTTP server in plain text"
+    error["content"]["text/plain"] = {"schema": {"type": "string"}}
+    return error
+
+
 def _ok(schema: Schema, description: str = "OK", headers: dict[str, Any] | None = None) -> Schema:
     out: Schema = {"description": description, "content": {"application/json": {"schema": schema}}}
     if headers:
@@ -457,6 +466,22 @@ def _paths() -> dict[str, dict[str, Schema]]:
         _query("metadata_value", {"type": "string", "minLength": 1, "maxLength": 4096},
                "with metadata_key: events whose metadata holds this value under that key"),
     ]
+    export_params = [
+        _query("format", {"type": "string", "enum": list(trace_export.FORMATS), "default": "jsonl"},
+               "jsonl (default), csv, openai (GENERATION events as chat fine-tuning lines) or json"),
+        _int("limit", trace_export.DEFAULT_LIMIT, 1, trace_export.MAX_LIMIT, "events in the page"),
+        _query("lightweight", {"type": "boolean", "default": False},
+               "leave out input, output and messages (not with format=openai)"),
+        _query("cursor", {"type": "string", "minLength": 1},
+               "`next_cursor` of the previous page (opaque), or an ISO 8601 time: the events after it; anything "
+               "else answers 400 naming `cursor`"),
+        _query("type", _STR_PARAM, "GENERATION, SPAN, EVENT or any event type, exact; `all` means any (openai: "
+                                   "GENERATION or all)"),
+        _time("startDate", "events occurring at or after this time (default: 30 days before `endDate`)"),
+        _time("endDate", "events occurring at or before this time (default: now)"),
+        *(p for p in gateway_params if p["name"] not in ("limit", "cursor", "class", "type", "since", "until",
+                                                            "startDate", "endDate")),
+    ]
     governance_params = [
         _query("agent_id", _STR_PARAM, "exact agent id"),
         _query("outcome", {"type": "string", "enum": list(governance.OUTCOME_FILTERS)},
@@ -532,6 +557,28 @@ def _paths() -> dict[str, dict[str, Schema]]:
         "/v1/traces": {"get": _operation(
             "Events, oldest first (seed 000, with seed 001's filters)", "traces:read",
             {200: _ok(_ref("EventPage")), 400: _error(400)}, gateway_params, tag="gateway")},
+        "/v1/traces/export": {"get": _operation(
+            "Export a page of events as JSONL, CSV, OpenAI fine-tuning JSONL or JSON, streamed (seed 001)",
+            "traces:read", {
+                200: {"description": "The page, streamed. jsonl: one event document per line, then "
+                                     '`{"_export_meta": {"next_cursor", "has_more", "count", "limit"}}`; csv: a '
+                                     "header row, then one row per event; openai: `{\"messages\": [...], "
+                                     "\"tools\"?: [...]}` per generation; json: an array of event documents",
+                      "headers": {"X-Next-Cursor": {"description": "`cursor` of the next page; absent on the last",
+                                                    "schema": {"type": "string"}},
+                                  "Content-Disposition": {"description": 'attachment; filename="traces-export.…"',
+                                                          "schema": {"type": "string"}}},
+                      "content": {"application/x-ndjson": {"schema": {"type": "string"}},
+                                  "text/csv": {"schema": {"type": "string"}},
+                                  "application/json": {"schema": {"type": "array",
+                                                                  "items": _ref("Event")}}}},
+                400: _long_request_line(_error(400, "A parameter is invalid (named in `details.field`), or the "
+                                                    f"`{trace_export.APP_ID_HEADER}` header was sent (not "
+                                                    "supported yet)"))},
+            export_params, tag="gateway",
+            description="The event list's filters; without `startDate` the window is the last 30 days, without "
+                        "`endDate` it ends now. `lightweight` leaves out `input`, `output` and `messages` (the "
+                        "seed's Input, Output, OutputObject and ToolCalls). Pages follow `next_cursor`.")},
         "/v1/traces/{trace_id}": {"get": _operation(
             "One trace's events in time order", "traces:read",
             {200: _ok(_ref("TraceEvents")), 400: _error(400), 404: _error(404)},

@@ -40,11 +40,12 @@ def _one_of(query: Mapping[str, str], gateway: str, agentmark: str) -> str:
     return agentmark if agentmark in query else gateway
 
 
-def event_filter(query: Mapping[str, str]) -> EventFilter:
-    """The event list's filters: seed 000's (class, type, since, until) and seed 001's."""
+def event_filter(query: Mapping[str, str], *, default_window: bool = False) -> EventFilter:
+    """The event list's filters: seed 000's (class, type, since, until) and seed 001's. Without a
+    start, the window is seed 001's last 30 days when ``default_window`` or any seed 001 filter is given."""
     start, end = _one_of(query, "since", "startDate"), _one_of(query, "until", "endDate")
     since_ms, until_ms = time_range(query, start, end)
-    if since_ms is None and any(name in query for name in AGENTMARK_PARAMS):
+    if since_ms is None and (default_window or any(name in query for name in AGENTMARK_PARAMS)):
         since_ms = max(QUERY_MIN_MS, (until_ms if until_ms is not None else now_ms()) - AGENTMARK_WINDOW_MS)
     key, value = str_param(query, "metadata_key"), str_param(query, "metadata_value", 4096)
     if (key is None) != (value is None):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +70,14 @@ class EventFilter:
 UNSET_STATUS = "STATUS_CODE_UNSET"
 
 
+def after_key(after: tuple[int, str]) -> tuple[str, dict[str, Any]]:
+    """The condition "strictly after the keyset position (occurred_at ms, event_id)" and its parameters
+    (the first half lets ClickHouse skip the granules before it by the primary key)."""
+    return ("occurred_at >= {a_ts:DateTime64(3, 'UTC')} "
+            "AND (occurred_at, event_id) > ({a_ts:DateTime64(3, 'UTC')}, {a_id:String})",
+            {"a_ts": ms_datetime(after[0]), "a_id": after[1]})
+
+
 @dataclass(frozen=True)
 class EventPage:
     events: list[str]  # event documents: the event JSON objects, as text
@@ -89,10 +98,9 @@ class EventRepository:
         where = ["org_id = {org:String}", *conditions]
         params |= {"org": org_id, "lim": limit + 1}
         if after is not None:
-            where.append("occurred_at >= {a_ts:DateTime64(3, 'UTC')}")
-            where.append("(occurred_at, event_id) > ({a_ts:DateTime64(3, 'UTC')}, {a_id:String})")
-            params["a_ts"] = ms_datetime(after[0])
-            params["a_id"] = after[1]
+            condition, values = after_key(after)
+            where.append(condition)
+            params |= values
         sql = (f"SELECT occurred_at, event_id, _doc FROM {self.table} WHERE {' AND '.join(where)} "
                "ORDER BY occurred_at, event_id LIMIT {lim:UInt32}")
         rows = (await self.ch.query(sql, params)).rows
@@ -163,15 +171,50 @@ class EventExports:
         event_id), each once, with the columns of seed 003's SIEM export (``occurred_at`` in epoch ms)."""
         where, params = self._range(org_id, since_ms, until_ms)
         if after is not None:
-            where += (" AND occurred_at >= {a_ts:DateTime64(3, 'UTC')}"
-                      " AND (occurred_at, event_id) > ({a_ts:DateTime64(3, 'UTC')}, {a_id:String})")
-            params |= {"a_ts": ms_datetime(after[0]), "a_id": after[1]}
+            condition, values = after_key(after)
+            where += " AND " + condition
+            params |= values
         rows = (await self.ch.query(f"{_SIEM_SELECT} FROM {self.table} WHERE {where} ORDER BY occurred_at, event_id "
                                     "LIMIT 1 BY occurred_at, event_id LIMIT {lim:UInt32}",
                                     params | {"lim": limit})).dicts()
         for row in rows:
             row["occurred_at"] = datetime_ms(row["occurred_at"])
         return rows
+
+    async def keys(self, org_id: str, flt: EventFilter, limit: int,
+                   after: tuple[int, str] | None = None) -> list[tuple[int, str]]:
+        """The keys (occurred_at ms, event_id) of the first ``limit`` events matching ``flt`` strictly
+        after ``after``, in order, each once: what an export page holds, read before its documents."""
+        conditions, params = flt.conditions()
+        where = ["org_id = {org:String}", *conditions]
+        if after is not None:
+            condition, values = after_key(after)
+            where.append(condition)
+            params |= values
+        sql = (f"SELECT occurred_at, event_id FROM {self.table} WHERE {' AND '.join(where)} "
+               "ORDER BY occurred_at, event_id LIMIT 1 BY occurred_at, event_id LIMIT {lim:UInt32}")
+        rows = await self.ch.query(sql, params | {"org": org_id, "lim": limit})
+        return [(datetime_ms(ts), event_id) for ts, event_id in rows.rows]
+
+    async def documents(self, org_id: str, flt: EventFilter, keys: Sequence[tuple[int, str]]) -> list[str]:
+        """The stored documents (``_doc``) of the events ``keys`` (consecutive keys that ``keys()`` returned
+        for ``flt``), in that order, each once: the filter's events from the first key to the last, less
+        any stored since ``keys()`` read them."""
+        if not keys:
+            return []
+        conditions, params = flt.conditions()
+        (lo_ms, lo_id), (hi_ms, hi_id) = keys[0], keys[-1]
+        where = ["org_id = {org:String}", *conditions,
+                 "occurred_at >= {lo_ts:DateTime64(3, 'UTC')} AND occurred_at <= {hi_ts:DateTime64(3, 'UTC')}",
+                 "(occurred_at, event_id) >= ({lo_ts:DateTime64(3, 'UTC')}, {lo_id:String})",
+                 "(occurred_at, event_id) <= ({hi_ts:DateTime64(3, 'UTC')}, {hi_id:String})"]
+        params |= {"org": org_id, "lo_ts": ms_datetime(lo_ms), "lo_id": lo_id, "hi_ts": ms_datetime(hi_ms),
+                   "hi_id": hi_id}
+        sql = (f"SELECT occurred_at, event_id, _doc FROM {self.table} WHERE {' AND '.join(where)} "
+               "ORDER BY occurred_at, event_id LIMIT 1 BY occurred_at, event_id")
+        wanted = set(keys)
+        return [doc for ts, event_id, doc in (await self.ch.query(sql, params)).rows
+                if (datetime_ms(ts), event_id) in wanted]
 
     async def approval_details(self, org_id: str, trace_ids: list[str]) -> dict[str, ApprovalDetail]:
         """For each of ``trace_ids`` that has events: its first approval decision and first policy

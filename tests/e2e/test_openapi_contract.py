@@ -34,8 +34,9 @@ PARTIAL_ACCEPTANCE = ("/v1/events", "/v1/audit/events")
 #: Ingest too: JSON Schema cannot say "valid Unicode" (a lone surrogate escape is rejected naming the
 #: field) nor "an integer written without a fraction" (``occurred_at: 1.7e12`` is rejected).
 #: Webhook subscriptions: nor "a URL whose host resolves to a public address"; their test payloads, nor
-#: "nested at most 32 levels"; replays, nor "a dead letter's id". Exports: ``from`` after ``to``.
-DEPENDENT_PARAMETERS = (*PARTIAL_ACCEPTANCE, "/v1/traces", "/v1/metrics", "/api/v1/traces",
+#: "nested at most 32 levels"; replays, nor "a dead letter's id". Exports: ``from`` after ``to``;
+#: the trace export: ``startDate`` after ``endDate``, ``format=openai`` with ``lightweight`` or another type.
+DEPENDENT_PARAMETERS = (*PARTIAL_ACCEPTANCE, "/v1/traces", "/v1/traces/export", "/v1/metrics", "/api/v1/traces",
                         "/api/v1/traces/export", "/api/v1/audit/export",
                         "/tenants/{tenant_id}/traces", "/v1/checkpoints", "/v1/audit/verify", "/v1/audit/export",
                         "/v1/webhooks", "/v1/webhooks/{webhook_id}", "/v1/webhooks/test",
@@ -146,4 +147,4 @@ def test_each_operation_needs_the_scope_it_documents(stack: Service, fuzz_key: s
                                      headers={"Authorization": f"Bearer {key(scopes)}"}, timeout=30)
                 assert (r.status_code == 403) == forbidden, (method, path, scopes, r.status_code, r.text)
             checked += 1
-    assert checked == 29
+    assert checked == 30

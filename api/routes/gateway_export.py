@@ -1,0 +1,165 @@
+"""Seed 001's trace export (AgentMark): ``GET /v1/traces/export``, one page of events of the event
+list's filters as JSONL (the seed's default, ending with an ``_export_meta`` line), CSV, OpenAI chat
+fine-tuning JSONL, or a JSON array, streamed.
+
+A page is decided before its first byte: the keys of its (at most ``limit``) events are read first,
+so ``next_cursor`` can travel in the ``X-Next-Cursor`` header of every format too; then the events'
+documents are read and written in chunks of ``CHUNK_ROWS``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+from aiohttp import web
+
+from api.context import EVENT_EXPORTS, caller_org
+from api.errors import bad_param
+from api.exports.csv_text import csv_lines
+from api.exports.fine_tuning import chat_example
+from api.exports.streaming import stream
+from api.params import bool_param, encode_cursor, enum_param, int_param, key_cursor, reject_unknown
+from api.routes.gateway import AGENTMARK_PARAMS, event_filter
+from schemas.registry import record_fields
+from schemas.timefmt import check_query_ms, now_ms, parse_ms
+from sinks.repositories.events import EventFilter
+
+FORMATS = ("jsonl", "csv", "openai", "json")
+DEFAULT_LIMIT, MAX_LIMIT = 500, 2000
+#: Events read per ClickHouse query (chdb buffers a whole result before its first row).
+CHUNK_ROWS = 1000
+EXPORT_PARAMS = ("format", "limit", "lightweight", "cursor", "type", *AGENTMARK_PARAMS)
+#: The seed's Input, Output, OutputObject and ToolCalls: ``input``, ``output`` (text or object) and
+#: ``messages`` (the conversation, where the tool calls are).
+HEAVY_FIELDS = ("input", "output", "messages")
+#: Columns of the CSV: the event document's fields, in its order.
+EVENT_FIELDS = tuple(f["name"] for f in record_fields("TraceEvent"))
+#: Fields written as their JSON text in a CSV cell (any JSON value, maps, arrays).
+JSON_CELLS = frozenset(f["name"] for f in record_fields("TraceEvent")
+                       if f.get("tracehouse.json") or any(isinstance(t, dict) and t.get("type") in ("map", "array")
+                                                          for t in (f["type"] if isinstance(f["type"], list)
+                                                                    else [f["type"]])))
+APP_ID_HEADER = "X-Agentmark-App-Id"
+CONTENT_TYPES = {"jsonl": "application/x-ndjson", "openai": "application/x-ndjson",
+                 "csv": "text/csv; charset=utf-8", "json": "application/json"}
+FILENAMES = {"jsonl": "traces-export.jsonl", "openai": "traces-export-openai.jsonl", "csv": "traces-export.csv",
+             "json": "traces-export.json"}
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def export_position(query: Mapping[str, str]) -> tuple[tuple[int, str] | None, int | None]:
+    """``cursor``: a ``next_cursor`` of this API (a keyset position), or an ISO 8601 time (the seed's
+    date-time cursor: the events after that instant)."""
+    raw = query.get("cursor")
+    if raw is None:
+        return None, None
+    try:
+        at = parse_ms(raw)
+    except ValueError:
+        return key_cursor(raw), None
+    try:
+        return None, check_query_ms(at)
+    except ValueError as exc:
+        raise bad_param("cursor", str(exc)) from None
+
+
+def export_filter(query: Mapping[str, str], fmt: str, after_ms: int | None) -> EventFilter:
+    """The event list's filters; the window defaults to the last 30 days up to now, and ``openai``
+    exports generations only."""
+    flt = event_filter(query, default_window=True)
+    if flt.until_ms is None:
+        flt = dataclasses.replace(flt, until_ms=now_ms())
+    if after_ms is not None and (flt.since_ms is None or flt.since_ms <= after_ms):
+        flt = dataclasses.replace(flt, since_ms=after_ms + 1)
+    if fmt == "openai":
+        if flt.event_type not in (None, "GENERATION"):
+            raise bad_param("type", "format=openai exports generations: give GENERATION, all or nothing")
+        flt = dataclasses.replace(flt, event_type="GENERATION")
+    return flt
+
+
+def light(doc: str) -> dict[str, Any]:
+    """An event document without the heavy fields."""
+    data = json.loads(doc)
+    for name in HEAVY_FIELDS:
+        data.pop(name, None)
+    return data
+
+
+def csv_row(event: Mapping[str, Any], columns: Sequence[str]) -> list[Any]:
+    """An event's CSV cells: JSON-valued fields as their JSON text, null as an empty cell."""
+    return [_json(event[c]) if c in JSON_CELLS and event[c] is not None else event[c] for c in columns]
+
+
+async def export_traces(request: web.Request) -> web.StreamResponse:
+    """``GET /v1/traces/export``: up to ``limit`` events of the filters after ``cursor``, oldest first."""
+    org_id = await caller_org(request, "traces:read")
+    if APP_ID_HEADER in request.headers:
+        raise bad_param(APP_ID_HEADER, "not supported yet: an API key reads its own org's traces; "
+                                       "send the request without this header")
+    q = request.query
+    reject_unknown(q, EXPORT_PARAMS)
+    fmt = enum_param(q, "format", FORMATS) or "jsonl"
+    limit = int_param(q, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    lightweight = bool_param(q, "lightweight")
+    if lightweight and fmt == "openai":
+        raise bad_param("lightweight", "format=openai writes the conversations that lightweight leaves out")
+    after, after_ms = export_position(q)
+    flt = export_filter(q, fmt, after_ms)
+    exports = request.app[EVENT_EXPORTS]
+    keys = await exports.keys(org_id, flt, limit + 1, after)
+    next_cursor = encode_cursor(list(keys[limit - 1])) if len(keys) > limit else None
+    keys = keys[:limit]
+
+    async def chunks() -> AsyncIterator[list[str]]:
+        for start in range(0, len(keys), CHUNK_ROWS):
+            yield await exports.documents(org_id, flt, keys[start:start + CHUNK_ROWS])
+
+    async def events() -> AsyncIterator[list[str]]:
+        """Each chunk's events as JSON text."""
+        async for docs in chunks():
+            yield [_json(light(d)) for d in docs] if lightweight else docs
+
+    async def jsonl() -> AsyncIterator[bytes]:
+        count = 0
+        async for lines in events():
+            count += len(lines)
+            yield "".join(line + "\n" for line in lines).encode()
+        meta = {"next_cursor": next_cursor, "has_more": next_cursor is not None, "count": count, "limit": limit}
+        yield (_json({"_export_meta": meta}) + "\n").encode()
+
+    async def json_array() -> AsyncIterator[bytes]:
+        separator = "["
+        async for lines in events():
+            if lines:
+                yield (separator + ",".join(lines)).encode()
+                separator = ","
+        yield b"]" if separator == "," else b"[]"
+
+    async def csv_text() -> AsyncIterator[bytes]:
+        columns = [c for c in EVENT_FIELDS if not (lightweight and c in HEAVY_FIELDS)]
+        yield csv_lines([columns])
+        async for docs in chunks():
+            yield csv_lines(csv_row(json.loads(d), columns) for d in docs)
+
+    async def openai() -> AsyncIterator[bytes]:
+        async for docs in chunks():
+            examples = (chat_example(json.loads(d)) for d in docs)
+            yield "".join(_json(e) + "\n" for e in examples if e is not None).encode()
+
+    pieces = {"jsonl": jsonl, "json": json_array, "csv": csv_text, "openai": openai}[fmt]()
+    headers = {"Content-Disposition": f'attachment; filename="{FILENAMES[fmt]}"'}
+    if next_cursor is not None:
+        headers["X-Next-Cursor"] = next_cursor
+    return await stream(request, pieces, CONTENT_TYPES[fmt], headers)
+
+
+def add_routes(app: web.Application) -> None:
+    """Registered before the gateway's trace route: ``/v1/traces/export`` is not a trace id."""
+    app.router.add_get("/v1/traces/export", export_traces)
