@@ -94,9 +94,9 @@ class ClickHouse:
                                                fmt=fmt, settings=settings))
 
     async def raw_query(self, sql: str, parameters: dict[str, Any] | None = None,
-                        fmt: str = "JSONEachRow") -> bytes:
+                        fmt: str = "JSONEachRow", settings: dict[str, Any] | None = None) -> bytes:
         """Run a query and return ClickHouse's own formatting of the result."""
-        return await self._run(lambda c: c.raw_query(sql, parameters=parameters, fmt=fmt))
+        return await self._run(lambda c: c.raw_query(sql, parameters=parameters, fmt=fmt, settings=settings))
 
     async def ping(self) -> bool:
         try:

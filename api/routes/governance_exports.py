@@ -9,7 +9,6 @@ streams may or may not be in it; none is written twice.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
@@ -22,20 +21,20 @@ from api.exports.siem import cef_line, ocsf_line
 from api.exports.streaming import stream
 from api.params import enum_param, reject_unknown, str_param, time_range
 from schemas.timefmt import format_ms
-from sinks.repositories.events import SIEM_COLUMNS, ApprovalDetail
-from sinks.repositories.traces import Trace, TraceQuery, first_value_is
+from sinks.repositories.events import SIEM_COLUMNS
+from sinks.repositories.traces import TraceExports, TraceQuery, first_value_is
 
 #: Seed 003's CSV columns of a trace, in the seed's order.
 TRACE_COLUMNS = ("trace_id", "agent_id", "agent_name", "operation", "target_integration", "resource_scope",
                  "data_classification", "final_outcome", "started_at", "completed_at", "duration_ms",
                  "approval_required", "approver_name", "approval_decision", "approval_decided_at", "policy_rule_id",
                  "policy_version")
-#: The first values of the traces read model that the trace columns show.
-TRACE_FIRST = ("agent_id", "agent_name", "requested_operation", "target_integration", "resource_scope",
-               "data_classification", "policy_rule_id")
-#: Rows read from ClickHouse per query; the response holds one chunk at a time.
-CHUNK_ROWS = 5_000
-NO_DETAIL = ApprovalDetail(None, None, None, None)
+#: Rows read from ClickHouse per query; the response holds one chunk at a time. The first chunk is
+#: smaller, so that the first byte leaves early.
+CHUNK_ROWS = 50_000
+FIRST_CHUNK_ROWS = 5_000
+#: Rows per query where Python writes the lines (OCSF, CEF).
+PYTHON_CHUNK_ROWS = 5_000
 
 
 def date_range(query: Mapping[str, str]) -> tuple[int, int]:
@@ -53,20 +52,6 @@ def too_large(total: int, cap: int, what: str) -> ApiError:
                     "narrow the date range", {"total": total, "limit": cap})
 
 
-def iso(ms: int | None) -> str | None:
-    return format_ms(ms) if ms is not None else None
-
-
-def trace_row(trace: Trace, detail: ApprovalDetail) -> tuple[Any, ...]:
-    """One trace as seed 003's CSV columns."""
-    first = trace.first
-    return (trace.trace_id, first.get("agent_id"), first.get("agent_name"), first.get("requested_operation"),
-            first.get("target_integration"), first.get("resource_scope"), first.get("data_classification"),
-            trace.final_outcome, format_ms(trace.started_at), iso(trace.completed_at), trace.duration_ms,
-            trace.has_approval, detail.approver_name, detail.decision, iso(detail.decided_at),
-            first.get("policy_rule_id"), detail.policy_version)
-
-
 async def export_traces(request: web.Request) -> web.StreamResponse:
     """``GET /api/v1/traces/export?from=&to=&format=csv[&agent_id=]``: one CSV row per trace that
     started in the range, newest first."""
@@ -78,22 +63,22 @@ async def export_traces(request: web.Request) -> web.StreamResponse:
         raise bad_param("format", "required: csv")
     agent_id = str_param(q, "agent_id")
     query = TraceQuery(since, until, (first_value_is("agent_id", agent_id),) if agent_id is not None else ())
-    traces, details = request.app[TRACES], request.app[EVENT_EXPORTS]
+    traces = request.app[TRACES]
     total = await traces.count(org_id, query)
     cap = request.app[SETTINGS].export_max_rows
     if total > cap:
         raise too_large(total, cap, "traces")
+    exports = TraceExports(traces)
 
     async def pieces() -> AsyncIterator[bytes]:
         yield csv_lines([TRACE_COLUMNS])
-        after = None
+        after, limit = None, FIRST_CHUNK_ROWS
         while True:
-            page = await traces.page(org_id, query, CHUNK_ROWS, after, TRACE_FIRST)
-            found = await details.approval_details(org_id, [t.trace_id for t in page.traces])
-            yield csv_lines(trace_row(t, found.get(t.trace_id, NO_DETAIL)) for t in page.traces)
-            if page.next_key is None:
+            body, after = await exports.csv_chunk(org_id, query, limit, after)
+            yield body
+            if after is None:
                 return
-            after = page.next_key
+            limit = CHUNK_ROWS
 
     filename = f"audit-{q['from']}-to-{q['to']}.csv"
     return await stream(request, pieces(), "text/csv; charset=utf-8", {
@@ -122,31 +107,38 @@ async def export_audit_events(request: web.Request) -> web.StreamResponse:
     async def rows() -> AsyncIterator[list[dict[str, Any]]]:
         after = None
         while True:
-            found = await events.siem_chunk(org_id, since, until, CHUNK_ROWS, after)
+            found = await events.siem_chunk(org_id, since, until, PYTHON_CHUNK_ROWS, after)
             if found:
                 yield found
-            if len(found) < CHUNK_ROWS:
+            if len(found) < PYTHON_CHUNK_ROWS:
                 return
             after = (found[-1]["occurred_at"], found[-1]["event_id"])
-
-    async def chunks() -> AsyncIterator[list[dict[str, Any]]]:
-        async for found in rows():
-            yield [siem_object(r) for r in found]
 
     async def lines(write: Callable[[dict[str, Any], int], bytes]) -> AsyncIterator[bytes]:
         async for found in rows():
             yield b"".join(write(siem_object(r), r["occurred_at"]) for r in found)
 
+    async def formatted(fmt: str) -> AsyncIterator[bytes]:
+        """ClickHouse's own CSV or JSON lines, chunk by chunk (a small first chunk: an early first byte)."""
+        after, limit = None, FIRST_CHUNK_ROWS
+        while True:
+            body, after = await events.siem_formatted(org_id, since, until, fmt, limit, after)
+            yield body
+            if after is None:
+                return
+            limit = CHUNK_ROWS
+
     async def csv_pieces() -> AsyncIterator[bytes]:
         yield csv_lines([SIEM_COLUMNS])
-        async for objects in chunks():
-            yield csv_lines([o[name] for name in SIEM_COLUMNS] for o in objects)
+        async for body in formatted("CSV"):
+            yield body
 
     async def json_pieces() -> AsyncIterator[bytes]:
         separator = b"["
-        async for objects in chunks():
-            yield separator + b",".join(json.dumps(o, ensure_ascii=False).encode() for o in objects)
-            separator = b","
+        async for body in formatted("JSONEachRow"):
+            if body:  # one object per line, no newline inside one: the lines joined by commas
+                yield separator + body.rstrip(b"\n").replace(b"\n", b",")
+                separator = b","
         yield b"]" if separator == b"," else b"[]"
 
     headers = {"X-Total-Count": str(total)}

@@ -9,6 +9,7 @@ from typing import Any
 
 from schemas.timefmt import datetime_ms, ms_datetime
 from sinks.clickhouse import ClickHouse
+from sinks.repositories.export_sql import FORMAT_SETTINGS, iso_ms, neutral
 
 
 @dataclass(frozen=True)
@@ -124,20 +125,6 @@ class EventRepository:
         return int(rows.rows[0][0])
 
 
-#: The events that decide an approval request, and the decision each one is (seed 003).
-DECISIONS = {"approval_granted": "approved", "approval_denied": "denied", "approval_expired": "expired"}
-
-
-@dataclass(frozen=True)
-class ApprovalDetail:
-    """A trace's first approval decision (None when none was made) and its first policy version."""
-
-    decision: str | None
-    approver_name: str | None
-    decided_at: int | None  # epoch ms
-    policy_version: str | None
-
-
 #: Seed 003's SIEM export fields, in the seed's order.
 SIEM_COLUMNS = ("event_id", "trace_id", "agent_id", "event_type", "actor_type", "actor_name", "description", "status",
                 "timestamp", "policy_version", "integrity_hash")
@@ -164,6 +151,38 @@ class EventExports:
         where, params = self._range(org_id, since_ms, until_ms)
         rows = await self.ch.query(f"SELECT uniqExact(event_id) FROM {self.table} WHERE {where}", params)
         return int(rows.rows[0][0])
+
+    async def siem_formatted(self, org_id: str, since_ms: int, until_ms: int, fmt: str, limit: int,
+                             after: tuple[int, str] | None) -> tuple[bytes, tuple[int, str] | None]:
+        """Up to ``limit`` events of [since, until] after the key ``after`` (as ``siem_chunk``), written by
+        ClickHouse in ``fmt`` (``CSV``: the SIEM columns with formulas neutralised; ``JSONEachRow``:
+        one object per line); and the key to go on after, None when no event follows."""
+        where, params = self._range(org_id, since_ms, until_ms)
+        if after is not None:
+            condition, values = after_key(after)
+            where += " AND " + condition
+            params |= values
+        last = await self.ch.query(f"SELECT occurred_at, event_id FROM {self.table} WHERE {where} "
+                                   "ORDER BY occurred_at, event_id LIMIT 1 BY occurred_at, event_id "
+                                   "LIMIT 1 OFFSET {skip:UInt32}", params | {"skip": limit - 1})
+        upto = ""
+        next_key = None
+        if last.rows:
+            next_key = (datetime_ms(last.rows[0][0]), last.rows[0][1])
+            upto = (" AND (occurred_at, event_id) <= ({l_ts:DateTime64(3, 'UTC')}, {l_id:String})"
+                    " AND occurred_at <= {l_ts:DateTime64(3, 'UTC')}")
+            params |= {"l_ts": last.rows[0][0], "l_id": last.rows[0][1]}
+        text = fmt == "CSV"
+        columns = ", ".join([
+            *(f"{neutral(c) if text else c} AS {c}" for c in ("event_id", "trace_id", "agent_id")),
+            f"{neutral('type') if text else 'type'} AS event_type",
+            *(f"{neutral(c) if text else c} AS {c}" for c in ("actor_type", "actor_name", "description", "status")),
+            f"{iso_ms('occurred_at')} AS timestamp", "policy_version",
+            "if(seq = 0, NULL, concat('sha256:', lower(hex(hash)))) AS integrity_hash"])
+        body = await self.ch.raw_query(
+            f"SELECT {columns} FROM {self.table} WHERE {where}{upto} ORDER BY occurred_at, event_id "
+            "LIMIT 1 BY occurred_at, event_id", params, fmt=fmt, settings=FORMAT_SETTINGS)
+        return body, next_key
 
     async def siem_chunk(self, org_id: str, since_ms: int, until_ms: int, limit: int,
                          after: tuple[int, str] | None) -> list[dict[str, Any]]:
@@ -215,28 +234,3 @@ class EventExports:
         wanted = set(keys)
         return [doc for ts, event_id, doc in (await self.ch.query(sql, params)).rows
                 if (datetime_ms(ts), event_id) in wanted]
-
-    async def approval_details(self, org_id: str, trace_ids: list[str]) -> dict[str, ApprovalDetail]:
-        """For each of ``trace_ids`` that has events: its first approval decision and first policy
-        version, in chain order (seq)."""
-        if not trace_ids:
-            return {}
-        decided = "type IN {decisions:Array(String)}"
-        sql = (f"SELECT trace_id, countIf({decided}) AS decisions, argMinIf(type, seq, {decided}) AS decision, "
-               f"argMinIf(actor_name, seq, {decided}) AS approver, "
-               f"argMinIf(occurred_at, seq, {decided}) AS decided_at, "
-               "countIf(policy_version IS NOT NULL) AS versions, "
-               "argMinIf(policy_version, seq, policy_version IS NOT NULL) AS first_policy_version "
-               f"FROM {self.table} WHERE org_id = {{org:String}} AND trace_id IN {{ids:Array(String)}} "
-               "GROUP BY trace_id")
-        rows = await self.ch.query(sql, {"org": org_id, "ids": trace_ids, "decisions": list(DECISIONS)})
-        out = {}
-        for row in rows.dicts():
-            made = row["decisions"] > 0
-            decision = DECISIONS[row["decision"]] if made else None
-            out[row["trace_id"]] = ApprovalDetail(
-                decision=decision,
-                approver_name=row["approver"] if made and decision != "expired" else None,
-                decided_at=datetime_ms(row["decided_at"]) if made else None,
-                policy_version=row["first_policy_version"] if row["versions"] > 0 else None)
-        return out

@@ -17,7 +17,9 @@ from itertools import groupby
 from typing import Any
 
 from schemas.timefmt import datetime_ms, ms_datetime
+from schemas.trace_export import APPROVAL_DECISIONS
 from sinks.clickhouse import ClickHouse
+from sinks.repositories.export_sql import FORMAT_SETTINGS, iso_ms, neutral
 
 #: Fields whose first value in the trace (lowest seq) the read model keeps, as (rank, value).
 FIRST_VALUES = ("agent_id", "agent_name", "authority_model", "requested_operation", "target_integration",
@@ -318,3 +320,71 @@ class TraceRepository:
             {"org": org_id, "tid": trace_id})
         found = rows.dicts()
         return _trace(found[0]) if found else None
+
+
+#: Seed 003's trace CSV columns that are first values of the read model, and the column each reads.
+_CSV_FIRST = (("agent_id", "agent_id"), ("agent_name", "agent_name"), ("operation", "requested_operation"),
+              ("target_integration", "target_integration"), ("resource_scope", "resource_scope"),
+              ("data_classification", "data_classification"))
+_DECISIONS = list(APPROVAL_DECISIONS)  # the event types that decide an approval request
+_DECIDED = f"type IN {tuple(_DECISIONS)}"
+
+
+class TraceExports:
+    """Seed 003's bulk trace CSV written by ClickHouse, chunk by chunk, newest first: each chunk one
+    query over the traces read model (merged per trace) and the org's approval and policy events."""
+
+    def __init__(self, traces: TraceRepository) -> None:
+        self.traces, self.ch = traces, traces.ch
+        self.events = f"{traces.ch.database}.events"
+
+    async def csv_chunk(self, org_id: str, query: TraceQuery, limit: int,
+                        after: tuple[int, str] | None) -> tuple[bytes, tuple[int, str] | None]:
+        """Up to ``limit`` traces meeting ``query``, strictly older than the key ``after``, as CSV rows
+        of the 17 columns (no header); and the key to go on after, None when no trace follows."""
+        table = self.traces.table
+        within, params = self.traces._where(org_id, query, after, candidates=False)
+        candidates, _ = self.traces._where(org_id, query, after, candidates=True)
+        having = self.traces._having(query)
+        keys = (f"SELECT started_at, trace_id FROM {table} WHERE {within} AND (started_at, trace_id) IN "
+                f"(SELECT started_at, trace_id FROM {table} WHERE {candidates}) GROUP BY started_at, trace_id "
+                f"{having}")
+        last = await self.ch.query(f"{keys} {_NEWEST_FIRST} LIMIT 1 OFFSET {{skip:UInt32}}",
+                                   params | {"skip": limit - 1})
+        next_key = None
+        if last.rows:
+            next_key = (datetime_ms(last.rows[0][0]), last.rows[0][1])
+            bound = (" AND started_at >= {l_ts:DateTime64(3, 'UTC')}"
+                     " AND (started_at, trace_id) >= ({l_ts:DateTime64(3, 'UTC')}, {l_id:String})")
+            within, candidates = within + bound, candidates + bound
+            params |= {"l_ts": last.rows[0][0], "l_id": last.rows[0][1]}
+        firsts = ", ".join(f"max({column}) AS f_{column}" for _, column in (*_CSV_FIRST, ("", "policy_rule_id")))
+
+        def first(column: str) -> str:
+            return f"if(f_{column}.1 = 0, NULL, {neutral(f'f_{column}.2')})"
+
+        merged = (f"SELECT started_at, trace_id, max(final_outcome) AS m_outcome, max(completed_at) AS m_completed, "
+                  f"max(has_approval) AS m_approval, {firsts} FROM {table} WHERE {within} AND (started_at, trace_id) "
+                  f"IN (SELECT started_at, trace_id FROM {table} WHERE {candidates}) "
+                  f"GROUP BY started_at, trace_id {having}")
+        decisions = (f"SELECT trace_id, countIf({_DECIDED}) AS decisions, argMinIf(type, seq, {_DECIDED}) AS decision, "
+                     f"argMinIf(actor_name, seq, {_DECIDED}) AS approver, "
+                     f"argMinIf(occurred_at, seq, {_DECIDED}) AS decided_at, "
+                     "countIf(policy_version IS NOT NULL) AS versions, "
+                     "argMinIf(policy_version, seq, policy_version IS NOT NULL) AS first_version "
+                     f"FROM {self.events} WHERE org_id = {{org:String}} AND ({_DECIDED} OR policy_version IS NOT NULL) "
+                     f"AND trace_id IN (SELECT trace_id FROM {table} WHERE {within}) GROUP BY trace_id")
+        columns = ", ".join([
+            neutral("trace_id"), *(first(column) for _, column in _CSV_FIRST),
+            "ifNull(m_outcome, 'in_progress')", iso_ms("started_at"), iso_ms("m_completed"),
+            "if(isNull(m_completed), NULL, "
+            "toUnixTimestamp64Milli(assumeNotNull(m_completed)) - toUnixTimestamp64Milli(started_at))",
+            "if(m_approval, 'true', 'false')",
+            f"if(decisions > 0 AND decision != 'approval_expired', {neutral('approver')}, NULL)",  # no approver
+            f"if(decisions > 0, transform(decision, {_DECISIONS}, {list(APPROVAL_DECISIONS.values())}, ''), NULL)",
+            f"if(decisions > 0, {iso_ms('decided_at')}, NULL)", first("policy_rule_id"),
+            "if(versions > 0, first_version, NULL)"])
+        body = await self.ch.raw_query(
+            f"SELECT {columns} FROM ({merged}) AS t LEFT JOIN ({decisions}) AS x USING (trace_id) {_NEWEST_FIRST}",
+            params, fmt="CSV", settings=FORMAT_SETTINGS)
+        return body, next_key

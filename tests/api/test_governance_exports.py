@@ -60,7 +60,8 @@ async def dataset(api: Api, pipeline: Pipeline) -> dict[str, Any]:
         event(approved, 1, "approval_requested", T0, approval_request_id="ap-1", policy_version=3),
         event(approved, 2, "approval_granted", T0, approval_request_id="ap-1", actor_type="human_reviewer",
               actor_name="Bob Smith"),
-        event(plain, 0, "trace_initiated", T0 + 600_000, agent_id="agent-b", agent_name="other-agent"),
+        event(plain, 0, "trace_initiated", T0 + 600_000, agent_id="agent-b", agent_name="other-agent",
+              description=HOSTILE),
         event(old, 0, "trace_initiated", T0 - 86_400_000, agent_id="agent-a"),
         {"event_id": "export-0", "trace_id": "export", "type": "trace_initiated",
          "occurred_at": format_ms(T0 + 300_000)},
@@ -134,8 +135,12 @@ async def test_the_siem_export_holds_every_event_of_the_range_once(client, api, 
                                       **dataset["range"])
     assert status == 200 and headers["Content-Disposition"].startswith('attachment; filename="audit-events-')
     assert text.splitlines()[0] == ",".join(SIEM_COLUMNS)
-    assert [{k: v or None for k, v in r.items()} for r in rows_of(text)] == [
-        {k: (str(v) if v is not None else None) for k, v in o.items()} for o in objects]
+    def as_cells(o: dict[str, Any]) -> dict[str, str | None]:  # what the CSV holds: text, formulas neutralised
+        return {k: None if v is None else "'" + v if isinstance(v, str) and v.startswith("=") else str(v)
+                for k, v in o.items()}
+
+    assert [{k: v or None for k, v in r.items()} for r in rows_of(text)] == [as_cells(o) for o in objects]
+    assert any(o["description"] == HOSTILE for o in objects)  # the JSON keeps the text as it was
 
 
 async def test_the_siem_export_as_ocsf_and_cef_holds_the_same_events(client, dataset):
@@ -156,10 +161,15 @@ async def test_the_siem_export_as_ocsf_and_cef_holds_the_same_events(client, dat
 
 
 async def test_a_walk_over_many_chunks_returns_every_row_once_in_order(client, dataset, monkeypatch):
-    monkeypatch.setattr(governance_exports, "CHUNK_ROWS", 2)
-    _, _, whole = await raw(client, "/api/v1/audit/export", dataset["reviewer"], **dataset["range"])
-    ids = [o["event_id"] for o in json.loads(whole)]
-    assert len(ids) == len(set(ids)) == 7
+    for name in ("CHUNK_ROWS", "FIRST_CHUNK_ROWS", "PYTHON_CHUNK_ROWS"):
+        monkeypatch.setattr(governance_exports, name, 2)
+    for fmt in ("json", "ocsf"):
+        _, _, whole = await raw(client, "/api/v1/audit/export", dataset["reviewer"], format=fmt, **dataset["range"])
+        ids = [o["event_id"] for o in json.loads(whole)] if fmt == "json" else \
+            [json.loads(line)["metadata"]["uid"] for line in whole.splitlines()]
+        assert len(ids) == len(set(ids)) == 7 and ids == sorted(ids, key=ids.index)
+    _, _, text = await raw(client, "/api/v1/audit/export", dataset["reviewer"], format="csv", **dataset["range"])
+    assert [r["event_id"] for r in rows_of(text)] == ids
     _, _, text = await raw(client, "/api/v1/traces/export", dataset["reviewer"], format="csv", **dataset["range"])
     assert [r["trace_id"] for r in rows_of(text)] == [dataset["plain"], "export", dataset["approved"]]
 
