@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # The JCS library of the JavaScript export verifier (docs/verifiers/verify_export.js), where npm is
 NODE_JCS := $(if $(shell command -v npm),build/node/node_modules/canonicalize/package.json)
 
-.PHONY: setup run test test-fast fuzz chaos bench bench-ingest bench-reads lint clean
+.PHONY: setup run test test-fast fuzz chaos bench bench-ingest bench-reads bench-exports lint clean
 
 setup: $(STAMP) $(NODE_JCS)
 
@@ -39,14 +39,18 @@ CHAOS_KILLS ?= 10
 chaos: setup
 	CHAOS_KILLS=$(CHAOS_KILLS) $(BIN)/python -m pytest -q -s tests/e2e/test_whole_box_crash.py
 
-# The ingest bench (rates next to a raw-produce baseline), then the read bench (1M and 10M events).
-bench: bench-ingest bench-reads
+# The ingest bench (rates next to a raw-produce baseline), the read bench (1M and 10M events), then
+# the export bench (1M events).
+bench: bench-ingest bench-reads bench-exports
 
 bench-ingest: setup
 	$(BIN)/python -m bench
 
 bench-reads: setup
 	$(BIN)/python -m bench.reads
+
+bench-exports: setup
+	$(BIN)/python -m bench.exports
 
 lint: setup
 	$(BIN)/ruff check .

@@ -79,6 +79,18 @@ def after_key(after: tuple[int, str]) -> tuple[str, dict[str, Any]]:
             {"a_ts": ms_datetime(after[0]), "a_id": after[1]})
 
 
+def _filtered(org_id: str, flt: EventFilter, after: tuple[int, str] | None) -> tuple[str, dict[str, Any]]:
+    """The org's events meeting ``flt`` strictly after the keyset position ``after``: SQL and parameters."""
+    conditions, params = flt.conditions()
+    where = ["org_id = {org:String}", *conditions]
+    params["org"] = org_id
+    if after is not None:
+        condition, values = after_key(after)
+        where.append(condition)
+        params |= values
+    return " AND ".join(where), params
+
+
 @dataclass(frozen=True)
 class EventPage:
     events: list[str]  # event documents: the event JSON objects, as text
@@ -95,14 +107,9 @@ class EventRepository:
     async def page(self, org_id: str, flt: EventFilter, limit: int,
                    after: tuple[int, str] | None = None) -> EventPage:
         """Up to ``limit`` events ordered by (occurred_at, event_id), strictly after ``after``."""
-        conditions, params = flt.conditions()
-        where = ["org_id = {org:String}", *conditions]
-        params |= {"org": org_id, "lim": limit + 1}
-        if after is not None:
-            condition, values = after_key(after)
-            where.append(condition)
-            params |= values
-        sql = (f"SELECT occurred_at, event_id, _doc FROM {self.table} WHERE {' AND '.join(where)} "
+        where, params = _filtered(org_id, flt, after)
+        params["lim"] = limit + 1
+        sql = (f"SELECT occurred_at, event_id, _doc FROM {self.table} WHERE {where} "
                "ORDER BY occurred_at, event_id LIMIT {lim:UInt32}")
         rows = (await self.ch.query(sql, params)).rows
         more = len(rows) > limit
@@ -204,15 +211,10 @@ class EventExports:
                    after: tuple[int, str] | None = None) -> list[tuple[int, str]]:
         """The keys (occurred_at ms, event_id) of the first ``limit`` events matching ``flt`` strictly
         after ``after``, in order, each once: what an export page holds, read before its documents."""
-        conditions, params = flt.conditions()
-        where = ["org_id = {org:String}", *conditions]
-        if after is not None:
-            condition, values = after_key(after)
-            where.append(condition)
-            params |= values
-        sql = (f"SELECT occurred_at, event_id FROM {self.table} WHERE {' AND '.join(where)} "
+        where, params = _filtered(org_id, flt, after)
+        sql = (f"SELECT occurred_at, event_id FROM {self.table} WHERE {where} "
                "ORDER BY occurred_at, event_id LIMIT 1 BY occurred_at, event_id LIMIT {lim:UInt32}")
-        rows = await self.ch.query(sql, params | {"org": org_id, "lim": limit})
+        rows = await self.ch.query(sql, params | {"lim": limit})
         return [(datetime_ms(ts), event_id) for ts, event_id in rows.rows]
 
     async def documents(self, org_id: str, flt: EventFilter, keys: Sequence[tuple[int, str]]) -> list[str]:

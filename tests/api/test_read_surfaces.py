@@ -14,6 +14,7 @@ import pytest_asyncio
 
 from schemas.lifecycle import Verdict
 from schemas.timefmt import format_ms, parse_ms
+from tests.support.conversation import ASSISTANT, SYSTEM, TOOL, TOOLS, USER
 from tests.support.in_process import Pipeline
 from tests.support.service import Api, all_events, uid
 
@@ -48,13 +49,6 @@ def governance_events(trace: str, start: int, *types: str, **first: Any) -> list
     return events
 
 
-SYSTEM = {"role": "system", "content": "You are a helpful customer support agent..."}
-USER = {"role": "user", "content": "I need help with my order"}
-ASSISTANT = {"role": "assistant", "content": "I'd be happy to help with your order...",
-             "tool_calls": [{"id": "call_1", "name": "search_orders", "args": {"query": "recent orders"}}]}
-TOOL = {"role": "tool", "content": "Found 3 recent orders...", "tool_call_id": "call_1"}
-TOOLS = [{"name": "search_orders", "description": "Search customer orders",
-          "parameters": {"type": "object", "properties": {"query": {"type": "string"}}}, "metadata": {}}]
 
 
 def llm_events(trace: str, start: int) -> list[dict]:

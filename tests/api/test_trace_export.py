@@ -19,6 +19,7 @@ from aiohttp.test_utils import TestClient
 from api.routes import gateway_export
 from api.routes.gateway_export import EVENT_FIELDS
 from schemas.timefmt import format_ms
+from tests.support.conversation import ASSISTANT, SYSTEM, TOOL, TOOLS, USER
 from tests.support.in_process import Pipeline
 from tests.support.service import Api, all_events, uid
 
@@ -27,13 +28,6 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 PATH = "/v1/traces/export"
 T0 = int(time.time() * 1000) - 3_600_000
 HOSTILE = '=HYPERLINK("http://x"),\n"quoted", ünïcode 😀'
-SYSTEM = {"role": "system", "content": "You are a helpful customer support agent..."}
-USER = {"role": "user", "content": "I need help with my order"}
-ASSISTANT = {"role": "assistant", "content": "I'd be happy to help with your order...",
-             "tool_calls": [{"id": "call_1", "name": "search_orders", "args": {"query": "recent orders"}}]}
-TOOL = {"role": "tool", "content": "Found 3 recent orders...", "tool_call_id": "call_1"}
-TOOLS = [{"name": "search_orders", "description": "Search customer orders",
-          "parameters": {"type": "object", "properties": {"query": {"type": "string"}}}, "metadata": {}}]
 #: Fields holding any JSON value: their CSV cell is the value's JSON text.
 JSON_FIELDS = ("input", "output", "messages", "tools", "tool_choice", "model_config")
 OUTPUT = {"message": "I found your recent orders and can help you...", "success": True}
