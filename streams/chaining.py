@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from schemas.codec import HEADER_LEN, DecodeError, decode, encode, sealed_record, trace_summary
-from schemas.integrity import GENESIS, HASH_VERSION, LEGACY_HASH, link_hash
+from schemas.integrity import GENESIS, JCS_HASH, LEGACY_HASH, jcs_link_hasher
 from schemas.lifecycle import TraceState, decide, fold, touches_lifecycle
 from schemas.registry import record_fields, schema
 
@@ -64,6 +64,11 @@ class ChainKind:
 
     def kafka_key(self, batch: dict) -> bytes:
         return batch[self.batch_keys[-1]].encode()
+
+    @property
+    def event_fields(self) -> tuple[str, ...]:
+        """The fields of its events (``single_schema``): what a link hashes besides seq and prev_hash."""
+        return tuple(f["name"] for f in record_fields(self.single_schema))
 
 
 TRACE_CHAIN = ChainKind("trace", "TraceEventBatch", "TraceEvent", "SealedTraceEventBatch", "event_id",
@@ -258,6 +263,7 @@ def seal(kind: ChainKind, value: bytes, store: ChainStore,
     recent = _digests(head.recent)
     archived = store.archived_ids(chain, head) if head.seq > len(head.recent) // 8 else set()
     kept, hashes = [], []
+    link = jcs_link_hasher(kind.event_fields)
     for event in events:
         for k in kind.batch_keys:
             if event[k] != batch[k]:
@@ -269,7 +275,7 @@ def seal(kind: ChainKind, value: bytes, store: ChainStore,
         if head.seq == 0:
             head.started_at = event["occurred_at"]
         head.seq += 1
-        head.hash = bytes.fromhex(link_hash(event, head.seq, head.hash.hex(), HASH_VERSION))
+        head.hash = link(event, head.seq, head.hash.hex())
         head.recent += digest
         kept.append(event)
         hashes.append(head.hash)
@@ -281,7 +287,7 @@ def seal(kind: ChainKind, value: bytes, store: ChainStore,
     else:
         body = value[HEADER_LEN:]
     advance = _advance(kind, store, chain, head, kept)
-    sealed = _sealed_value(kind, body, first_seq, prev, hashes, advance, HASH_VERSION)
+    sealed = _sealed_value(kind, body, first_seq, prev, hashes, advance, JCS_HASH)
     return Sealed(kind.kafka_key(batch), sealed, len(kept), retried, advance=advance)
 
 
