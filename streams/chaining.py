@@ -26,6 +26,7 @@ import struct
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 from schemas.codec import HEADER_LEN, DecodeError, decode, encode, sealed_record, trace_summary
@@ -68,7 +69,12 @@ class ChainKind:
     @property
     def event_fields(self) -> tuple[str, ...]:
         """The fields of its events (``single_schema``): what a link hashes besides seq and prev_hash."""
-        return tuple(f["name"] for f in record_fields(self.single_schema))
+        return _field_names(self.single_schema)
+
+
+@cache
+def _field_names(schema_name: str) -> tuple[str, ...]:
+    return tuple(f["name"] for f in record_fields(schema_name))
 
 
 TRACE_CHAIN = ChainKind("trace", "TraceEventBatch", "TraceEvent", "SealedTraceEventBatch", "event_id",
