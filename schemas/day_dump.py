@@ -49,6 +49,8 @@ def parse_day(text: str) -> dt.date:
         raise ValueError(f"expected a date as YYYY-MM-DD, got {text!r}") from None
     if day.isoformat() != text:
         raise ValueError(f"expected a date as YYYY-MM-DD, got {text!r}")
+    if not 1970 <= day.year <= 2299:  # what ClickHouse's time types hold
+        raise ValueError(f"expected a date from 1970-01-01 to 2299-12-31, got {text!r}")
     return day
 
 

@@ -26,33 +26,22 @@ def _migrate(settings: Settings) -> None:
 
 
 def _dump(settings: Settings, day: str, org: str | None, url: str) -> int:
-    """``tracehouse dump``: one UTC day of every org with rows that day (or of ``org``) to ``url``."""
     from schemas.checkpoints import load_signing_key
-    from schemas.day_dump import EVENTS_PARQUET, parse_day
+    from schemas.day_dump import parse_day
     from sinks.clickhouse import ClickHouse
-    from sinks.day_dump import DayDumper
+    from tracehouse.dump import dump_day
 
     try:
         date = parse_day(day)
     except ValueError as exc:
         print(f"tracehouse: --date: {exc}", file=sys.stderr)
         return 2
-    terminal = sys.stdout.isatty()
 
     async def go() -> None:
         ch = ClickHouse.from_settings(settings)
         try:
-            dumper = DayDumper(ch, url, load_signing_key(settings.checkpoint_key_path, settings.checkpoint_key))
-            for org_id in [org] if org is not None else await dumper.orgs(date):
-                def progress(name: str, rows: int, org_id: str = org_id) -> None:
-                    if terminal and name.endswith(".parquet"):
-                        print(f"\r{org_id} {date}: {name} {rows:,} rows", end="", flush=True)
-
-                done = await dumper.dump(org_id, date, progress)
-                if terminal:
-                    print("\r\033[K", end="")
-                print(f"{org_id} {date}: {done.rows(EVENTS_PARQUET)} events, {done.rows('audit.parquet')} audit "
-                      f"entries -> {done.path}", flush=True)
+            key = load_signing_key(settings.checkpoint_key_path, settings.checkpoint_key)
+            await dump_day(ch, key, url, date, org, sys.stdout)
         finally:
             await ch.close()
 
@@ -68,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     for command in (every, work):
         command.add_argument("--parts", type=lambda text: [p.strip() for p in text.split(",") if p.strip()],
                              help="comma-separated worker parts to run: chain, sink, checkpointer, rollups, "
-                                  "webhooks, dispatch (default: all of them)")
+                                  "webhooks, dispatch, dumps (default: all of them; dumps only with "
+                                  "TRACEHOUSE_DUMP_URL)")
     sub.add_parser("api", help="the HTTP API only")
     sub.add_parser("migrate", help="apply ClickHouse migrations and exit")
     dump = sub.add_parser("dump", help="write one UTC day of each org's events and audit log (Parquet, gzipped "

@@ -152,9 +152,9 @@ _DUMP_SELECT = (
     "cost_currency, scores, tags, metadata, policy_version, approval_request_id, authority_model, "
     "requested_operation, target_integration, resource_scope, data_classification, policy_rule_id, "
     "parent_trace_id, ingested_at, seq, lower(hex(prev_hash)) AS prev_hash, lower(hex(hash)) AS hash, hash_version, "
-    "concat(substring(_doc, 1, length(_doc) - 1), ',\"seq\":', toString(seq), ',\"prev_hash\":\"', "
-    "lower(hex(prev_hash)), '\",\"hash\":\"', lower(hex(hash)), '\",\"hash_version\":', "
-    "toString(hash_version), '}') AS _line")
+    # prev_hash and hash below are the aliases above (ClickHouse substitutes them): hex already
+    "concat(substring(_doc, 1, length(_doc) - 1), ',\"seq\":', toString(seq), ',\"prev_hash\":\"', prev_hash, "
+    "'\",\"hash\":\"', hash, '\",\"hash_version\":', toString(hash_version), '}') AS _line")
 #: Rows a dump reads per query.
 DUMP_CHUNK_ROWS = 20_000
 
