@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -84,6 +85,7 @@ class DumpSchedule:
         self.clock = clock
         self.interval = interval
         self.elected = False
+        self.checks = 0  # checks made while elected
 
     async def run(self) -> None:
         """Check and dump until cancelled, or until the broker, ClickHouse or the storage fails (the
@@ -93,10 +95,15 @@ class DumpSchedule:
         async with kafka_clients.started(election):
             polling = asyncio.create_task(self._poll(election), name="dumps-election")
             try:
+                checked: float | None = None  # when this member last checked, while elected
                 while True:
-                    if self.elected:
-                        await self.dump_due()
-                    await asyncio.sleep(self.interval)
+                    if not self.elected:
+                        checked = None
+                    elif checked is None or time.monotonic() - checked >= self.interval:
+                        await self.dump_due()  # at once when elected, then every interval
+                        checked = time.monotonic()
+                        self.checks += 1
+                    await asyncio.sleep(_POLL_SECONDS)
             finally:
                 polling.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
