@@ -279,3 +279,19 @@ async def test_an_s3_dump_holds_the_same_rows_verifies_and_is_replaced(pipeline,
         assert verify_export.main(again.path, PUBLIC) == 0
         assert sorted(p.rsplit("/", 1)[1] for p in fs.ls(folder)) == sorted([*DATA_FILES, MANIFEST])
         assert not fs.exists(f"dumps/daily/{org_dir(other)}")
+
+
+async def test_an_org_with_audit_entries_only_gets_empty_event_files_that_verify(api, pipeline, tmp_path):
+    org = uid("dump-audit-only")
+    key = await api.org_key(org)
+    status, _ = await api.post("/v1/audit/events", key, audit_entries(f"{org}-a", 2, START + 5))
+    assert status == 202
+    await pipeline.flush()
+    assert org in await DayDumper(pipeline.clickhouse, str(tmp_path), KEY).orgs(DAY)
+    (done,) = await dump_day(pipeline.clickhouse, KEY, str(tmp_path), DAY, org, io.StringIO())
+    folder = Path(done.path).parent
+    events = pq.read_table(folder / "events.parquet")
+    assert events.num_rows == 0 and "trace_id" in events.column_names and "hash" in events.column_names
+    assert jsonl(folder / "events.jsonl.gz") == []
+    assert done.manifest["chains"]["traces"]["count"] == 0 and done.rows("audit.parquet") == 2
+    assert verify_export.main(done.path, PUBLIC) == 0
