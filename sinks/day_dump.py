@@ -44,8 +44,6 @@ from schemas.day_dump import (
     file_entry,
     manifest,
     org_dir,
-    org_of_dir,
-    parse_day,
 )
 from schemas.timefmt import format_ms, ms_datetime, now_ms
 from sinks.clickhouse import ClickHouse
@@ -196,16 +194,9 @@ class DayDumper:
             {"since": ms_datetime(start), "until": ms_datetime(end)})
         return [org for (org,) in rows.rows]
 
-    def dumped(self) -> set[tuple[str, dt.date]]:
-        """(org, day) of every manifest under the URL (blocking: call it on a thread)."""
-        found = set()
-        for path in self.fs.glob(f"{self.root}/*/*/{MANIFEST}"):
-            parts = path.rstrip("/").split("/")
-            try:
-                found.add((org_of_dir(parts[-3]), parse_day(parts[-2])))
-            except (IndexError, ValueError):
-                continue  # not a day of ours
-        return found
+    def dumped(self, pairs: Iterable[tuple[str, dt.date]]) -> set[tuple[str, dt.date]]:
+        """Those of ``pairs`` (org, day) whose manifest is at the URL (blocking: call it on a thread)."""
+        return {(org_id, day) for org_id, day in pairs if self.fs.exists(f"{self.day_dir(org_id, day)}/{MANIFEST}")}
 
     async def dump(self, org_id: str, day: dt.date, progress: Progress | None = None) -> DayDump:
         """Write (or rewrite) the dump of ``org_id``'s ``day``; its manifest."""

@@ -4,8 +4,9 @@ Once the UTC hour ``TRACEHOUSE_DUMP_HOUR_UTC`` of a day has begun, yesterday is 
 of the week before it that some org has rows on but no manifest at the URL (``sinks.day_dump``): the
 manifests already written are what the schedule remembers, so a restart neither redoes nor skips a
 day, and an org whose dump was cut short (no manifest) is dumped again. Every check
-(``CHECK_SECONDS``) lists the manifests, asks ClickHouse which orgs have rows on each due day, and
-dumps each (org, day) that lacks one, oldest day first.
+(``CHECK_SECONDS``) asks ClickHouse which orgs have rows on each due day, looks for the manifest of
+each (org, day) not yet known to have one (once per process: a found one is remembered), and dumps
+each that lacks one, oldest day first.
 
 One process per deployment dumps: the group ``tracehouse-dumps`` elects one member
 (``streams.election``) over a topic it never reads (its partitions are paused), and only the member
@@ -86,6 +87,8 @@ class DumpSchedule:
         self.interval = interval
         self.elected = False
         self.checks = 0  # checks made while elected
+        #: (org, day) pairs of the window known to have a manifest at the URL: looked up once each
+        self.known: set[tuple[str, dt.date]] = set()
 
     async def run(self) -> None:
         """Check and dump until cancelled, or until the broker, ClickHouse or the storage fails (the
@@ -118,13 +121,14 @@ class DumpSchedule:
     async def dump_due(self) -> list[DayDump]:
         """Dump every (org, day) due now and not yet at the URL; what was written."""
         days = due_days(self.clock(), self.hour_utc)
-        dumped = await asyncio.to_thread(self.dumper.dumped)
         orgs = {day: await self.dumper.orgs(day) for day in days}
+        self.known = {(org_id, day) for org_id, day in self.known if day in orgs}  # the window moves on
+        self.known |= await asyncio.to_thread(self.dumper.dumped, pending(days, orgs, self.known))
         written = []
-        for org_id, day in pending(days, orgs, dumped):
+        for org_id, day in pending(days, orgs, self.known):
             done = await self.dumper.dump(org_id, day)
             log.info("dumped %s %s: %d events, %d audit entries -> %s", org_id, day, done.rows("events.parquet"),
                      done.rows("audit.parquet"), done.path)
+            self.known.add((org_id, day))
             written.append(done)
         return written
-

@@ -37,6 +37,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 DAY = dt.date(2026, 11, 10)
 START, END = day_bounds(DAY)
+PREVIOUS_DAY = DAY - dt.timedelta(days=1)
 KEY = Ed25519PrivateKey.generate()
 PUBLIC = public_key_text(KEY)
 
@@ -270,7 +271,8 @@ async def test_an_s3_dump_holds_the_same_rows_verifies_and_is_replaced(pipeline,
         check_files(folder, lambda p: fs.open(p, "rb"), await stored_events(pipeline, org),
                     await stored_audit(pipeline, org))
         assert verify_export.main(done.path, PUBLIC) == 0, capsys.readouterr().out
-        assert DayDumper(pipeline.clickhouse, url, KEY).dumped() == {(org, DAY)}
+        assert DayDumper(pipeline.clickhouse, url, KEY).dumped([(org, DAY), (other, DAY), (org, PREVIOUS_DAY)]) \
+            == {(org, DAY)}
 
         with fs.open(f"{folder}/audit.jsonl.gz", "wb") as f:  # a changed file
             f.write(gzip.compress(b'{"id":"forged"}\n'))
