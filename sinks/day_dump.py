@@ -17,6 +17,7 @@ manifest is written last.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import gzip
 import hashlib
@@ -30,7 +31,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from fsspec.implementations.local import LocalFileSystem
+from fsspec.implementations.local import LocalFileOpener, LocalFileSystem
 
 from schemas.day_dump import (
     AUDIT_JSONL,
@@ -86,6 +87,8 @@ class _Tap:
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         view = memoryview(data)
+        if self.closed:  # a writer finishing after its dump was given up: nowhere to go
+            return view.nbytes
         self.sha256.update(view)
         self.size += view.nbytes
         self.target.write(view)
@@ -145,11 +148,21 @@ class _TableFiles:
                 file_entry(self.rows, self.jsonl.size, self.jsonl.sha256.hexdigest()))
 
     def abort(self) -> None:
-        for f in (self.parquet, self.jsonl):
-            try:
-                f.close()
-            except Exception:  # noqa: BLE001 - the dump failed already; its files are removed next
-                pass
+        """Give both files up: an object store's upload is abandoned (a multipart upload aborted), a local
+        file closed (the caller removes it)."""
+        for tap in (self.parquet, self.jsonl):
+            tap.closed = True
+        for finish in (self.writer, self.gzip):  # their last writes are dropped
+            with contextlib.suppress(Exception):
+                if finish is not None:
+                    finish.close()
+        for tap in (self.parquet, self.jsonl):
+            with contextlib.suppress(Exception):  # the dump failed already: that error is the one to raise
+                if isinstance(tap.target, LocalFileOpener) or not hasattr(tap.target, "discard"):
+                    tap.target.close()
+                else:
+                    tap.target.discard()
+                    tap.target.closed = True
 
 
 def audit_line(row: dict[str, Any]) -> str:

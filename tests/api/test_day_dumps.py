@@ -297,3 +297,25 @@ async def test_an_org_with_audit_entries_only_gets_empty_event_files_that_verify
     assert jsonl(folder / "events.jsonl.gz") == []
     assert done.manifest["chains"]["traces"]["count"] == 0 and done.rows("audit.parquet") == 2
     assert verify_export.main(done.path, PUBLIC) == 0
+
+
+async def test_a_dump_that_fails_midway_leaves_no_manifest_and_no_temporary_file(pipeline, orgs, tmp_path):
+    org, _ = orgs
+    (done,) = await dump_day(pipeline.clickhouse, KEY, str(tmp_path), DAY, org, io.StringIO())
+    folder = Path(done.path).parent
+    dumper = DayDumper(pipeline.clickhouse, str(tmp_path), KEY, chunk_rows=2)
+    real = dumper.events.dump_chunks
+
+    async def failing(*args: Any, **kwargs: Any):
+        async for table in real(*args, **kwargs):
+            yield table
+            raise ConnectionError("ClickHouse went away")
+
+    dumper.events.dump_chunks = failing  # type: ignore[method-assign]
+    with pytest.raises(ConnectionError):
+        await dumper.dump(org, DAY)
+    # the old files are still there, but no manifest vouches for them any more, and nothing half-written is left
+    assert sorted(p.name for p in folder.iterdir()) == sorted(DATA_FILES)
+    assert dumper.dumped([(org, DAY)]) == set()
+    again = await DayDumper(pipeline.clickhouse, str(tmp_path), KEY).dump(org, DAY)
+    assert verify_export.main(again.path, PUBLIC) == 0
