@@ -100,6 +100,8 @@ class DumpSchedule:
             try:
                 checked: float | None = None  # when this member last checked, while elected
                 while True:
+                    if polling.done():
+                        polling.result()  # the election's poll failed: so does this attempt
                     if not self.elected:
                         checked = None
                     elif checked is None or time.monotonic() - checked >= self.interval:
