@@ -53,7 +53,6 @@ async def until(probe, timeout: float = 30.0) -> None:
 
 async def test_started_with_the_setting_it_writes_yesterdays_dump_once(clickhouse, broker, tmp_path: Path):
     group_generation.install()  # the embedded broker's rebalances (streams.embedded.group_generation)
-    await ensure_topics(broker.bootstrap, 1, topics=(ROLLUPS_HOURLY,))
     today = dt.datetime.now(dt.UTC).date()
     yesterday = today - dt.timedelta(days=1)
     start, _ = day_bounds(yesterday)
@@ -67,6 +66,8 @@ async def test_started_with_the_setting_it_writes_yesterdays_dump_once(clickhous
     url = tmp_path / "dumps"
     settings = Settings(data_dir=tmp_path / "data", kafka_bootstrap=broker.bootstrap, checkpoint_key=seed,
                         dump_url=str(url), dump_hour_utc=0)
+    # the topic its group elects over, as a deployment creates it (the session's broker is shared)
+    await ensure_topics(broker.bootstrap, settings.topic_partitions, topics=(ROLLUPS_HOURLY,))
     (part,) = [p for p in declared_parts(settings) if p.name == "dumps"]
     manifests = [url / o / yesterday.isoformat() / MANIFEST for o in (org, other)]
 
