@@ -35,6 +35,7 @@ from schemas.topics import (
 )
 from schemas.webhooks import parse_retry_schedule
 from sinks.clickhouse import ClickHouse
+from sinks.day_dump import DayDumper
 from sinks.repositories.checkpoints import CheckpointRepository
 from sinks.repositories.rollups import RollupRepository
 from sinks.writer import (
@@ -47,6 +48,7 @@ from sinks.writer import (
 )
 from streams.app import APP_ID, CHANGELOGS, HEADS_CHANGELOG
 from streams.checkpointer import CHECKPOINT_GROUP, Checkpointer
+from streams.dumps import DUMPS_GROUP, DumpSchedule
 from streams.rollups import ROLLUPS_GROUP, RollupPublisher
 from streams.sink import SINK_GROUP, Sink
 from streams.webhooks.dispatcher import DISPATCH_GROUP, tier_topics
@@ -58,7 +60,7 @@ from tracehouse.settings import Settings
 Run = Callable[[], Awaitable[None]]
 
 CHAIN, SINK, CHECKPOINTER, ROLLUPS = "chain", "sink", "checkpointer", "rollups"
-WEBHOOKS, DISPATCH = "webhooks", "dispatch"
+WEBHOOKS, DISPATCH, DUMPS = "webhooks", "dispatch", "dumps"
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,10 @@ def declared_parts(settings: Settings) -> list[Part]:
     # its group only elects the one publisher (streams.election): it reads and commits nothing
     parts.append(Part(ROLLUPS, lambda ch: create_rollup_publisher(settings, _required(ch)).run,
                       group=ROLLUPS_GROUP, writes=(ROLLUPS_HOURLY,), needs_clickhouse=True))
+    if settings.dump_url:
+        # its group only elects the one dumper, over rollups-hourly (which every deployment has): it reads nothing
+        parts.append(Part(DUMPS, lambda ch: create_dump_schedule(settings, _required(ch)).run, group=DUMPS_GROUP,
+                          needs_clickhouse=True))
     schedule = parse_retry_schedule(settings.webhook_retry_schedule)
     subscriptions = SharedSubscriptions(settings)  # one reader of them per process
     parts.append(Part(WEBHOOKS, lambda ch: build_fanout(settings, subscriptions), group=FANOUT_GROUP,
@@ -161,6 +167,14 @@ def create_rollup_publisher(settings: Settings, clickhouse: ClickHouse) -> Rollu
     """The rollup publisher: hours the sink changed in ClickHouse -> ``rollups-hourly``."""
     return RollupPublisher(settings.bootstrap_servers, ROLLUPS_HOURLY, RollupRepository(clickhouse),
                            settings.rollup_interval_seconds)
+
+
+def create_dump_schedule(settings: Settings, clickhouse: ClickHouse) -> DumpSchedule:
+    """The daily dumps: each org's events and audit log of every due day -> ``TRACEHOUSE_DUMP_URL``."""
+    key = load_signing_key(settings.checkpoint_key_path, settings.checkpoint_key)
+    assert settings.dump_url is not None
+    return DumpSchedule(settings.bootstrap_servers, ROLLUPS_HOURLY, DayDumper(clickhouse, settings.dump_url, key),
+                        settings.dump_hour_utc)
 
 
 def create_sink(settings: Settings, clickhouse: ClickHouse) -> Sink:

@@ -124,6 +124,11 @@ class Settings:
     webhook_breaker_cooldown_seconds: float = 30.0
     #: Most rows one bulk export answers (seed 003: 413 ``export_too_large`` above it).
     export_max_rows: int = 100_000
+    #: Where the worker writes each org's daily dumps (a directory, or s3://, gs://, az:// through
+    #: fsspec); unset: no daily dumps.
+    dump_url: str | None = None
+    #: The worker dumps yesterday once this UTC hour of today has begun (0-23).
+    dump_hour_utc: int = 1
 
     @property
     def embedded_kafka(self) -> bool:
@@ -201,6 +206,8 @@ class Settings:
                 raise ValueError(f"{_env_name(name)} must be positive")
         if not MIN_EVENT_BYTES <= self.max_event_bytes <= MAX_EVENT_BYTES:
             raise ValueError(f"{ENV_PREFIX}MAX_EVENT_BYTES must be between {MIN_EVENT_BYTES} and {MAX_EVENT_BYTES}")
+        if not 0 <= self.dump_hour_utc <= 23:
+            raise ValueError(f"{ENV_PREFIX}DUMP_HOUR_UTC must be between 0 and 23")
         if self.ingest_processes < 0:
             raise ValueError(f"{ENV_PREFIX}INGEST_PROCESSES must be 0 or more")
         from schemas.webhooks import parse_retry_schedule  # here: importing settings loads none of ours

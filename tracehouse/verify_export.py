@@ -1,4 +1,5 @@
-"""``tracehouse verify-export FILE --public-key KEY``: check a single-trace export offline.
+"""``tracehouse verify-export FILE --public-key KEY``: check a single-trace export offline (or, given a
+daily dump's ``manifest.json``, the dump: ``tracehouse.verify_dump``).
 
 Three checks, each needing nothing but the file and the public key:
 
@@ -105,16 +106,26 @@ def read_public_key(value: str) -> str:
 
 
 def main(file: str, public_key: str) -> int:
-    """Print the findings; exit status 0 when the export checks out, 1 otherwise."""
+    """Print the findings; exit status 0 when the export (or the dump) checks out, 1 otherwise. ``file``
+    is a path or, for a daily dump's manifest, any fsspec URL."""
+    import fsspec
+
+    from tracehouse.verify_dump import is_manifest, verify_dump
+
     try:
-        document = json.loads(Path(file).read_text())
+        with fsspec.open(file, "rb") as f:
+            document = json.loads(f.read())
     except (OSError, ValueError) as exc:
         print(f"cannot read {file}: {exc}")
         return 1
-    report = verify_export(document, read_public_key(public_key))
+    if is_manifest(document):
+        report = verify_dump(file, document, read_public_key(public_key))
+    else:
+        report = verify_export(document, read_public_key(public_key))
     for note in report.notes:
         print(f"ok: {note}")
     for problem in report.problems:
         print(f"FAILED: {problem}")
-    print("export verified" if report.ok else "export NOT verified")
+    what = "dump" if is_manifest(document) else "export"
+    print(f"{what} verified" if report.ok else f"{what} NOT verified")
     return 0 if report.ok else 1

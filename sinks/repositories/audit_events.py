@@ -13,6 +13,7 @@ from typing import Any
 
 from schemas.timefmt import datetime_ms, ms_datetime
 from sinks.clickhouse import ClickHouse
+from sinks.repositories.chains import LINK_COLUMNS
 
 #: Rows an export reads per query.
 CHUNK_ROWS = 10_000
@@ -46,21 +47,23 @@ class AuditEventRepository:
         return int(rows.rows[0][0])
 
     async def chunks(self, org_id: str, from_ms: int | None = None, to_ms: int | None = None, *,
-                     chunk_rows: int = CHUNK_ROWS) -> AsyncIterator[list[dict[str, Any]]]:
+                     chunk_rows: int = CHUNK_ROWS, links: bool = False) -> AsyncIterator[list[dict[str, Any]]]:
         """The org's entries occurring in [from, to], oldest first by (occurred_at, id), in lists of at
         most ``chunk_rows``; each list is read when the one before has been consumed. Each entry:
-        id, org_id, actor, action, target, metadata (a dict), occurred_at (epoch ms)."""
+        id, org_id, actor, action, target, metadata (a dict), occurred_at (epoch ms); with ``links``
+        also its chain link: seq, prev_hash and hash (hex), hash_version."""
         if chunk_rows < 1:
             raise ValueError("chunk_rows must be at least 1")
         where, params = self._range(org_id, from_ms, to_ms)
         params["limit"] = chunk_rows
+        columns = f"{_COLUMNS}, {LINK_COLUMNS}" if links else _COLUMNS
         after = ""
         while True:
             rows = await self.ch.query(
-                f"SELECT {_COLUMNS} FROM {self.table} WHERE {where}{after} "
+                f"SELECT {columns} FROM {self.table} WHERE {where}{after} "
                 "ORDER BY occurred_at, id LIMIT {limit:UInt32}", params)
-            chunk = [{"id": i, "org_id": o, "actor": a, "action": act, "target": t, "metadata": dict(m),
-                      "occurred_at": datetime_ms(at)} for i, o, a, act, t, m, at in rows.rows]
+            chunk = [row | {"metadata": dict(row["metadata"]), "occurred_at": datetime_ms(row["occurred_at"])}
+                     for row in rows.dicts()]
             if chunk:
                 yield chunk
             if len(chunk) < chunk_rows:

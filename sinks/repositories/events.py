@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import pyarrow as pa
+import pyarrow.ipc
 
 from schemas.timefmt import datetime_ms, ms_datetime
 from sinks.clickhouse import ClickHouse
@@ -140,6 +143,23 @@ _SIEM_SELECT = ("SELECT event_id, trace_id, agent_id, type AS event_type, actor_
                 "occurred_at, policy_version, if(seq = 0, NULL, concat('sha256:', lower(hex(hash)))) AS integrity_hash")
 
 
+#: The stored columns of an event a dump holds (every column of ``events`` but the sink's source
+#: position and ``_doc``), its chain link with the digests in hex, and ``_line``: the event's JSON
+#: document (``_doc``, as the read API returns it) with the link's four members appended.
+_DUMP_SELECT = (
+    "SELECT org_id, occurred_at, event_id, trace_id, parent_id, class, type, name, end_time, status, model, "
+    "model_config, user_id, session_id, agent_id, agent_name, actor_type, actor_name, prompt_name, description, "
+    "outcome, input, output, messages, tools, tool_choice, input_tokens, output_tokens, total_tokens, cost, "
+    "cost_currency, scores, tags, metadata, policy_version, approval_request_id, authority_model, "
+    "requested_operation, target_integration, resource_scope, data_classification, policy_rule_id, "
+    "parent_trace_id, ingested_at, seq, lower(hex(prev_hash)) AS prev_hash, lower(hex(hash)) AS hash, hash_version, "
+    # prev_hash and hash below are the aliases above (ClickHouse substitutes them): hex already
+    "concat(substring(_doc, 1, length(_doc) - 1), ',\"seq\":', toString(seq), ',\"prev_hash\":\"', prev_hash, "
+    "'\",\"hash\":\"', hash, '\",\"hash_version\":', toString(hash_version), '}') AS _line")
+#: Rows a dump reads per query.
+DUMP_CHUNK_ROWS = 20_000
+
+
 class EventExports:
     """The ``events`` table's bulk reads for exports: bounded chunks in key order, one org at a time."""
 
@@ -236,3 +256,31 @@ class EventExports:
         wanted = set(keys)
         return [doc for ts, event_id, doc in (await self.ch.query(sql, params)).rows
                 if (datetime_ms(ts), event_id) in wanted]
+
+    async def dump_chunks(self, org_id: str, since_ms: int, until_ms: int, *,
+                          chunk_rows: int = DUMP_CHUNK_ROWS) -> AsyncIterator[pa.Table]:
+        """The org's events of [since, until], each once, ordered by (occurred_at, event_id), as Arrow
+        tables of at most ``chunk_rows`` rows (``_DUMP_SELECT``'s columns, ClickHouse's own Arrow
+        output: timestamps as timestamp[ms, UTC], maps as maps); one query per table, each read when
+        the one before has been consumed. At least one table, empty when there is no event, so the
+        columns are always known."""
+        if chunk_rows < 1:
+            raise ValueError("chunk_rows must be at least 1")
+        where, params = self._range(org_id, since_ms, until_ms)
+        params["lim"] = chunk_rows
+        after = ""
+        first = True
+        while True:
+            body = await self.ch.raw_query(
+                f"{_DUMP_SELECT} FROM {self.table} WHERE {where}{after} ORDER BY occurred_at, event_id "
+                "LIMIT 1 BY occurred_at, event_id LIMIT {lim:UInt32}", params, fmt="Arrow")
+            table = pyarrow.ipc.open_file(pa.BufferReader(body)).read_all()
+            if table.num_rows or first:
+                yield table
+            first = False
+            if table.num_rows < chunk_rows:
+                return
+            condition, values = after_key((table.column("occurred_at")[-1].value,  # epoch ms
+                                           table.column("event_id")[-1].as_py()))
+            after = " AND " + condition
+            params |= values
