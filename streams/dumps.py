@@ -25,13 +25,12 @@ import logging
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka import AIOKafkaConsumer
 
 from schemas import kafka_clients
 from schemas.timefmt import now_ms
 from sinks.day_dump import DayDump, DayDumper
-from streams.election import ELECTED
+from streams.election import ELECTED, MembershipOnly
 
 log = logging.getLogger(__name__)
 
@@ -60,20 +59,6 @@ def pending(days: Iterable[dt.date], orgs_by_day: Mapping[dt.date, Iterable[str]
     return [(org, day) for day in days for org in sorted(orgs_by_day.get(day, ())) if (org, day) not in dumped]
 
 
-class _Paused(ConsumerRebalanceListener):
-    """Holds the partitions without reading them: membership is all the election needs."""
-
-    def __init__(self, consumer: AIOKafkaConsumer) -> None:
-        self.consumer = consumer
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        pass
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        if assigned:
-            self.consumer.pause(*assigned)
-
-
 class DumpSchedule:
     """Dumps every due (org, day) with ``dumper``, in the one process its group elects."""
 
@@ -94,7 +79,7 @@ class DumpSchedule:
         """Check and dump until cancelled, or until the broker, ClickHouse or the storage fails (the
         worker starts it again)."""
         election = kafka_clients.consumer(self.bootstrap, DUMPS_GROUP, group=DUMPS_GROUP, **ELECTED)
-        election.subscribe([self.election_topic], listener=_Paused(election))
+        election.subscribe([self.election_topic], listener=MembershipOnly(election))
         async with kafka_clients.started(election):
             polling = asyncio.create_task(self._poll(election), name="dumps-election")
             try:

@@ -1,5 +1,5 @@
 """One active member per consumer group: how a part that must run once per deployment (the
-checkpointer, the rollup publisher) is elected among worker processes.
+checkpointer, the rollup publisher, the dumps) is elected among worker processes.
 
 ``OneMemberAssignor`` gives every partition the group reads to a single member (the lowest
 member id); the others hold nothing and wait. When that member leaves or dies, the group
@@ -13,6 +13,8 @@ import collections
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.cluster import ClusterMetadata
 from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment, ConsumerProtocolMemberMetadata
@@ -46,3 +48,18 @@ class OneMemberAssignor(AbstractPartitionAssignor):
 
 #: Consumer options that make a group elect one member.
 ELECTED: dict[str, Any] = {"partition_assignment_strategy": (OneMemberAssignor,)}
+
+
+class MembershipOnly(ConsumerRebalanceListener):
+    """For a consumer that joins a group only to be elected (the rollup publisher, the dumps): the
+    partitions it is assigned are paused, so it never fetches them."""
+
+    def __init__(self, consumer: AIOKafkaConsumer) -> None:
+        self.consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        pass
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        if assigned:
+            self.consumer.pause(*assigned)

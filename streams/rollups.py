@@ -15,14 +15,13 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka import AIOKafkaProducer
 
 from schemas import kafka_clients
 from schemas.codec import encode
 from schemas.timefmt import now_ms
 from sinks.repositories.rollups import HourBucket, Marks, RollupRepository
-from streams.election import ELECTED
+from streams.election import ELECTED, MembershipOnly
 
 log = logging.getLogger(__name__)
 
@@ -36,18 +35,6 @@ def rollup_record(org_id: str, hour: int, buckets: list[HourBucket], published_a
         "buckets": [{"type": b.type, "outcome": b.outcome, "events": b.events, "errors": b.errors,
                      "input_tokens": b.input_tokens, "output_tokens": b.output_tokens,
                      "total_tokens": b.total_tokens, "cost": b.cost} for b in buckets]})
-
-
-class _FromTheEnd(ConsumerRebalanceListener):
-    def __init__(self, consumer: AIOKafkaConsumer) -> None:
-        self.consumer = consumer
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        pass
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        if assigned:
-            await self.consumer.seek_to_end(*assigned)
 
 
 class RollupPublisher:
@@ -65,7 +52,7 @@ class RollupPublisher:
         Only the member its group elects publishes (``streams.election``): one per deployment."""
         producer = kafka_clients.producer(self.bootstrap, ROLLUPS_GROUP, linger_ms=5)
         election = kafka_clients.consumer(self.bootstrap, ROLLUPS_GROUP, group=ROLLUPS_GROUP, **ELECTED)
-        election.subscribe([self.topic], listener=_FromTheEnd(election))  # read nothing of it: membership only
+        election.subscribe([self.topic], listener=MembershipOnly(election))  # read nothing of it: membership only
         async with kafka_clients.started(producer, election):
             marks: Marks | None = None
             while True:
