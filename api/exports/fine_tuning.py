@@ -11,14 +11,11 @@ gives no line.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from api.exports.json_text import compact_json
+
 ROLES = ("system", "developer", "user", "assistant", "tool")
-
-
-def _json_text(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def tool_call(call: Any) -> Any:
@@ -26,7 +23,7 @@ def tool_call(call: Any) -> Any:
     if not isinstance(call, dict) or "function" in call:
         return call
     args = next((call[k] for k in ("args", "arguments", "input") if k in call), {})
-    arguments = args if isinstance(args, str) else _json_text(args)
+    arguments = args if isinstance(args, str) else compact_json(args)
     out: dict[str, Any] = {"id": call["id"]} if "id" in call else {}
     return out | {"type": "function", "function": {"name": call.get("name"), "arguments": arguments}}
 
@@ -47,7 +44,7 @@ def message(item: Any) -> dict[str, Any] | None:
     out = dict(item)
     content = out.get("content")
     if content is not None and not isinstance(content, str | list):
-        out["content"] = _json_text(content)
+        out["content"] = compact_json(content)
     if isinstance(out.get("tool_calls"), list):
         out["tool_calls"] = [tool_call(c) for c in out["tool_calls"]]
     return out
@@ -60,7 +57,7 @@ def _conversation(doc: dict[str, Any]) -> list[dict[str, Any]]:
     if source is None:
         return []
     if not isinstance(source, list):
-        return [{"role": "user", "content": source if isinstance(source, str) else _json_text(source)}]
+        return [{"role": "user", "content": source if isinstance(source, str) else compact_json(source)}]
     return [m for m in map(message, source) if m is not None]
 
 
@@ -71,7 +68,7 @@ def _reply(output: Any) -> dict[str, Any] | None:
         return {"role": "assistant", "content": output}
     if isinstance(output, dict) and output.get("role") == "assistant":
         return message(output)
-    return {"role": "assistant", "content": _json_text(output)}
+    return {"role": "assistant", "content": compact_json(output)}
 
 
 def chat_example(doc: dict[str, Any]) -> dict[str, Any] | None:

@@ -9,7 +9,6 @@ export appends ``audit.exported`` to the org's audit log before its first byte.
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -22,6 +21,7 @@ from api.body import json_body
 from api.context import AUDIT_LOG, VERIFIER
 from api.errors import bad_param
 from api.exports.csv_text import csv_lines
+from api.exports.json_text import compact_json, json_array
 from api.exports.streaming import stream
 from api.params import reject_unknown, time_range
 from schemas.timefmt import format_ms, now_ms
@@ -57,20 +57,11 @@ def entry_values(row: dict[str, Any]) -> tuple[Any, ...]:
             format_ms(row["occurred_at"]))
 
 
-def compact_json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
-async def json_pieces(chunks: AsyncIterator[list[dict[str, Any]]]) -> AsyncIterator[bytes]:
-    """``[``, the entries as objects separated by commas (one piece per chunk), ``]``."""
-    yield b"["
-    separator = b""
+async def json_objects(chunks: AsyncIterator[list[dict[str, Any]]]) -> AsyncIterator[bytes]:
+    """Each chunk's entries as JSON objects joined by commas (``json_array``'s pieces)."""
     async with contextlib.aclosing(chunks):
         async for chunk in chunks:
-            text = ",".join(compact_json(dict(zip(COLUMNS, entry_values(r), strict=True))) for r in chunk)
-            yield separator + text.encode()
-            separator = b","
-    yield b"]"
+            yield ",".join(compact_json(dict(zip(COLUMNS, entry_values(r), strict=True))) for r in chunk).encode()
 
 
 async def csv_pieces(chunks: AsyncIterator[list[dict[str, Any]]]) -> AsyncIterator[bytes]:
@@ -105,7 +96,7 @@ async def export_audit(request: web.Request) -> web.StreamResponse:
     if fmt == "csv":
         headers["Content-Disposition"] = f'attachment; filename="{csv_filename(org_id, now)}"'
         return await stream(request, csv_pieces(chunks), "text/csv; charset=utf-8", headers)
-    return await stream(request, json_pieces(chunks), "application/json", headers)
+    return await stream(request, json_array(json_objects(chunks)), "application/json", headers)
 
 
 def add_routes(app: web.Application) -> None:

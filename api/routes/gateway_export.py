@@ -20,6 +20,7 @@ from api.context import EVENT_EXPORTS, caller_org
 from api.errors import bad_param
 from api.exports.csv_text import csv_lines
 from api.exports.fine_tuning import chat_example
+from api.exports.json_text import compact_json, json_array
 from api.exports.streaming import stream
 from api.params import bool_param, encode_cursor, enum_param, int_param, key_cursor, reject_unknown
 from api.routes.gateway import AGENTMARK_PARAMS, event_filter
@@ -47,10 +48,6 @@ CONTENT_TYPES = {"jsonl": "application/x-ndjson", "openai": "application/x-ndjso
                  "csv": "text/csv; charset=utf-8", "json": "application/json"}
 FILENAMES = {"jsonl": "traces-export.jsonl", "openai": "traces-export-openai.jsonl", "csv": "traces-export.csv",
              "json": "traces-export.json"}
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def export_position(query: Mapping[str, str]) -> tuple[tuple[int, str] | None, int | None]:
@@ -94,7 +91,7 @@ def light(doc: str) -> dict[str, Any]:
 
 def csv_row(event: Mapping[str, Any], columns: Sequence[str]) -> list[Any]:
     """An event's CSV cells: JSON-valued fields as their JSON text, null as an empty cell."""
-    return [_json(event[c]) if c in JSON_CELLS and event[c] is not None else event[c] for c in columns]
+    return [compact_json(event[c]) if c in JSON_CELLS and event[c] is not None else event[c] for c in columns]
 
 
 async def export_traces(request: web.Request) -> web.StreamResponse:
@@ -124,7 +121,7 @@ async def export_traces(request: web.Request) -> web.StreamResponse:
     async def events() -> AsyncIterator[list[str]]:
         """Each chunk's events as JSON text."""
         async for docs in chunks():
-            yield [_json(light(d)) for d in docs] if lightweight else docs
+            yield [compact_json(light(d)) for d in docs] if lightweight else docs
 
     async def jsonl() -> AsyncIterator[bytes]:
         count = 0
@@ -132,15 +129,10 @@ async def export_traces(request: web.Request) -> web.StreamResponse:
             count += len(lines)
             yield "".join(line + "\n" for line in lines).encode()
         meta = {"next_cursor": next_cursor, "has_more": next_cursor is not None, "count": count, "limit": limit}
-        yield (_json({"_export_meta": meta}) + "\n").encode()
+        yield (compact_json({"_export_meta": meta}) + "\n").encode()
 
-    async def json_array() -> AsyncIterator[bytes]:
-        separator = "["
-        async for lines in events():
-            if lines:
-                yield (separator + ",".join(lines)).encode()
-                separator = ","
-        yield b"]" if separator == "," else b"[]"
+    def array() -> AsyncIterator[bytes]:
+        return json_array(",".join(lines).encode() async for lines in events())
 
     async def csv_text() -> AsyncIterator[bytes]:
         columns = [c for c in EVENT_FIELDS if not (lightweight and c in HEAVY_FIELDS)]
@@ -151,9 +143,9 @@ async def export_traces(request: web.Request) -> web.StreamResponse:
     async def openai() -> AsyncIterator[bytes]:
         async for docs in chunks():
             examples = (chat_example(json.loads(d)) for d in docs)
-            yield "".join(_json(e) + "\n" for e in examples if e is not None).encode()
+            yield "".join(compact_json(e) + "\n" for e in examples if e is not None).encode()
 
-    pieces = {"jsonl": jsonl, "json": json_array, "csv": csv_text, "openai": openai}[fmt]()
+    pieces = {"jsonl": jsonl, "json": array, "csv": csv_text, "openai": openai}[fmt]()
     headers = {"Content-Disposition": f'attachment; filename="{FILENAMES[fmt]}"'}
     if next_cursor is not None:
         headers["X-Next-Cursor"] = next_cursor

@@ -9,7 +9,7 @@ streams may or may not be in it; none is written twice.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -17,6 +17,7 @@ from aiohttp import web
 from api.context import EVENT_EXPORTS, SETTINGS, TRACES, caller_org
 from api.errors import ApiError, bad_param
 from api.exports.csv_text import csv_lines
+from api.exports.json_text import json_array
 from api.exports.siem import cef_line, ocsf_line
 from api.exports.streaming import stream
 from api.params import enum_param, reject_unknown, str_param, time_range
@@ -47,6 +48,21 @@ def date_range(query: Mapping[str, str]) -> tuple[int, int]:
     return since, until
 
 
+Key = tuple[int, str]
+
+
+async def in_chunks(read: Callable[[int, Key | None], Awaitable[tuple[bytes, Key | None]]]) -> AsyncIterator[bytes]:
+    """What ``read(limit, after)`` gives, chunk after chunk from the start until it names no key to go
+    on after: a small first chunk (an early first byte), then ``CHUNK_ROWS`` each."""
+    after, limit = None, FIRST_CHUNK_ROWS
+    while True:
+        body, after = await read(limit, after)
+        yield body
+        if after is None:
+            return
+        limit = CHUNK_ROWS
+
+
 def too_large(total: int, cap: int, what: str) -> ApiError:
     return ApiError(413, "export_too_large", f"the export holds {total:,} {what}, more than {cap:,}: "
                     "narrow the date range", {"total": total, "limit": cap})
@@ -72,13 +88,8 @@ async def export_traces(request: web.Request) -> web.StreamResponse:
 
     async def pieces() -> AsyncIterator[bytes]:
         yield csv_lines([TRACE_COLUMNS])
-        after, limit = None, FIRST_CHUNK_ROWS
-        while True:
-            body, after = await exports.csv_chunk(org_id, query, limit, after)
+        async for body in in_chunks(lambda limit, after: exports.csv_chunk(org_id, query, limit, after)):
             yield body
-            if after is None:
-                return
-            limit = CHUNK_ROWS
 
     filename = f"audit-{q['from']}-to-{q['to']}.csv"
     return await stream(request, pieces(), "text/csv; charset=utf-8", {
@@ -118,28 +129,18 @@ async def export_audit_events(request: web.Request) -> web.StreamResponse:
         async for found in rows():
             yield b"".join(write(siem_object(r), r["occurred_at"]) for r in found)
 
-    async def formatted(fmt: str) -> AsyncIterator[bytes]:
-        """ClickHouse's own CSV or JSON lines, chunk by chunk (a small first chunk: an early first byte)."""
-        after, limit = None, FIRST_CHUNK_ROWS
-        while True:
-            body, after = await events.siem_formatted(org_id, since, until, fmt, limit, after)
-            yield body
-            if after is None:
-                return
-            limit = CHUNK_ROWS
+    def formatted(fmt: str) -> AsyncIterator[bytes]:
+        """ClickHouse's own CSV or JSON lines, chunk by chunk."""
+        return in_chunks(lambda limit, after: events.siem_formatted(org_id, since, until, fmt, limit, after))
 
     async def csv_pieces() -> AsyncIterator[bytes]:
         yield csv_lines([SIEM_COLUMNS])
         async for body in formatted("CSV"):
             yield body
 
-    async def json_pieces() -> AsyncIterator[bytes]:
-        separator = b"["
-        async for body in formatted("JSONEachRow"):
-            if body:  # one object per line, no newline inside one: the lines joined by commas
-                yield separator + body.rstrip(b"\n").replace(b"\n", b",")
-                separator = b","
-        yield b"]" if separator == b"," else b"[]"
+    def json_pieces() -> AsyncIterator[bytes]:
+        # one object per line and no newline inside one: the lines joined by commas
+        return json_array(body.rstrip(b"\n").replace(b"\n", b",") async for body in formatted("JSONEachRow"))
 
     headers = {"X-Total-Count": str(total)}
     if fmt == "ocsf":
