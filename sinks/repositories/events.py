@@ -168,10 +168,17 @@ class EventExports:
         self.table = f"{ch.database}.events"
 
     @staticmethod
-    def _range(org_id: str, since_ms: int, until_ms: int) -> tuple[str, dict[str, Any]]:
-        return ("org_id = {org:String} AND occurred_at >= {since:DateTime64(3, 'UTC')} "
-                "AND occurred_at <= {until:DateTime64(3, 'UTC')}",
-                {"org": org_id, "since": ms_datetime(since_ms), "until": ms_datetime(until_ms)})
+    def _range(org_id: str, since_ms: int, until_ms: int,
+               after: tuple[int, str] | None = None) -> tuple[str, dict[str, Any]]:
+        """The org's events that occurred in [since, until], strictly after the key ``after``."""
+        where = ("org_id = {org:String} AND occurred_at >= {since:DateTime64(3, 'UTC')} "
+                 "AND occurred_at <= {until:DateTime64(3, 'UTC')}")
+        params = {"org": org_id, "since": ms_datetime(since_ms), "until": ms_datetime(until_ms)}
+        if after is not None:
+            condition, values = after_key(after)
+            where += " AND " + condition
+            params |= values
+        return where, params
 
     async def count(self, org_id: str, since_ms: int, until_ms: int) -> int:
         """Distinct events of the org that occurred in [since, until]."""
@@ -184,11 +191,7 @@ class EventExports:
         """Up to ``limit`` events of [since, until] after the key ``after`` (as ``siem_chunk``), written by
         ClickHouse in ``fmt`` (``CSV``: the SIEM columns with formulas neutralised; ``JSONEachRow``:
         one object per line); and the key to go on after, None when no event follows."""
-        where, params = self._range(org_id, since_ms, until_ms)
-        if after is not None:
-            condition, values = after_key(after)
-            where += " AND " + condition
-            params |= values
+        where, params = self._range(org_id, since_ms, until_ms, after)
         last = await self.ch.query(f"SELECT occurred_at, event_id FROM {self.table} WHERE {where} "
                                    "ORDER BY occurred_at, event_id LIMIT 1 BY occurred_at, event_id "
                                    "LIMIT 1 OFFSET {skip:UInt32}", params | {"skip": limit - 1})
@@ -215,11 +218,7 @@ class EventExports:
                          after: tuple[int, str] | None) -> list[dict[str, Any]]:
         """Up to ``limit`` events of [since, until] after the key ``after``, ordered by (occurred_at,
         event_id), each once, with the columns of seed 003's SIEM export (``occurred_at`` in epoch ms)."""
-        where, params = self._range(org_id, since_ms, until_ms)
-        if after is not None:
-            condition, values = after_key(after)
-            where += " AND " + condition
-            params |= values
+        where, params = self._range(org_id, since_ms, until_ms, after)
         rows = (await self.ch.query(f"{_SIEM_SELECT} FROM {self.table} WHERE {where} ORDER BY occurred_at, event_id "
                                     "LIMIT 1 BY occurred_at, event_id LIMIT {lim:UInt32}",
                                     params | {"lim": limit})).dicts()
@@ -266,21 +265,17 @@ class EventExports:
         columns are always known."""
         if chunk_rows < 1:
             raise ValueError("chunk_rows must be at least 1")
-        where, params = self._range(org_id, since_ms, until_ms)
-        params["lim"] = chunk_rows
-        after = ""
+        after = None
         first = True
         while True:
+            where, params = self._range(org_id, since_ms, until_ms, after)
             body = await self.ch.raw_query(
-                f"{_DUMP_SELECT} FROM {self.table} WHERE {where}{after} ORDER BY occurred_at, event_id "
-                "LIMIT 1 BY occurred_at, event_id LIMIT {lim:UInt32}", params, fmt="Arrow")
+                f"{_DUMP_SELECT} FROM {self.table} WHERE {where} ORDER BY occurred_at, event_id "
+                "LIMIT 1 BY occurred_at, event_id LIMIT {lim:UInt32}", params | {"lim": chunk_rows}, fmt="Arrow")
             table = pyarrow.ipc.open_file(pa.BufferReader(body)).read_all()
             if table.num_rows or first:
                 yield table
             first = False
             if table.num_rows < chunk_rows:
                 return
-            condition, values = after_key((table.column("occurred_at")[-1].value,  # epoch ms
-                                           table.column("event_id")[-1].as_py()))
-            after = " AND " + condition
-            params |= values
+            after = (table.column("occurred_at")[-1].value, table.column("event_id")[-1].as_py())  # epoch ms
