@@ -14,7 +14,7 @@ an empty answer, a discarded answer, or a failed request (which already slept
 Fetch: ``min_wait`` after records last arrived, doubling with every empty
 answer up to ``max_wait``. A record that a producer of this process writes to
 a topic ends the sleeps of that topic's fetches and starts their waits again
-from ``min_wait`` (the producer's acknowledgement calls :func:`wake`), so a
+from ``min_wait`` (the producer's acknowledgement wakes them), so a
 hop inside one process is faster than a fixed wait while an idle process
 fetches ``1/max_wait`` times a second per consumer. Records from other
 processes arrive at most ``max_wait`` later.
@@ -103,11 +103,6 @@ _original_fetch: _ProcFetch | None = None
 _original_send: _Send | None = None
 
 
-def wake(topic: str) -> None:
-    """Records were produced to ``topic``: this process's idle consumers of it fetch now."""
-    _sleepers.wake(topic)
-
-
 def _throttled(original: _ProcFetch, min_wait: float, max_wait: float) -> _ProcFetch:
     # per Fetcher: (the wake-up generation of its topics it last saw, its next wait)
     waits: weakref.WeakKeyDictionary[Fetcher, tuple[int, float]] = weakref.WeakKeyDictionary()
@@ -141,8 +136,6 @@ def _throttled(original: _ProcFetch, min_wait: float, max_wait: float) -> _ProcF
             return False
         return False
 
-    _proc_fetch_request.min_wait = min_wait  # type: ignore[attr-defined]
-    _proc_fetch_request.max_wait = max_wait  # type: ignore[attr-defined]
     return _proc_fetch_request
 
 
