@@ -10,17 +10,14 @@ signature of the RFC 8785 JSON of every other member.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 import urllib.parse
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from schemas.checkpoints import head_leaf, public_key_text
+from schemas.checkpoints import head_leaf, public_key_text, sign, verify_signature
 from schemas.jcs import canonicalize
 from schemas.merkle import merkle_root
 from schemas.timefmt import format_ms
@@ -114,7 +111,7 @@ def manifest(org_id: str, day: dt.date, files: Mapping[str, Mapping[str, Any]], 
             "from": format_ms(start), "to": format_ms(end), "files": {name: dict(files[name]) for name in DATA_FILES},
             "chains": {"traces": dict(traces), "audit": dict(audit) if audit is not None else None},
             "created_at": created_at, "public_key": public_key_text(key)}
-    return body | {"signature": base64.b64encode(key.sign(signed_bytes(body))).decode("ascii")}
+    return body | {"signature": sign(key, signed_bytes(body))}
 
 
 def signed_bytes(document: Mapping[str, Any]) -> bytes:
@@ -124,9 +121,4 @@ def signed_bytes(document: Mapping[str, Any]) -> bytes:
 
 def signature_valid(document: Mapping[str, Any], key: Ed25519PublicKey) -> bool:
     """Whether ``document["signature"]`` is ``key``'s signature of ``signed_bytes(document)``."""
-    try:
-        signature = base64.b64decode(document["signature"], validate=True)
-        key.verify(signature, signed_bytes(document))
-    except (KeyError, TypeError, ValueError, binascii.Error, InvalidSignature):
-        return False
-    return True
+    return verify_signature(key, signed_bytes(document), document.get("signature"))

@@ -118,7 +118,8 @@ def main(file: str, public_key: str) -> int:
     except (OSError, ValueError) as exc:
         print(f"cannot read {file}: {exc}")
         return 1
-    if is_manifest(document):
+    dump = is_manifest(document)
+    if dump:
         report = verify_dump(file, document, read_public_key(public_key))
     else:
         report = verify_export(document, read_public_key(public_key))
@@ -126,6 +127,6 @@ def main(file: str, public_key: str) -> int:
         print(f"ok: {note}")
     for problem in report.problems:
         print(f"FAILED: {problem}")
-    what = "dump" if is_manifest(document) else "export"
+    what = "dump" if dump else "export"
     print(f"{what} verified" if report.ok else f"{what} NOT verified")
     return 0 if report.ok else 1
