@@ -558,12 +558,13 @@ def _paths() -> dict[str, dict[str, Schema]]:
             "Events, oldest first (seed 000, with seed 001's filters)", "traces:read",
             {200: _ok(_ref("EventPage")), 400: _error(400)}, gateway_params, tag="gateway")},
         "/v1/traces/export": {"get": _operation(
-            "Export a page of events as JSONL, CSV, OpenAI fine-tuning JSONL or JSON, streamed (seed 001)",
+            "Export a page of events as JSONL, CSV, OpenAI fine-tuning JSONL, JSON or Parquet, streamed (seed 001)",
             "traces:read", {
                 200: {"description": "The page, streamed. jsonl: one event document per line, then "
                                      '`{"_export_meta": {"next_cursor", "has_more", "count", "limit"}}`; csv: a '
                                      "header row, then one row per event; openai: `{\"messages\": [...], "
-                                     "\"tools\"?: [...]}` per generation; json: an array of event documents",
+                                     "\"tools\"?: [...]}` per generation; json: an array of event documents; "
+                                     "parquet: the stored columns and chain links, a row group per 1,000 events",
                       "headers": {"X-Next-Cursor": {"description": "`cursor` of the next page; absent on the last",
                                                     "schema": {"type": "string"}},
                                   "Content-Disposition": {"description": 'attachment; filename="traces-export.…"',
@@ -571,14 +572,17 @@ def _paths() -> dict[str, dict[str, Schema]]:
                       "content": {"application/x-ndjson": {"schema": {"type": "string"}},
                                   "text/csv": {"schema": {"type": "string"}},
                                   "application/json": {"schema": {"type": "array",
-                                                                  "items": _ref("Event")}}}},
+                                                                  "items": _ref("Event")}},
+                                  "application/vnd.apache.parquet": {"schema": {"type": "string",
+                                                                                "format": "binary"}}}},
                 400: _long_request_line(_error(400, "A parameter is invalid (named in `details.field`), or the "
                                                     f"`{trace_export.APP_ID_HEADER}` header was sent (not "
                                                     "supported yet)"))},
             export_params, tag="gateway",
             description="The event list's filters; without `startDate` the window is the last 30 days, without "
                         "`endDate` it ends now. `lightweight` leaves out `input`, `output` and `messages` (the "
-                        "seed's Input, Output, OutputObject and ToolCalls). Pages follow `next_cursor`.")},
+                        "seed's Input, Output, OutputObject and ToolCalls). Pages follow `next_cursor`; a walk is a "
+                        "snapshot: it holds the events stored when its first page was read, each once.")},
         "/v1/traces/{trace_id}": {"get": _operation(
             "One trace's events in time order", "traces:read",
             {200: _ok(_ref("TraceEvents")), 400: _error(400), 404: _error(404)},

@@ -110,7 +110,11 @@ def key_cursor(raw: str | None, name: str = "cursor") -> tuple[int, str] | None:
     """The (time in ms, id) keyset position inside a cursor, None when there is none."""
     if raw is None:
         return None
-    key = decode_cursor(raw, name)
+    return keyset_position(decode_cursor(raw, name), name)
+
+
+def keyset_position(key: Any, name: str = "cursor") -> tuple[int, str]:
+    """A decoded cursor's (time in ms, id) keyset position, checked; 400 naming ``name`` when it is not one."""
     if not (isinstance(key, list) and len(key) == 2 and type(key[0]) is int and isinstance(key[1], str)
             and 0 < len(key[1]) <= MAX_ID_LEN and is_utf8(key[1])):
         raise bad_param(name, "not a cursor returned by this API")

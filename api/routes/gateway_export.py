@@ -1,6 +1,6 @@
 """Seed 001's trace export (AgentMark): ``GET /v1/traces/export``, one page of events of the event
 list's filters as JSONL (the seed's default, ending with an ``_export_meta`` line), CSV, OpenAI chat
-fine-tuning JSONL, or a JSON array, streamed.
+fine-tuning JSONL, a JSON array or Parquet, streamed.
 
 A page is decided before its first byte: the keys of its (at most ``limit``) events are read first,
 so ``next_cursor`` can travel in the ``X-Next-Cursor`` header of every format too; then the events'
@@ -14,6 +14,7 @@ import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
+import pyarrow as pa
 from aiohttp import web
 
 from api.context import EVENT_EXPORTS, caller_org
@@ -21,14 +22,15 @@ from api.errors import bad_param
 from api.exports.csv_text import csv_lines
 from api.exports.fine_tuning import chat_example
 from api.exports.json_text import compact_json, json_array
+from api.exports.parquet_stream import parquet_pieces
 from api.exports.streaming import stream
-from api.params import bool_param, encode_cursor, enum_param, int_param, key_cursor, reject_unknown
+from api.params import bool_param, decode_cursor, encode_cursor, enum_param, int_param, keyset_position, reject_unknown
 from api.routes.gateway import AGENTMARK_PARAMS, event_filter
 from schemas.registry import record_fields
 from schemas.timefmt import check_query_ms, now_ms, parse_ms
 from sinks.repositories.events import EventFilter
 
-FORMATS = ("jsonl", "csv", "openai", "json")
+FORMATS = ("jsonl", "csv", "openai", "json", "parquet")
 DEFAULT_LIMIT, MAX_LIMIT = 500, 2000
 #: Events read per ClickHouse query (chdb buffers a whole result before its first row).
 CHUNK_ROWS = 1000
@@ -45,33 +47,57 @@ JSON_CELLS = frozenset(f["name"] for f in record_fields("TraceEvent")
                                                                     else [f["type"]])))
 APP_ID_HEADER = "X-Agentmark-App-Id"
 CONTENT_TYPES = {"jsonl": "application/x-ndjson", "openai": "application/x-ndjson",
-                 "csv": "text/csv; charset=utf-8", "json": "application/json"}
+                 "csv": "text/csv; charset=utf-8", "json": "application/json",
+                 "parquet": "application/vnd.apache.parquet"}
 FILENAMES = {"jsonl": "traces-export.jsonl", "openai": "traces-export-openai.jsonl", "csv": "traces-export.csv",
-             "json": "traces-export.json"}
+             "json": "traces-export.json", "parquet": "traces-export.parquet"}
 
 
-def export_position(query: Mapping[str, str]) -> tuple[tuple[int, str] | None, int | None]:
-    """``cursor``: a ``next_cursor`` of this API (a keyset position), or an ISO 8601 time (the seed's
-    date-time cursor: the events after that instant)."""
+@dataclasses.dataclass(frozen=True)
+class ExportPosition:
+    """Where a page of a walk starts: after the keyset position ``after`` (a ``next_cursor``) or
+    after the instant ``after_ms`` (the seed's date-time cursor), in the walk's snapshot: the events
+    stored at or before ``as_of_ms``."""
+
+    as_of_ms: int
+    after: tuple[int, str] | None = None
+    after_ms: int | None = None
+
+
+def export_position(query: Mapping[str, str]) -> ExportPosition:
+    """``cursor``: a ``next_cursor`` of this API (a keyset position and the walk's snapshot instant),
+    or an ISO 8601 time (the seed's date-time cursor: the events after that instant, in a snapshot
+    taken now). No cursor starts a walk with a snapshot taken now."""
     raw = query.get("cursor")
     if raw is None:
-        return None, None
+        return ExportPosition(now_ms())
     try:
         at = parse_ms(raw)
     except ValueError:
-        return key_cursor(raw), None
+        pass
+    else:
+        try:
+            return ExportPosition(now_ms(), after_ms=check_query_ms(at))
+        except ValueError as exc:
+            raise bad_param("cursor", str(exc)) from None
+    key = decode_cursor(raw)
+    if not (isinstance(key, list) and len(key) == 3 and type(key[2]) is int):
+        raise bad_param("cursor", "not a cursor returned by this API")
+    after = keyset_position(key[:2])
     try:
-        return None, check_query_ms(at)
-    except ValueError as exc:
-        raise bad_param("cursor", str(exc)) from None
+        return ExportPosition(check_query_ms(key[2]), after=after)
+    except ValueError:
+        raise bad_param("cursor", "not a cursor returned by this API") from None
 
 
-def export_filter(query: Mapping[str, str], fmt: str, after_ms: int | None) -> EventFilter:
-    """The event list's filters; the window defaults to the last 30 days up to now, and ``openai``
-    exports generations only."""
+def export_filter(query: Mapping[str, str], fmt: str, position: ExportPosition) -> EventFilter:
+    """The event list's filters in the walk's snapshot; the window defaults to the last 30 days up
+    to the snapshot's instant, and ``openai`` exports generations only."""
     flt = event_filter(query, default_window=True)
+    flt = dataclasses.replace(flt, stored_until_ms=position.as_of_ms)
     if flt.until_ms is None:
-        flt = dataclasses.replace(flt, until_ms=now_ms())
+        flt = dataclasses.replace(flt, until_ms=position.as_of_ms)
+    after_ms = position.after_ms
     if after_ms is not None and (flt.since_ms is None or flt.since_ms <= after_ms):
         flt = dataclasses.replace(flt, since_ms=after_ms + 1)
     if fmt == "openai":
@@ -107,11 +133,11 @@ async def export_traces(request: web.Request) -> web.StreamResponse:
     lightweight = bool_param(q, "lightweight")
     if lightweight and fmt == "openai":
         raise bad_param("lightweight", "format=openai writes the conversations that lightweight leaves out")
-    after, after_ms = export_position(q)
-    flt = export_filter(q, fmt, after_ms)
+    position = export_position(q)
+    flt = export_filter(q, fmt, position)
     exports = request.app[EVENT_EXPORTS]
-    keys = await exports.keys(org_id, flt, limit + 1, after)
-    next_cursor = encode_cursor(list(keys[limit - 1])) if len(keys) > limit else None
+    keys = await exports.keys(org_id, flt, limit + 1, position.after)
+    next_cursor = encode_cursor([*keys[limit - 1], position.as_of_ms]) if len(keys) > limit else None
     keys = keys[:limit]
 
     async def chunks() -> AsyncIterator[list[str]]:
@@ -145,7 +171,13 @@ async def export_traces(request: web.Request) -> web.StreamResponse:
             examples = (chat_example(json.loads(d)) for d in docs)
             yield "".join(compact_json(e) + "\n" for e in examples if e is not None).encode()
 
-    pieces = {"jsonl": jsonl, "json": array, "csv": csv_text, "openai": openai}[fmt]()
+    async def tables() -> AsyncIterator[pa.Table]:
+        for start in range(0, max(len(keys), 1), CHUNK_ROWS):  # one table at least: the columns
+            table = await exports.stored_columns(org_id, flt, keys[start:start + CHUNK_ROWS])
+            yield table.drop_columns(list(HEAVY_FIELDS)) if lightweight else table
+
+    pieces = {"jsonl": jsonl, "json": array, "csv": csv_text, "openai": openai,
+              "parquet": lambda: parquet_pieces(tables())}[fmt]()
     headers = {"Content-Disposition": f'attachment; filename="{FILENAMES[fmt]}"'}
     if next_cursor is not None:
         headers["X-Next-Cursor"] = next_cursor

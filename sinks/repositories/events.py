@@ -31,6 +31,7 @@ class EventFilter:
     user_id: str | None = None
     tag: str | None = None
     metadata: tuple[str, str] | None = None  # (key, value)
+    stored_until_ms: int | None = None  # stored (``ingested_at``) at or before this instant: a snapshot
 
     def conditions(self) -> tuple[list[str], dict[str, Any]]:
         """SQL conditions on the events table and their parameters."""
@@ -68,6 +69,8 @@ class EventFilter:
         if self.metadata is not None:
             add("mapContains(metadata, {mkey:String}) AND metadata[{mkey:String}] = {mvalue:String}",
                 mkey=self.metadata[0], mvalue=self.metadata[1])
+        if self.stored_until_ms is not None:
+            add("ingested_at <= {stored:DateTime64(3, 'UTC')}", stored=ms_datetime(self.stored_until_ms))
         return where, params
 
 
@@ -91,6 +94,20 @@ def _filtered(org_id: str, flt: EventFilter, after: tuple[int, str] | None) -> t
         condition, values = after_key(after)
         where.append(condition)
         params |= values
+    return " AND ".join(where), params
+
+
+def _between(org_id: str, flt: EventFilter, keys: Sequence[tuple[int, str]]) -> tuple[str, dict[str, Any]]:
+    """The org's events meeting ``flt`` from the first keyset position of ``keys`` to the last, both
+    included: SQL and parameters."""
+    conditions, params = flt.conditions()
+    (lo_ms, lo_id), (hi_ms, hi_id) = keys[0], keys[-1]
+    where = ["org_id = {org:String}", *conditions,
+             "occurred_at >= {lo_ts:DateTime64(3, 'UTC')} AND occurred_at <= {hi_ts:DateTime64(3, 'UTC')}",
+             "(occurred_at, event_id) >= ({lo_ts:DateTime64(3, 'UTC')}, {lo_id:String})",
+             "(occurred_at, event_id) <= ({hi_ts:DateTime64(3, 'UTC')}, {hi_id:String})"]
+    params |= {"org": org_id, "lo_ts": ms_datetime(lo_ms), "lo_id": lo_id, "hi_ts": ms_datetime(hi_ms),
+               "hi_id": hi_id}
     return " AND ".join(where), params
 
 
@@ -143,16 +160,19 @@ _SIEM_SELECT = ("SELECT event_id, trace_id, agent_id, type AS event_type, actor_
                 "occurred_at, policy_version, if(seq = 0, NULL, concat('sha256:', lower(hex(hash)))) AS integrity_hash")
 
 
-#: The stored columns of an event a dump holds (every column of ``events`` but the sink's source
-#: position and ``_doc``), its chain link with the digests in hex, and ``_line``: the event's JSON
-#: document (``_doc``, as the read API returns it) with the link's four members appended.
-_DUMP_SELECT = (
-    "SELECT org_id, occurred_at, event_id, trace_id, parent_id, class, type, name, end_time, status, model, "
+#: The stored columns of an event that a dump and a Parquet export hold: every column of ``events``
+#: but the sink's source position and ``_doc``, and its chain link with the digests in hex. A dump
+#: adds ``_line``: the event's JSON document (``_doc``, as the read API returns it) with the link's
+#: four members appended.
+_STORED_COLUMNS = (
+    "org_id, occurred_at, event_id, trace_id, parent_id, class, type, name, end_time, status, model, "
     "model_config, user_id, session_id, agent_id, agent_name, actor_type, actor_name, prompt_name, description, "
     "outcome, input, output, messages, tools, tool_choice, input_tokens, output_tokens, total_tokens, cost, "
     "cost_currency, scores, tags, metadata, policy_version, approval_request_id, authority_model, "
     "requested_operation, target_integration, resource_scope, data_classification, policy_rule_id, "
-    "parent_trace_id, ingested_at, seq, lower(hex(prev_hash)) AS prev_hash, lower(hex(hash)) AS hash, hash_version, "
+    "parent_trace_id, ingested_at, seq, lower(hex(prev_hash)) AS prev_hash, lower(hex(hash)) AS hash, hash_version")
+_DUMP_SELECT = (
+    f"SELECT {_STORED_COLUMNS}, "
     # prev_hash and hash below are the aliases above (ClickHouse substitutes them): hex already
     "concat(substring(_doc, 1, length(_doc) - 1), ',\"seq\":', toString(seq), ',\"prev_hash\":\"', prev_hash, "
     "'\",\"hash\":\"', hash, '\",\"hash_version\":', toString(hash_version), '}') AS _line")
@@ -242,19 +262,25 @@ class EventExports:
         any stored since ``keys()`` read them."""
         if not keys:
             return []
-        conditions, params = flt.conditions()
-        (lo_ms, lo_id), (hi_ms, hi_id) = keys[0], keys[-1]
-        where = ["org_id = {org:String}", *conditions,
-                 "occurred_at >= {lo_ts:DateTime64(3, 'UTC')} AND occurred_at <= {hi_ts:DateTime64(3, 'UTC')}",
-                 "(occurred_at, event_id) >= ({lo_ts:DateTime64(3, 'UTC')}, {lo_id:String})",
-                 "(occurred_at, event_id) <= ({hi_ts:DateTime64(3, 'UTC')}, {hi_id:String})"]
-        params |= {"org": org_id, "lo_ts": ms_datetime(lo_ms), "lo_id": lo_id, "hi_ts": ms_datetime(hi_ms),
-                   "hi_id": hi_id}
-        sql = (f"SELECT occurred_at, event_id, _doc FROM {self.table} WHERE {' AND '.join(where)} "
+        where, params = _between(org_id, flt, keys)
+        sql = (f"SELECT occurred_at, event_id, _doc FROM {self.table} WHERE {where} "
                "ORDER BY occurred_at, event_id LIMIT 1 BY occurred_at, event_id")
         wanted = set(keys)
         return [doc for ts, event_id, doc in (await self.ch.query(sql, params)).rows
                 if (datetime_ms(ts), event_id) in wanted]
+
+    async def stored_columns(self, org_id: str, flt: EventFilter, keys: Sequence[tuple[int, str]]) -> pa.Table:
+        """The events ``keys`` (as ``documents``) as one Arrow table of ``_STORED_COLUMNS``, in that
+        order, each once: ClickHouse's own Arrow output (timestamps as timestamp[ms, UTC], maps as maps)."""
+        where, params = _between(org_id, flt, keys) if keys else ("0", {})
+        body = await self.ch.raw_query(
+            f"SELECT {_STORED_COLUMNS} FROM {self.table} WHERE {where} ORDER BY occurred_at, event_id "
+            "LIMIT 1 BY occurred_at, event_id", params, fmt="Arrow")
+        table = pyarrow.ipc.open_file(pa.BufferReader(body)).read_all()
+        wanted = set(keys)
+        found = zip(table.column("occurred_at").cast(pa.int64()).to_pylist(), table.column("event_id").to_pylist(),
+                    strict=True)
+        return table.filter(pa.array([key in wanted for key in found], pa.bool_()))
 
     async def dump_chunks(self, org_id: str, since_ms: int, until_ms: int, *,
                           chunk_rows: int = DUMP_CHUNK_ROWS) -> AsyncIterator[pa.Table]:

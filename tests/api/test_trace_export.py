@@ -12,10 +12,12 @@ import json
 import time
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestClient
 
+from api.params import decode_cursor
 from api.routes import gateway_export
 from api.routes.gateway_export import EVENT_FIELDS
 from schemas.timefmt import format_ms
@@ -38,6 +40,17 @@ async def raw(client: TestClient, key: str | None, headers: dict[str, str] | Non
     auth = {"Authorization": f"Bearer {key}"} if key else {}
     async with client.get(PATH, params={k: str(v) for k, v in params.items()}, headers=auth | (headers or {})) as r:
         return r.status, dict(r.headers), await r.text()
+
+
+async def raw_bytes(client: TestClient, key: str, **params: Any) -> tuple[int, dict[str, str], bytes]:
+    async with client.get(PATH, params={k: str(v) for k, v in params.items()},
+                          headers={"Authorization": f"Bearer {key}"}) as r:
+        return r.status, dict(r.headers), await r.read()
+
+
+def position(cursor: str) -> list[Any]:
+    """The keyset position inside a ``next_cursor`` (the walk's snapshot instant left out)."""
+    return decode_cursor(cursor)[:2]
 
 
 def jsonl(text: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -133,7 +146,8 @@ async def test_json_is_an_array_of_the_same_documents_with_the_cursor_in_a_heade
     status, headers, text = await raw(client, data["key"], format="json", limit=3, **data["window"])
     assert json.loads(text) == data["listed"][:3]
     _, _, page = await raw(client, data["key"], limit=3, **data["window"])
-    assert headers["X-Next-Cursor"] == jsonl(page)[1]["next_cursor"]
+    # the same position; each walk has its own snapshot instant
+    assert position(headers["X-Next-Cursor"]) == position(jsonl(page)[1]["next_cursor"])
 
 
 async def test_csv_has_a_header_row_and_each_field_of_each_event(client, data):
@@ -243,6 +257,69 @@ async def test_following_next_cursor_returns_every_event_once_in_order(client, d
         assert seen == want and pages == 6  # 16 events, 3 a page
 
 
+async def test_parquet_holds_the_stored_columns_of_the_same_events(client, data, monkeypatch):
+    monkeypatch.setattr(gateway_export, "CHUNK_ROWS", 5)  # a row group per chunk: 16 events in four
+    status, headers, body = await raw_bytes(client, data["key"], format="parquet", **data["window"])
+    assert status == 200 and headers["Content-Type"] == "application/vnd.apache.parquet"
+    assert headers["Content-Disposition"] == 'attachment; filename="traces-export.parquet"'
+    parquet = pq.ParquetFile(io.BytesIO(body))
+    assert parquet.metadata.num_row_groups == 4
+    rows = parquet.read().to_pylist()
+    listed = data["listed"]
+    assert [r["event_id"] for r in rows] == [e["event_id"] for e in listed]
+    for row, event in zip(rows, listed, strict=True):
+        assert row["org_id"] == data["org"] and len(row["hash"]) == 64 and row["seq"] >= 1
+        assert format_ms(int(row["occurred_at"].timestamp() * 1000)) == event["occurred_at"]
+        for field in ("trace_id", "type", "name", "status", "model", "user_id", "cost", "input_tokens"):
+            assert row[field] == event.get(field), field
+        assert dict(row["scores"] or []) == (event.get("scores") or {})
+        assert dict(row["metadata"] or []) == (event.get("metadata") or {})
+        assert row["tags"] == (event.get("tags") or [])
+        for field in JSON_FIELDS:  # JSON text, as stored
+            assert (None if row[field] is None else json.loads(row[field])) == event.get(field), field
+    _, _, light_body = await raw_bytes(client, data["key"], format="parquet", lightweight="true", **data["window"])
+    light = pq.read_table(io.BytesIO(light_body))
+    assert {"input", "output", "messages"}.isdisjoint(light.column_names) and "tools" in light.column_names
+    assert light.column("event_id").to_pylist() == [e["event_id"] for e in listed]
+    _, _, empty = await raw_bytes(client, data["key"], format="parquet", startDate=format_ms(T0 + 86_400_000))
+    assert pq.read_table(io.BytesIO(empty)).num_rows == 0
+
+
+async def test_a_walk_returns_the_events_stored_when_it_began_each_once_while_ingest_goes_on(
+        api, client, pipeline):
+    """Events stored during the walk, ahead of its position or behind it, are not in it: a walk is a
+    snapshot, so it neither misses nor repeats any event it began with, and it ends."""
+    key = await api.org_key(uid("org"))
+    trace, late = uid("walked"), uid("late")
+    first = [{"event_id": f"{trace}-{i:02d}", "trace_id": trace, "type": "SPAN",
+              "occurred_at": format_ms(T0 + (i // 3) * 1000)} for i in range(14)]
+    assert (await api.post("/v1/events", key, first))[0] == 202
+    await pipeline.flush()
+    window = {"startDate": format_ms(T0 - 86_400_000), "endDate": format_ms(T0 + 86_400_000)}
+    seen: list[str] = []
+    cursor, round_ = None, 0
+    while True:
+        params = window | {"limit": 3} | ({"cursor": cursor} if cursor else {})
+        status, headers, text = await raw(client, key, **params)
+        assert status == 200, text
+        seen += [e["event_id"] for e in jsonl(text)[0]]
+        # between pages: an event before every position, one inside the walk's range, one after it
+        newcomers = [{"event_id": f"{late}-{round_}-{i}", "trace_id": late, "type": "SPAN",
+                      "occurred_at": format_ms(T0 + offset)} for i, offset in enumerate((-500, 2500, 30_000))]
+        assert (await api.post("/v1/events", key, newcomers))[0] == 202
+        await pipeline.flush()
+        round_ += 1
+        cursor = headers.get("X-Next-Cursor")
+        if cursor is None:
+            break
+        assert round_ < 20
+    assert seen == [e["event_id"] for e in first] and round_ == 5
+    # a new walk holds them all, once each
+    status, _, text = await raw(client, key, **window)
+    now_listed = [e["event_id"] for e in jsonl(text)[0]]
+    assert len(now_listed) == len(set(now_listed)) == len(first) + 3 * round_
+
+
 async def test_a_date_time_cursor_starts_after_that_instant(client, data):
     _, _, text = await raw(client, data["key"], cursor=format_ms(T0 + 2000), **data["window"])
     events, _ = jsonl(text)
@@ -297,7 +374,7 @@ async def test_export_is_matched_before_trace_ids(client, api, data):
 
 
 @pytest.mark.parametrize(("params", "field"), [
-    ({"format": "xml"}, "format"), ({"format": "parquet"}, "format"), ({"limit": "0"}, "limit"),
+    ({"format": "xml"}, "format"), ({"format": "PARQUET"}, "format"), ({"limit": "0"}, "limit"),
     ({"limit": "2001"}, "limit"), ({"limit": "ten"}, "limit"), ({"lightweight": "yes"}, "lightweight"),
     ({"format": "openai", "lightweight": "true"}, "lightweight"), ({"format": "openai", "type": "SPAN"}, "type"),
     ({"startDate": "yesterday"}, "startDate"), ({"endDate": "2026-13-01"}, "endDate"),
