@@ -10,6 +10,7 @@ client sees a truncated response at once instead of waiting for more.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping
@@ -42,3 +43,30 @@ async def stream(request: web.Request, pieces: AsyncIterator[bytes], content_typ
             await pieces.aclose()  # type: ignore[attr-defined]
     await response.write_eof()
     return response
+
+
+class ReadAhead:
+    """``pieces`` with the first one read at once, while the handler goes on (counting the rows for a
+    header, say): the first byte then waits for the slower of the two, not for both in turn."""
+
+    def __init__(self, pieces: AsyncIterator[bytes]) -> None:
+        self._pieces = pieces
+        self._first: asyncio.Future[bytes] | None = asyncio.ensure_future(anext(pieces, b""))
+
+    def __aiter__(self) -> ReadAhead:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._first is not None:
+            first, self._first = self._first, None
+            return await first
+        return await anext(self._pieces)
+
+    async def aclose(self) -> None:
+        """Stop reading: the first piece's read is cancelled if it is still under way."""
+        if self._first is not None:
+            self._first.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._first
+            self._first = None
+        await self._pieces.aclose()  # type: ignore[attr-defined]

@@ -201,27 +201,22 @@ class EventExports:
         return where, params
 
     async def count(self, org_id: str, since_ms: int, until_ms: int) -> int:
-        """Distinct events of the org that occurred in [since, until]."""
+        """Distinct events (by key) of the org that occurred in [since, until]."""
         where, params = self._range(org_id, since_ms, until_ms)
-        rows = await self.ch.query(f"SELECT uniqExact(event_id) FROM {self.table} WHERE {where}", params)
+        rows = await self.ch.query(f"SELECT count() FROM {self.table} FINAL WHERE {where}", params)
         return int(rows.rows[0][0])
 
     async def siem_formatted(self, org_id: str, since_ms: int, until_ms: int, fmt: str, limit: int,
                              after: tuple[int, str] | None) -> tuple[bytes, tuple[int, str] | None]:
         """Up to ``limit`` events of [since, until] after the key ``after`` (as ``siem_chunk``), written by
         ClickHouse in ``fmt`` (``CSV``: the SIEM columns with formulas neutralised; ``JSONEachRow``:
-        one object per line); and the key to go on after, None when no event follows."""
+        one object per line); and the key to go on after, None when no event follows.
+
+        Two queries: the chunk's last key (the ``limit``-th row, a key stored twice counted twice), then
+        the rows up to it, each key once (``FINAL`` merges the rows of a key that a resend stored twice;
+        cheaper than ``LIMIT 1 BY``, measured 2026-12-05). Bounding the second query by the first lets
+        it read only its chunk: without the bound, ClickHouse sorts every row after ``after``."""
         where, params = self._range(org_id, since_ms, until_ms, after)
-        last = await self.ch.query(f"SELECT occurred_at, event_id FROM {self.table} WHERE {where} "
-                                   "ORDER BY occurred_at, event_id LIMIT 1 BY occurred_at, event_id "
-                                   "LIMIT 1 OFFSET {skip:UInt32}", params | {"skip": limit - 1})
-        upto = ""
-        next_key = None
-        if last.rows:
-            next_key = (datetime_ms(last.rows[0][0]), last.rows[0][1])
-            upto = (" AND (occurred_at, event_id) <= ({l_ts:DateTime64(3, 'UTC')}, {l_id:String})"
-                    " AND occurred_at <= {l_ts:DateTime64(3, 'UTC')}")
-            params |= {"l_ts": last.rows[0][0], "l_id": last.rows[0][1]}
         text = fmt == "CSV"
         columns = ", ".join([
             *(f"{neutral(c) if text else c} AS {c}" for c in ("event_id", "trace_id", "agent_id")),
@@ -229,9 +224,20 @@ class EventExports:
             *(f"{neutral(c) if text else c} AS {c}" for c in ("actor_type", "actor_name", "description", "status")),
             f"{iso_ms('occurred_at')} AS timestamp", "policy_version",
             "if(seq = 0, NULL, concat('sha256:', lower(hex(hash)))) AS integrity_hash"])
-        body = await self.ch.raw_query(
-            f"SELECT {columns} FROM {self.table} WHERE {where}{upto} ORDER BY occurred_at, event_id "
-            "LIMIT 1 BY occurred_at, event_id", params, fmt=fmt, settings=FORMAT_SETTINGS)
+        select = f"SELECT {columns} FROM {self.table} FINAL WHERE {where}"
+        # the limit-th row, duplicates included: a chunk holds at most ``limit`` events
+        last = await self.ch.query(f"SELECT occurred_at, event_id FROM {self.table} WHERE {where} "
+                                   "ORDER BY occurred_at, event_id LIMIT 1 OFFSET {skip:UInt32}",
+                                   params | {"skip": limit - 1})
+        upto = ""
+        next_key = None
+        if last.rows:
+            next_key = (datetime_ms(last.rows[0][0]), last.rows[0][1])
+            upto = (" AND (occurred_at, event_id) <= ({l_ts:DateTime64(3, 'UTC')}, {l_id:String})"
+                    " AND occurred_at <= {l_ts:DateTime64(3, 'UTC')}")
+            params |= {"l_ts": last.rows[0][0], "l_id": last.rows[0][1]}
+        body = await self.ch.raw_query(f"{select}{upto} ORDER BY occurred_at, event_id", params, fmt=fmt,
+                                       settings=FORMAT_SETTINGS)
         return body, next_key
 
     async def siem_chunk(self, org_id: str, since_ms: int, until_ms: int, limit: int,

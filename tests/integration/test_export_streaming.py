@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from api.exports.streaming import stream
+from api.exports.streaming import ReadAhead, stream
 
 pytestmark = pytest.mark.asyncio
 
@@ -56,3 +56,37 @@ async def test_a_failure_after_the_first_byte_ends_the_response_at_once():
         assert response.status == 200
         with pytest.raises(aiohttp.ClientPayloadError):
             await asyncio.wait_for(response.read(), 10)  # truncated, not a wait for the client's timeout
+
+
+async def test_read_ahead_reads_the_first_piece_at_once_and_close_cancels_it():
+    started, cancelled, release = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def pieces() -> AsyncIterator[bytes]:
+        started.set()
+        try:
+            await release.wait()  # a slow first query
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        yield b"first"
+        yield b"second"
+
+    ahead = ReadAhead(pieces())
+    await asyncio.wait_for(started.wait(), 5)  # reading before anyone iterates
+    release.set()
+    assert [piece async for piece in ahead] == [b"first", b"second"]
+
+    release.clear()
+    started.clear()
+    ahead = ReadAhead(pieces())
+    await asyncio.wait_for(started.wait(), 5)
+    await ahead.aclose()  # the handler gave up (a 413, an error): the first read is cancelled
+    assert cancelled.is_set()
+
+
+async def test_read_ahead_of_nothing_is_empty():
+    async def pieces() -> AsyncIterator[bytes]:
+        return
+        yield b""  # an async generator that yields nothing
+
+    assert [piece async for piece in ReadAhead(pieces()) if piece] == []
