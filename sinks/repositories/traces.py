@@ -332,54 +332,61 @@ _DECIDED = f"type IN {tuple(_DECISIONS)}"
 
 class TraceExports:
     """Seed 003's bulk trace CSV written by ClickHouse, chunk by chunk, newest first: each chunk one
-    query over the traces read model (merged per trace) and the org's approval and policy events."""
+    query over the traces read model (merged per trace by ``FINAL``) and the org's approval and
+    policy events."""
 
     def __init__(self, traces: TraceRepository) -> None:
         self.traces, self.ch = traces, traces.ch
         self.events = f"{traces.ch.database}.events"
 
+    def _merged(self, org_id: str, query: TraceQuery, after: tuple[int, str] | None,
+                columns: str) -> tuple[str, dict[str, Any]]:
+        """SQL of the traces meeting ``query`` strictly older than ``after``, one merged row each
+        (``FINAL`` merges a trace's partial rows as the table's functions do), with ``columns``.
+        On a merged row a filter's per-row ``candidate`` condition is exact."""
+        within, params = self.traces._where(org_id, query, after, candidates=False)
+        merged = f"SELECT {columns} FROM {self.traces.table} FINAL WHERE {within}"
+        if query.filters:
+            merged = f"SELECT * FROM ({merged}) WHERE {' AND '.join(f.candidate for f in query.filters)}"
+        return merged, params
+
     async def csv_chunk(self, org_id: str, query: TraceQuery, limit: int,
                         after: tuple[int, str] | None) -> tuple[bytes, tuple[int, str] | None]:
         """Up to ``limit`` traces meeting ``query``, strictly older than the key ``after``, as CSV rows
         of the 17 columns (no header); and the key to go on after, None when no trace follows."""
-        table = self.traces.table
-        within, params = self.traces._where(org_id, query, after, candidates=False)
-        candidates, _ = self.traces._where(org_id, query, after, candidates=True)
-        having = self.traces._having(query)
-        keys = (f"SELECT started_at, trace_id FROM {table} WHERE {within} AND (started_at, trace_id) IN "
-                f"(SELECT started_at, trace_id FROM {table} WHERE {candidates}) GROUP BY started_at, trace_id "
-                f"{having}")
-        last = await self.ch.query(f"{keys} {_NEWEST_FIRST} LIMIT 1 OFFSET {{skip:UInt32}}",
-                                   params | {"skip": limit - 1})
+        merged_columns = ", ".join(["started_at", "trace_id", "final_outcome", "completed_at", "has_approval",
+                                    *(c for _, c in (*_CSV_FIRST, ("", "policy_rule_id")))])
+        if query.filters:  # the limit-th trace that meets them
+            keys, params = self._merged(org_id, query, after, merged_columns)
+        else:  # the limit-th partial row: a chunk holds at most ``limit`` traces
+            within, params = self.traces._where(org_id, query, after, candidates=False)
+            keys = f"SELECT started_at, trace_id FROM {self.traces.table} WHERE {within}"
+        last = await self.ch.query(f"SELECT started_at, trace_id FROM ({keys}) {_NEWEST_FIRST} "
+                                   "LIMIT 1 OFFSET {skip:UInt32}", params | {"skip": limit - 1})
+        merged, params = self._merged(org_id, query, after, merged_columns)
         next_key = None
         if last.rows:
             next_key = (datetime_ms(last.rows[0][0]), last.rows[0][1])
-            bound = (" AND started_at >= {l_ts:DateTime64(3, 'UTC')}"
-                     " AND (started_at, trace_id) >= ({l_ts:DateTime64(3, 'UTC')}, {l_id:String})")
-            within, candidates = within + bound, candidates + bound
+            merged += (" AND started_at >= {l_ts:DateTime64(3, 'UTC')}"
+                       " AND (started_at, trace_id) >= ({l_ts:DateTime64(3, 'UTC')}, {l_id:String})")
             params |= {"l_ts": last.rows[0][0], "l_id": last.rows[0][1]}
-        firsts = ", ".join(f"max({column}) AS f_{column}" for _, column in (*_CSV_FIRST, ("", "policy_rule_id")))
 
         def first(column: str) -> str:
-            return f"if(f_{column}.1 = 0, NULL, {neutral(f'f_{column}.2')})"
+            return f"if({column}.1 = 0, NULL, {neutral(f'{column}.2')})"
 
-        merged = (f"SELECT started_at, trace_id, max(final_outcome) AS m_outcome, max(completed_at) AS m_completed, "
-                  f"max(has_approval) AS m_approval, {firsts} FROM {table} WHERE {within} AND (started_at, trace_id) "
-                  f"IN (SELECT started_at, trace_id FROM {table} WHERE {candidates}) "
-                  f"GROUP BY started_at, trace_id {having}")
         decisions = (f"SELECT trace_id, countIf({_DECIDED}) AS decisions, argMinIf(type, seq, {_DECIDED}) AS decision, "
                      f"argMinIf(actor_name, seq, {_DECIDED}) AS approver, "
                      f"argMinIf(occurred_at, seq, {_DECIDED}) AS decided_at, "
                      "countIf(policy_version IS NOT NULL) AS versions, "
                      "argMinIf(policy_version, seq, policy_version IS NOT NULL) AS first_version "
                      f"FROM {self.events} WHERE org_id = {{org:String}} AND ({_DECIDED} OR policy_version IS NOT NULL) "
-                     f"AND trace_id IN (SELECT trace_id FROM {table} WHERE {within}) GROUP BY trace_id")
+                     f"AND trace_id IN (SELECT trace_id FROM ({merged})) GROUP BY trace_id")
         columns = ", ".join([
             neutral("trace_id"), *(first(column) for _, column in _CSV_FIRST),
-            "ifNull(m_outcome, 'in_progress')", iso_ms("started_at"), iso_ms("m_completed"),
-            "if(isNull(m_completed), NULL, "
-            "toUnixTimestamp64Milli(assumeNotNull(m_completed)) - toUnixTimestamp64Milli(started_at))",
-            "if(m_approval, 'true', 'false')",
+            "ifNull(final_outcome, 'in_progress')", iso_ms("started_at"), iso_ms("completed_at"),
+            "if(isNull(completed_at), NULL, "
+            "toUnixTimestamp64Milli(assumeNotNull(completed_at)) - toUnixTimestamp64Milli(started_at))",
+            "if(has_approval, 'true', 'false')",
             f"if(decisions > 0 AND decision != 'approval_expired', {neutral('approver')}, NULL)",  # no approver
             f"if(decisions > 0, transform(decision, {_DECISIONS}, {list(APPROVAL_DECISIONS.values())}, ''), NULL)",
             f"if(decisions > 0, {iso_ms('decided_at')}, NULL)", first("policy_rule_id"),
