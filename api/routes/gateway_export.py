@@ -136,9 +136,9 @@ async def export_traces(request: web.Request) -> web.StreamResponse:
     position = export_position(q)
     flt = export_filter(q, fmt, position)
     exports = request.app[EVENT_EXPORTS]
-    keys = await exports.keys(org_id, flt, limit + 1, position.after)
-    next_cursor = encode_cursor([*keys[limit - 1], position.as_of_ms]) if len(keys) > limit else None
-    keys = keys[:limit]
+    keys, more = await exports.keys(org_id, flt, limit + 1, position.after)
+    more, keys = more or len(keys) > limit, keys[:limit]
+    next_cursor = encode_cursor([*keys[-1], position.as_of_ms]) if more and keys else None
 
     async def chunks() -> AsyncIterator[list[str]]:
         for start in range(0, len(keys), CHUNK_ROWS):

@@ -253,14 +253,23 @@ class EventExports:
         return rows
 
     async def keys(self, org_id: str, flt: EventFilter, limit: int,
-                   after: tuple[int, str] | None = None) -> list[tuple[int, str]]:
-        """The keys (occurred_at ms, event_id) of the first ``limit`` events matching ``flt`` strictly
-        after ``after``, in order, each once: what an export page holds, read before its documents."""
+                   after: tuple[int, str] | None = None) -> tuple[list[tuple[int, str]], bool]:
+        """The keys (occurred_at ms, event_id) of the events matching ``flt`` strictly after ``after``
+        among its first ``limit`` rows, in order, each once (a key stored twice and not merged yet
+        takes two of the rows), and whether all ``limit`` rows were found (more may follow): what an
+        export page holds, read before its documents. Without
+        ``LIMIT 1 BY`` ClickHouse reads the rows in key order and stops (10-13 ms against 25-35 ms
+        for 2,001 keys of 1M events, measured 2026-12-05)."""
         where, params = _filtered(org_id, flt, after)
         sql = (f"SELECT occurred_at, event_id FROM {self.table} WHERE {where} "
-               "ORDER BY occurred_at, event_id LIMIT 1 BY occurred_at, event_id LIMIT {lim:UInt32}")
+               "ORDER BY occurred_at, event_id LIMIT {lim:UInt32}")
         rows = await self.ch.query(sql, params | {"lim": limit})
-        return [(datetime_ms(ts), event_id) for ts, event_id in rows.rows]
+        keys: list[tuple[int, str]] = []
+        for ts, event_id in rows.rows:
+            key = (datetime_ms(ts), event_id)
+            if not keys or keys[-1] != key:
+                keys.append(key)
+        return keys, len(rows.rows) == limit
 
     async def documents(self, org_id: str, flt: EventFilter, keys: Sequence[tuple[int, str]]) -> list[str]:
         """The stored documents (``_doc``) of the events ``keys`` (consecutive keys that ``keys()`` returned
