@@ -71,6 +71,29 @@ async def read_export(url: str, key: str, params: dict[str, str]) -> tuple[int, 
     return size, first or elapsed, elapsed, rss.growth_mb
 
 
+async def walk_export(url: str, key: str, params: dict[str, str]) -> tuple[int, int, float, float, float]:
+    """(events, bytes, seconds to the first byte, seconds in all, peak RSS growth MB) of a walk over
+    seed 001's export: every page, following ``X-Next-Cursor``."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3600)) as session:
+        with PeakRss() as rss:
+            t0 = time.perf_counter()
+            size, lines, first, cursor = 0, 0, None, None
+            while True:
+                query = params | ({"cursor": cursor} if cursor else {})
+                async with session.get(url, params=query, headers={"Authorization": f"Bearer {key}"}) as response:
+                    assert response.status == 200, await response.text()
+                    async for piece in response.content.iter_any():
+                        first = first if first is not None else time.perf_counter() - t0
+                        size += len(piece)
+                        lines += piece.count(b"\n")
+                    cursor = response.headers.get("X-Next-Cursor")
+                lines -= 1  # the _export_meta line
+                if cursor is None:
+                    break
+            elapsed = time.perf_counter() - t0
+    return lines, size, first or elapsed, elapsed, rss.growth_mb
+
+
 async def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="tracehouse-bench-exports-"))
     broker = EmbeddedBroker(work / "broker", "127.0.0.1", free_port())  # the API's producer needs one
@@ -109,6 +132,15 @@ async def main() -> None:
             print(f"{label:<34} {rows / elapsed:10,.0f} rows/s {rows / elapsed / baseline:5.2f}x  "
                   f"{size / elapsed / 1e6:6.1f} MB/s  first byte {first * 1000:6.0f} ms  "
                   f"peak RSS +{growth:5.0f} MB  ({size / 1e6:,.0f} MB)", flush=True)
+        async with Api(base) as api:
+            reader = await api.org_key(ORG, ["traces:read"])
+        window = {"startDate": span["from"], "endDate": span["to"], "limit": "2000"}
+        rows, size, first, elapsed, growth = await walk_export(base + "/v1/traces/export", reader, window)
+        assert rows == 10 * TRACES, rows
+        label = "seed 001 full events JSONL walk"
+        print(f"{label:<34} {rows / elapsed:10,.0f} rows/s {rows / elapsed / baseline:5.2f}x  "
+              f"{size / elapsed / 1e6:6.1f} MB/s  first byte {first * 1000:6.0f} ms  "
+              f"peak RSS +{growth:5.0f} MB  ({size / 1e6:,.0f} MB, {rows // 2000:,} pages of 2,000)", flush=True)
     finally:
         await runner.cleanup()
         await ch.close()

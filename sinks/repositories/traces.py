@@ -327,17 +327,15 @@ _CSV_FIRST = (("agent_id", "agent_id"), ("agent_name", "agent_name"), ("operatio
               ("target_integration", "target_integration"), ("resource_scope", "resource_scope"),
               ("data_classification", "data_classification"))
 _DECISIONS = list(APPROVAL_DECISIONS)  # the event types that decide an approval request
-_DECIDED = f"type IN {tuple(_DECISIONS)}"
 
 
 class TraceExports:
     """Seed 003's bulk trace CSV written by ClickHouse, chunk by chunk, newest first: each chunk one
-    query over the traces read model (merged per trace by ``FINAL``) and the org's approval and
-    policy events."""
+    query over the traces read model, a trace's partial rows merged by ``FINAL`` (its approval
+    decision and policy version are first values there too, migration 0017)."""
 
     def __init__(self, traces: TraceRepository) -> None:
         self.traces, self.ch = traces, traces.ch
-        self.events = f"{traces.ch.database}.events"
 
     def _merged(self, org_id: str, query: TraceQuery, after: tuple[int, str] | None,
                 columns: str) -> tuple[str, dict[str, Any]]:
@@ -355,6 +353,7 @@ class TraceExports:
         """Up to ``limit`` traces meeting ``query``, strictly older than the key ``after``, as CSV rows
         of the 17 columns (no header); and the key to go on after, None when no trace follows."""
         merged_columns = ", ".join(["started_at", "trace_id", "final_outcome", "completed_at", "has_approval",
+                                    "decision", "policy_version",
                                     *(c for _, c in (*_CSV_FIRST, ("", "policy_rule_id")))])
         if query.filters:  # the limit-th trace that meets them
             keys, params = self._merged(org_id, query, after, merged_columns)
@@ -374,24 +373,18 @@ class TraceExports:
         def first(column: str) -> str:
             return f"if({column}.1 = 0, NULL, {neutral(f'{column}.2')})"
 
-        decisions = (f"SELECT trace_id, countIf({_DECIDED}) AS decisions, argMinIf(type, seq, {_DECIDED}) AS decision, "
-                     f"argMinIf(actor_name, seq, {_DECIDED}) AS approver, "
-                     f"argMinIf(occurred_at, seq, {_DECIDED}) AS decided_at, "
-                     "countIf(policy_version IS NOT NULL) AS versions, "
-                     "argMinIf(policy_version, seq, policy_version IS NOT NULL) AS first_version "
-                     f"FROM {self.events} WHERE org_id = {{org:String}} AND ({_DECIDED} OR policy_version IS NOT NULL) "
-                     f"AND trace_id IN (SELECT trace_id FROM ({merged})) GROUP BY trace_id")
+        decided = "decision.1 != 0"
         columns = ", ".join([
             neutral("trace_id"), *(first(column) for _, column in _CSV_FIRST),
             "ifNull(final_outcome, 'in_progress')", iso_ms("started_at"), iso_ms("completed_at"),
             "if(isNull(completed_at), NULL, "
             "toUnixTimestamp64Milli(assumeNotNull(completed_at)) - toUnixTimestamp64Milli(started_at))",
             "if(has_approval, 'true', 'false')",
-            f"if(decisions > 0 AND decision != 'approval_expired', {neutral('approver')}, NULL)",  # no approver
-            f"if(decisions > 0, transform(decision, {_DECISIONS}, {list(APPROVAL_DECISIONS.values())}, ''), NULL)",
-            f"if(decisions > 0, {iso_ms('decided_at')}, NULL)", first("policy_rule_id"),
-            "if(versions > 0, first_version, NULL)"])
-        body = await self.ch.raw_query(
-            f"SELECT {columns} FROM ({merged}) AS t LEFT JOIN ({decisions}) AS x USING (trace_id) {_NEWEST_FIRST}",
-            params, fmt="CSV", settings=FORMAT_SETTINGS)
+            f"if({decided} AND decision.2 != 'approval_expired', {neutral('nullIf(decision.3, {empty:String})')}, "
+            "NULL)",  # an expired request has no approver
+            f"if({decided}, transform(decision.2, {_DECISIONS}, {list(APPROVAL_DECISIONS.values())}, ''), NULL)",
+            f"if({decided}, {iso_ms('decision.4')}, NULL)", first("policy_rule_id"),
+            "if(policy_version.1 = 0, NULL, policy_version.2)"])
+        body = await self.ch.raw_query(f"SELECT {columns} FROM ({merged}) {_NEWEST_FIRST}",
+                                       params | {"empty": ""}, fmt="CSV", settings=FORMAT_SETTINGS)
         return body, next_key

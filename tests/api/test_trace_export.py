@@ -328,24 +328,28 @@ async def test_keys_stored_twice_are_exported_once_and_the_walk_goes_on_past_the
     assert (await api.post("/v1/events", key, events))[0] == 202
     await pipeline.flush()
     ch = pipeline.clickhouse
-    for i in (1, 2, 3, 6):  # a second row of these keys (an unchained resend), not merged yet
-        await ch.command(f"INSERT INTO {ch.database}.events SELECT * FROM {ch.database}.events "
-                         f"WHERE org_id = '{org}' AND event_id = '{trace}-{i}'")
-    window = {"startDate": format_ms(T0 - 1000), "endDate": format_ms(T0 + 1000)}
-    for fmt, ids_of in (("jsonl", lambda text: [e["event_id"] for e in jsonl(text)[0]]),
-                        ("csv", lambda text: [r["event_id"] for r in csv_rows(text)[1]])):
-        seen, cursor = [], None
-        for _ in range(10):
-            params = window | {"format": fmt, "limit": 2} | ({"cursor": cursor} if cursor else {})
-            status, headers, text = await raw(client, key, **params)
-            assert status == 200, text
-            page = ids_of(text)
-            assert len(page) <= 2
-            seen += page
-            cursor = headers.get("X-Next-Cursor")
-            if cursor is None:
-                break
-        assert seen == [e["event_id"] for e in events], fmt
+    await ch.command(f"SYSTEM STOP MERGES {ch.database}.events")  # keep the second rows apart
+    try:
+        for i in (1, 2, 3, 6):  # a second row of these keys (an unchained resend), not merged yet
+            await ch.command(f"INSERT INTO {ch.database}.events SELECT * FROM {ch.database}.events "
+                             f"WHERE org_id = '{org}' AND event_id = '{trace}-{i}'")
+        window = {"startDate": format_ms(T0 - 1000), "endDate": format_ms(T0 + 1000)}
+        for fmt, ids_of in (("jsonl", lambda text: [e["event_id"] for e in jsonl(text)[0]]),
+                            ("csv", lambda text: [r["event_id"] for r in csv_rows(text)[1]])):
+            seen, cursor = [], None
+            for _ in range(10):
+                params = window | {"format": fmt, "limit": 2} | ({"cursor": cursor} if cursor else {})
+                status, headers, text = await raw(client, key, **params)
+                assert status == 200, text
+                page = ids_of(text)
+                assert len(page) <= 2
+                seen += page
+                cursor = headers.get("X-Next-Cursor")
+                if cursor is None:
+                    break
+            assert seen == [e["event_id"] for e in events], fmt
+    finally:
+        await ch.command(f"SYSTEM START MERGES {ch.database}.events")
 
 
 async def test_a_date_time_cursor_starts_after_that_instant(client, data):
