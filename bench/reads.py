@@ -115,7 +115,11 @@ SELECT '{ORG}', fromUnixTimestamp64Milli(toInt64(start_ms), 'UTC'), concat('t', 
     {first_value("concat('prompt-', leftPad(toString(t % 1000), 4, '0'))")}, {first_value("'step-1'")},
     {first_value("model")}, {first_value(f"'{MODEL_CONFIG}'")}, {first_value("'USD'")},
     {first_value("concat('user-', toString(t % 20000))")},
-    {first_value("concat('session-', toString(intDiv(t, 3)))")}, t % 4, t * {e}
+    {first_value("concat('session-', toString(intDiv(t, 3)))")}, t % 4, t * {e},
+    if(t % 10 = 0 AND NOT {x}, (18446744073709551612, 'approval_granted', concat('Reviewer ', toString(t % 7)),
+                                fromUnixTimestamp64Milli(toInt64(start_ms + 500), 'UTC')),
+       (0, '', '', fromUnixTimestamp64Milli(0, 'UTC'))),
+    if(t % 10 = 0 AND NOT {x}, (18446744073709551613, 3), (0, 0))
 FROM numbers({first}, {count})
 WHERE NOT {x} OR t % 10 = 5"""
 

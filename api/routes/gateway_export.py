@@ -2,9 +2,9 @@
 list's filters as JSONL (the seed's default, ending with an ``_export_meta`` line), CSV, OpenAI chat
 fine-tuning JSONL, a JSON array or Parquet, streamed.
 
-A page is decided before its first byte: the keys of its (at most ``limit``) events are read first,
-so ``next_cursor`` can travel in the ``X-Next-Cursor`` header of every format too; then the events'
-documents are read and written in chunks of ``CHUNK_ROWS``.
+A page is decided before its first byte: its (at most ``limit``) events are read first, with the
+documents of the small ones, so ``next_cursor`` can travel in the ``X-Next-Cursor`` header of every
+format too; the larger documents are then read in chunks of at most ``CHUNK_BYTES``.
 """
 
 from __future__ import annotations
@@ -32,8 +32,13 @@ from sinks.repositories.events import EventFilter
 
 FORMATS = ("jsonl", "csv", "openai", "json", "parquet")
 DEFAULT_LIMIT, MAX_LIMIT = 500, 2000
-#: Events read per ClickHouse query (chdb buffers a whole result before its first row).
+#: Events read per ClickHouse query for Parquet (chdb buffers a whole result before its first row).
 CHUNK_ROWS = 1000
+#: A page's query carries the documents of at most this size; larger ones are read in chunks of at
+#: most ``CHUNK_BYTES`` (one event may be up to TRACEHOUSE_MAX_EVENT_BYTES), so a page of 2,000
+#: events holds at most ~32 MB of small documents plus one chunk.
+INLINE_BYTES = 16 * 1024
+CHUNK_BYTES = 16 * 1024 * 1024
 EXPORT_PARAMS = ("format", "limit", "lightweight", "cursor", "type", *AGENTMARK_PARAMS)
 #: The seed's Input, Output, OutputObject and ToolCalls: ``input``, ``output`` (text or object) and
 #: ``messages`` (the conversation, where the tool calls are).
@@ -136,13 +141,21 @@ async def export_traces(request: web.Request) -> web.StreamResponse:
     position = export_position(q)
     flt = export_filter(q, fmt, position)
     exports = request.app[EVENT_EXPORTS]
-    keys, more = await exports.keys(org_id, flt, limit + 1, position.after)
-    more, keys = more or len(keys) > limit, keys[:limit]
+    rows, more = await exports.page_rows(org_id, flt, limit + 1, position.after, INLINE_BYTES)
+    more, rows = more or len(rows) > limit, rows[:limit]
+    keys = [row.key for row in rows]
     next_cursor = encode_cursor([*keys[-1], position.as_of_ms]) if more and keys else None
 
     async def chunks() -> AsyncIterator[list[str]]:
-        for start in range(0, len(keys), CHUNK_ROWS):
-            yield await exports.documents(org_id, flt, keys[start:start + CHUNK_ROWS])
+        """The page's documents in order, in chunks holding at most ``CHUNK_BYTES`` of large ones."""
+        start, large = 0, 0
+        for end, row in enumerate(rows, 1):
+            large += row.size if row.doc is None else 0
+            if large >= CHUNK_BYTES or end == len(rows):
+                chunk = rows[start:end]
+                fetched = await exports.documents(org_id, flt, [r.key for r in chunk if r.doc is None])
+                yield [doc for r in chunk if (doc := r.doc if r.doc is not None else fetched.get(r.key)) is not None]
+                start, large = end, 0
 
     async def events() -> AsyncIterator[list[str]]:
         """Each chunk's events as JSON text."""

@@ -112,6 +112,15 @@ def _between(org_id: str, flt: EventFilter, keys: Sequence[tuple[int, str]]) -> 
 
 
 @dataclass(frozen=True)
+class PageRow:
+    """One event of an export page: its key, its document's size, and the document when small."""
+
+    key: tuple[int, str]  # (occurred_at ms, event_id)
+    size: int  # bytes of its document
+    doc: str | None  # the document, None when larger than the page's inline bytes
+
+
+@dataclass(frozen=True)
 class EventPage:
     events: list[str]  # event documents: the event JSON objects, as text
     next_key: tuple[int, str] | None  # (occurred_at ms, event_id) of the last row when more follow
@@ -252,37 +261,37 @@ class EventExports:
             row["occurred_at"] = datetime_ms(row["occurred_at"])
         return rows
 
-    async def keys(self, org_id: str, flt: EventFilter, limit: int,
-                   after: tuple[int, str] | None = None) -> tuple[list[tuple[int, str]], bool]:
-        """The keys (occurred_at ms, event_id) of the events matching ``flt`` strictly after ``after``
-        among its first ``limit`` rows, in order, each once (a key stored twice and not merged yet
-        takes two of the rows), and whether all ``limit`` rows were found (more may follow): what an
-        export page holds, read before its documents. Without
-        ``LIMIT 1 BY`` ClickHouse reads the rows in key order and stops (10-13 ms against 25-35 ms
-        for 2,001 keys of 1M events, measured 2026-12-05)."""
+    async def page_rows(self, org_id: str, flt: EventFilter, limit: int, after: tuple[int, str] | None,
+                        inline_bytes: int) -> tuple[list[PageRow], bool]:
+        """The events matching ``flt`` strictly after ``after`` among its first ``limit`` rows, in key
+        order, each once (a key stored twice and not merged yet takes two of the rows), with the
+        documents of at most ``inline_bytes`` (the others: ``documents``); and whether all ``limit``
+        rows were found (more may follow). What an export page holds, decided before its first
+        byte. No ``LIMIT 1 BY``: ClickHouse then reads the rows in key order and stops (10-13 ms
+        against 25-35 ms for 2,001 keys of 1M events, measured 2026-12-05)."""
         where, params = _filtered(org_id, flt, after)
-        sql = (f"SELECT occurred_at, event_id FROM {self.table} WHERE {where} "
-               "ORDER BY occurred_at, event_id LIMIT {lim:UInt32}")
-        rows = await self.ch.query(sql, params | {"lim": limit})
-        keys: list[tuple[int, str]] = []
-        for ts, event_id in rows.rows:
+        sql = (f"SELECT occurred_at, event_id, length(_doc) AS size, if(size <= {{inline:UInt32}}, _doc, '') "
+               f"FROM {self.table} WHERE {where} ORDER BY occurred_at, event_id LIMIT {{lim:UInt32}}")
+        found = (await self.ch.query(sql, params | {"lim": limit, "inline": inline_bytes})).rows
+        rows: list[PageRow] = []
+        for ts, event_id, size, doc in found:
             key = (datetime_ms(ts), event_id)
-            if not keys or keys[-1] != key:
-                keys.append(key)
-        return keys, len(rows.rows) == limit
+            if not rows or rows[-1].key != key:
+                rows.append(PageRow(key, size, doc if size <= inline_bytes else None))
+        return rows, len(found) == limit
 
-    async def documents(self, org_id: str, flt: EventFilter, keys: Sequence[tuple[int, str]]) -> list[str]:
-        """The stored documents (``_doc``) of the events ``keys`` (consecutive keys that ``keys()`` returned
-        for ``flt``), in that order, each once: the filter's events from the first key to the last, less
-        any stored since ``keys()`` read them."""
+    async def documents(self, org_id: str, flt: EventFilter,
+                        keys: Sequence[tuple[int, str]]) -> dict[tuple[int, str], str]:
+        """The stored documents (``_doc``) of the events ``keys`` (in key order) that meet ``flt``."""
         if not keys:
-            return []
+            return {}
         where, params = _between(org_id, flt, keys)
         sql = (f"SELECT occurred_at, event_id, _doc FROM {self.table} WHERE {where} "
-               "ORDER BY occurred_at, event_id LIMIT 1 BY occurred_at, event_id")
+               "AND has({wanted:Array(String)}, event_id) LIMIT 1 BY occurred_at, event_id")
         wanted = set(keys)
-        return [doc for ts, event_id, doc in (await self.ch.query(sql, params)).rows
-                if (datetime_ms(ts), event_id) in wanted]
+        found = {(datetime_ms(ts), event_id): doc for ts, event_id, doc in
+                 (await self.ch.query(sql, params | {"wanted": [k[1] for k in keys]})).rows}
+        return {key: doc for key, doc in found.items() if key in wanted}
 
     async def stored_columns(self, org_id: str, flt: EventFilter, keys: Sequence[tuple[int, str]]) -> pa.Table:
         """The events ``keys`` (as ``documents``) as one Arrow table of ``_STORED_COLUMNS``, in that

@@ -161,7 +161,7 @@ async def test_the_siem_export_as_ocsf_and_cef_holds_the_same_events(client, dat
 
 
 async def test_a_walk_over_many_chunks_returns_every_row_once_in_order(client, dataset, monkeypatch):
-    for name in ("CHUNK_ROWS", "FIRST_CHUNK_ROWS", "PYTHON_CHUNK_ROWS"):
+    for name in ("CHUNK_ROWS", "FIRST_CHUNK_ROWS", "PYTHON_CHUNK_ROWS", "TRACE_CHUNK_ROWS"):
         monkeypatch.setattr(governance_exports, name, 2)
     for fmt in ("json", "ocsf"):
         _, _, whole = await raw(client, "/api/v1/audit/export", dataset["reviewer"], format=fmt, **dataset["range"])

@@ -17,6 +17,7 @@ import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestClient
 
+from api.context import EVENT_EXPORTS
 from api.params import decode_cursor
 from api.routes import gateway_export
 from api.routes.gateway_export import EVENT_FIELDS
@@ -224,7 +225,9 @@ async def test_openai_writes_one_chat_example_per_generation_with_its_tool_calls
 
 @pytest.mark.parametrize("fmt", ["jsonl", "csv", "json", "openai"])
 async def test_following_next_cursor_returns_every_event_once_in_order(client, data, monkeypatch, fmt):
-    monkeypatch.setattr(gateway_export, "CHUNK_ROWS", 2)  # several chunks per page
+    # the larger documents read apart, in several chunks per page
+    monkeypatch.setattr(gateway_export, "INLINE_BYTES", 300)
+    monkeypatch.setattr(gateway_export, "CHUNK_BYTES", 600)
     want = [e["event_id"] for e in data["listed"]]
     if fmt == "openai":
         want = [e["event_id"] for e in data["listed"] if e["type"] == "GENERATION"]
@@ -458,3 +461,27 @@ async def test_a_full_page_of_2000_events_with_the_longest_ids_in_two_chunks(api
     assert meta["has_more"] and headers["X-Next-Cursor"] == meta["next_cursor"]
     _, _, text = await raw(client, key, format="csv", cursor=meta["next_cursor"])
     assert [r["event_id"] for r in csv_rows(text)[1]] == [events[2000]["event_id"]]
+
+
+async def test_large_documents_are_read_apart_in_bounded_chunks(client, data, monkeypatch):
+    sizes = sorted(len(json.dumps(e, ensure_ascii=False).encode()) for e in data["listed"])
+    monkeypatch.setattr(gateway_export, "INLINE_BYTES", sizes[len(sizes) // 2])  # half of them inline
+    monkeypatch.setattr(gateway_export, "CHUNK_BYTES", 1)  # each large one in a query of its own
+    reads = []
+    exports = client.app[EVENT_EXPORTS]
+    original = exports.documents
+
+    async def counted(org_id, flt, keys):
+        reads.append(len(keys))
+        return await original(org_id, flt, keys)
+
+    monkeypatch.setattr(exports, "documents", counted)
+    for fmt in ("jsonl", "json", "csv"):
+        reads.clear()
+        status, _, text = await raw(client, data["key"], format=fmt, **data["window"])
+        assert status == 200
+        ids = ([e["event_id"] for e in jsonl(text)[0]] if fmt == "jsonl" else
+               [e["event_id"] for e in json.loads(text)] if fmt == "json" else
+               [r["event_id"] for r in csv_rows(text)[1]])
+        assert ids == [e["event_id"] for e in data["listed"]]
+        assert 0 < sum(reads) < len(ids) and max(reads) == 1
