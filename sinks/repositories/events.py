@@ -152,7 +152,8 @@ _DUMP_SELECT = (
     "outcome, input, output, messages, tools, tool_choice, input_tokens, output_tokens, total_tokens, cost, "
     "cost_currency, scores, tags, metadata, policy_version, approval_request_id, authority_model, "
     "requested_operation, target_integration, resource_scope, data_classification, policy_rule_id, "
-    "parent_trace_id, ingested_at, seq, lower(hex(prev_hash)) AS prev_hash, lower(hex(hash)) AS hash, hash_version, "
+    "parent_trace_id, app_id, ingested_at, seq, lower(hex(prev_hash)) AS prev_hash, lower(hex(hash)) AS hash, "
+    "hash_version, "
     # prev_hash and hash below are the aliases above (ClickHouse substitutes them): hex already
     "concat(substring(_doc, 1, length(_doc) - 1), ',\"seq\":', toString(seq), ',\"prev_hash\":\"', prev_hash, "
     "'\",\"hash\":\"', hash, '\",\"hash_version\":', toString(hash_version), '}') AS _line")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from schemas.integrity import as_link
 from schemas.registry import record_fields
 from schemas.timefmt import datetime_ms, format_ms
 from sinks.repositories.events import EventFilter, EventRepository
@@ -37,7 +38,8 @@ EVENTS = [
           tool_choice='"auto"', input_tokens=2**40, output_tokens=0, total_tokens=2**40, cost=0.1 + 0.2,
           cost_currency="USD", scores={"quality": 0.95, "tiny": 1e-300}, tags=["a", "ß"],
           metadata={"k": "v" * 20_000, "ключ": "значение"}, end_time=T0 + 2500, status="STATUS_CODE_OK",
-          user_id="u-1", policy_version=7, agent_id="agent-1", requested_operation="crm.update"),
+          user_id="u-1", policy_version=7, agent_id="agent-1", requested_operation="crm.update",
+          app_id="app_ü \"1\""),
     event("t2", 1, org="other", occurred_at=T0 + 999, scores={"s": -0.0}),
 ]
 
@@ -48,8 +50,10 @@ async def test_a_doc_renders_as_the_columns_do(clickhouse):
     rows = await clickhouse.query(
         f"SELECT {', '.join(EVENT_COLUMNS)}, _doc FROM {clickhouse.database}.events ORDER BY org_id, occurred_at")
     docs = [json.loads(r.pop("_doc")) for r in rows.dicts()]
-    assert len(docs) == 3 and all(list(d) == list(EVENT_COLUMNS) for d in docs)  # the schema's order
-    assert docs == [from_columns(r) for r in (await clickhouse.query(
+    # the schema's order; app_id only where it is set, as in a chain link
+    assert len(docs) == 3 and [list(d) for d in docs] == [list(EVENT_COLUMNS[:-1]), list(EVENT_COLUMNS),
+                                                          list(EVENT_COLUMNS[:-1])]
+    assert docs == [as_link(from_columns(r)) for r in (await clickhouse.query(
         f"SELECT {', '.join(EVENT_COLUMNS)} FROM {clickhouse.database}.events ORDER BY org_id, occurred_at")).dicts()]
     generation = next(d for d in docs if d["type"] == "GENERATION")
     assert generation["input_tokens"] == 2**40 and generation["cost"] == 0.1 + 0.2
