@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from aiohttp import web
+from multidict import CIMultiDictProxy
 
 from api.context import EVENT_EXPORTS, caller_org
 from api.errors import bad_param
@@ -24,6 +25,7 @@ from api.exports.json_text import compact_json, json_array
 from api.exports.streaming import stream
 from api.params import bool_param, encode_cursor, enum_param, int_param, key_cursor, reject_unknown
 from api.routes.gateway import AGENTMARK_PARAMS, event_filter
+from schemas.model import MAX_ID_LEN, unaddressable_id
 from schemas.registry import record_fields
 from schemas.timefmt import check_query_ms, now_ms, parse_ms
 from sinks.repositories.events import EventFilter
@@ -48,6 +50,22 @@ CONTENT_TYPES = {"jsonl": "application/x-ndjson", "openai": "application/x-ndjso
                  "csv": "text/csv; charset=utf-8", "json": "application/json"}
 FILENAMES = {"jsonl": "traces-export.jsonl", "openai": "traces-export-openai.jsonl", "csv": "traces-export.csv",
              "json": "traces-export.json"}
+
+
+def app_id_header(headers: CIMultiDictProxy[str]) -> str | None:
+    """``X-Agentmark-App-Id``: the application of the caller's org whose events to export (exact
+    match), None when absent (every event of the org)."""
+    given = headers.getall(APP_ID_HEADER, [])
+    if not given:
+        return None
+    if len(given) > 1:
+        raise bad_param(APP_ID_HEADER, "give the header once")
+    app_id = given[0]
+    if not 0 < len(app_id) <= MAX_ID_LEN:
+        raise bad_param(APP_ID_HEADER, f"must be 1 to {MAX_ID_LEN} characters")
+    if unaddressable_id(app_id):
+        raise bad_param(APP_ID_HEADER, "must not hold control characters or be . or ..")
+    return app_id
 
 
 def export_position(query: Mapping[str, str]) -> tuple[tuple[int, str] | None, int | None]:
@@ -97,9 +115,7 @@ def csv_row(event: Mapping[str, Any], columns: Sequence[str]) -> list[Any]:
 async def export_traces(request: web.Request) -> web.StreamResponse:
     """``GET /v1/traces/export``: up to ``limit`` events of the filters after ``cursor``, oldest first."""
     org_id = await caller_org(request, "traces:read")
-    if APP_ID_HEADER in request.headers:
-        raise bad_param(APP_ID_HEADER, "not supported yet: an API key reads its own org's traces; "
-                                       "send the request without this header")
+    app_id = app_id_header(request.headers)
     q = request.query
     reject_unknown(q, EXPORT_PARAMS)
     fmt = enum_param(q, "format", FORMATS) or "jsonl"
@@ -108,7 +124,7 @@ async def export_traces(request: web.Request) -> web.StreamResponse:
     if lightweight and fmt == "openai":
         raise bad_param("lightweight", "format=openai writes the conversations that lightweight leaves out")
     after, after_ms = export_position(q)
-    flt = export_filter(q, fmt, after_ms)
+    flt = dataclasses.replace(export_filter(q, fmt, after_ms), app_id=app_id)
     exports = request.app[EVENT_EXPORTS]
     keys = await exports.keys(org_id, flt, limit + 1, after)
     next_cursor = encode_cursor(list(keys[limit - 1])) if len(keys) > limit else None

@@ -1,10 +1,9 @@
 -- TraceEvent.app_id: the application of the org an event belongs to (seed 001's
 -- X-Agentmark-App-Id header selects it), null for an event of no application.
 -- The staging tuple gains the field where the .avsc appends it, the view copies it, and an
--- event's document (_doc, 0011) holds the member only when it is set, as its chain link does
--- (schemas.integrity: a null app_id is left out of the hashed document). The documents of the
--- events stored before are therefore unchanged, so they are not rewritten. A bloom filter skip
--- index serves the export's exact match (as 0010 does for user_id).
+-- event's document (_doc, 0011) gains the member last, null when unset, as every field of the
+-- read API. MATERIALIZE COLUMN rewrites the documents of the events stored before (app_id null).
+-- A bloom filter skip index serves the export's exact match (as 0010 does for user_id).
 
 ALTER TABLE {db}.events ADD COLUMN IF NOT EXISTS app_id Nullable(String) AFTER parent_trace_id;
 
@@ -159,5 +158,7 @@ ALTER TABLE {db}.events MODIFY COLUMN _doc String MATERIALIZED concat(
         ',"data_classification":', ifNull(toJSONString(data_classification), 'null'),
         ',"policy_rule_id":', ifNull(toJSONString(policy_rule_id), 'null'),
         ',"parent_trace_id":', ifNull(toJSONString(parent_trace_id), 'null'),
-        if(isNull(app_id), '', concat(',"app_id":', toJSONString(app_id))),
-        '}')
+        ',"app_id":', ifNull(toJSONString(app_id), 'null'),
+        '}');
+
+ALTER TABLE {db}.events MATERIALIZE COLUMN _doc SETTINGS mutations_sync = 2

@@ -31,6 +31,7 @@ class EventFilter:
     user_id: str | None = None
     tag: str | None = None
     metadata: tuple[str, str] | None = None  # (key, value)
+    app_id: str | None = None  # exact; events without one belong to no application and never match
 
     def conditions(self) -> tuple[list[str], dict[str, Any]]:
         """SQL conditions on the events table and their parameters."""
@@ -65,6 +66,8 @@ class EventFilter:
             add("user_id = {user:String}", user=self.user_id)
         if self.tag is not None:
             add("has(tags, {tag:String})", tag=self.tag)
+        if self.app_id is not None:
+            add("app_id = {app:String}", app=self.app_id)
         if self.metadata is not None:
             add("mapContains(metadata, {mkey:String}) AND metadata[{mkey:String}] = {mvalue:String}",
                 mkey=self.metadata[0], mvalue=self.metadata[1])

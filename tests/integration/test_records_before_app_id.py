@@ -10,6 +10,7 @@ import json
 from schemas.codec import MAGIC, decode, encode
 from schemas.integrity import GENESIS, link_hash, verify
 from schemas.registry import previous_schemas, schema
+from sinks.migrate import migrate, migrations
 from sinks.repositories.chains import ChainRepository
 from sinks.repositories.events import EventRepository
 from sinks.writer import TRACE_EVENTS_SINK, SinkRecord, SinkWriter, Source
@@ -90,6 +91,36 @@ async def test_records_written_before_app_id_are_sealed_stored_and_verify(clickh
     # the old links are exactly those the earlier agent sealed
     assert [r["hash"] for r in t2] == [h.hex() for h in decode(old_sealed).datum["hashes"]]
     assert t1[0]["hash"] == link_hash(old_event("t1", 1), 1, GENESIS)
-    # the documents hold app_id only where it is set
     docs = [json.loads(d) for d in await EventRepository(clickhouse).trace("o", "t1")]
-    assert ["app_id" in d for d in docs] == [False, False, False, True] and docs[3]["app_id"] == "app_abc123"
+    assert [d["app_id"] for d in docs] == [None, None, None, "app_abc123"]
+
+
+async def test_the_migration_gives_the_documents_stored_before_it_app_id_null(clickhouse):
+    """Events stored before migration 0016 keep every field; their documents gain ``"app_id": null``."""
+    db = clickhouse.database
+    writer = SinkWriter(clickhouse, TRACE_EVENTS_SINK)
+    record = encode("TraceEventBatch", {"org_id": "o", "trace_id": "t9", "events": [old_event("t9", 1)]})
+    assert await writer.write([SinkRecord(Source("raw", 0, 0), record)]) == []
+    before = json.loads((await EventRepository(clickhouse).trace("o", "t9"))[0])
+    # back to the table as it was before 0016: 0011's documents, no app_id column
+    [doc_0011] = [s for s in migration(11).split(";") if "MODIFY COLUMN _doc" in s]
+    await clickhouse.command(doc_0011.replace("{db}", db))
+    await clickhouse.command(f"ALTER TABLE {db}.events MATERIALIZE COLUMN _doc SETTINGS mutations_sync = 2")
+    await clickhouse.command(f"ALTER TABLE {db}.events DROP INDEX idx_app_id")
+    await clickhouse.command(f"ALTER TABLE {db}.events DROP COLUMN app_id SETTINGS mutations_sync = 2")
+    stored = json.loads((await EventRepository(clickhouse).trace("o", "t9"))[0])
+    assert "app_id" not in stored and stored == {k: v for k, v in before.items() if k != "app_id"}
+    await clickhouse.command(f"ALTER TABLE {db}.schema_migrations DELETE WHERE version = 16 "
+                             "SETTINGS mutations_sync = 2")
+    assert await migrate(clickhouse) == ["0016_app_id.sql"]
+    after = json.loads((await EventRepository(clickhouse).trace("o", "t9"))[0])
+    assert after == stored | {"app_id": None} and list(after)[-1] == "app_id"
+    with_app = encode("TraceEventBatch", {"org_id": "o", "trace_id": "t9", "events": [
+        old_event("t9", 2) | {"app_id": "app_1"}]})
+    assert await SinkWriter(clickhouse, TRACE_EVENTS_SINK).write([SinkRecord(Source("raw", 0, 1), with_app)]) == []
+    docs = [json.loads(d) for d in await EventRepository(clickhouse).trace("o", "t9")]
+    assert [d["app_id"] for d in docs] == [None, "app_1"]
+
+
+def migration(version: int) -> str:
+    return next(sql for v, _, sql in migrations() if v == version)
