@@ -88,17 +88,20 @@ def jcs_link_hasher(fields: tuple[str, ...], omitted: tuple[str, ...] = ()) -> C
             return hashlib.sha256(write(event, seq, prev_hash, JCS_HASH).encode()).digest()
 
         return link
-    writers: dict[tuple[bool, ...], Callable[..., str]] = {}
+    # one writer per combination of the omitted fields that are set, each made once
+    writers = {present: document_writer([f for f in fields if f not in omitted or f in present], extra)
+               for present in _subsets(omitted)}
 
     def link_omitting(event: Mapping[str, Any], seq: int, prev_hash: str) -> bytes:
-        present = tuple(event[name] is not None for name in omitted)
-        write = writers.get(present)
-        if write is None:
-            left_out = {name for name, is_set in zip(omitted, present, strict=True) if not is_set}
-            write = writers[present] = document_writer([f for f in fields if f not in left_out], extra)
+        write = writers[tuple(name for name in omitted if event[name] is not None)]
         return hashlib.sha256(write(event, seq, prev_hash, JCS_HASH).encode()).digest()
 
     return link_omitting
+
+
+def _subsets(names: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """Every subset of ``names``, each in ``names``' order."""
+    return [tuple(n for i, n in enumerate(names) if mask >> i & 1) for mask in range(2 ** len(names))]
 
 
 def _document_hash(document: Mapping[str, Any], version: int) -> str:
