@@ -100,7 +100,7 @@ def decode(value: bytes) -> Decoded:
         return Decoded(s.name, schemaless_reader(io.BytesIO(value[HEADER_LEN:]), s.wire, s.reader))
     except CorruptRecord as exc:
         raise DecodeError(f"corrupt {s.name} body: {exc}") from None
-    except (ValueError, EOFError, IndexError, TypeError, UnicodeDecodeError) as exc:  # fastavro's, on bad bytes
+    except (ValueError, EOFError, IndexError, TypeError) as exc:  # what fastavro raises on bad bytes
         raise DecodeError(f"corrupt {s.name} body: {exc}") from None
 
 

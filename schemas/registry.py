@@ -69,18 +69,23 @@ def schema(name: str) -> Schema:
 
 def _appended_with_defaults(old: Any, new: Any, where: str) -> None:
     """Raise unless ``new`` is ``old`` with fields appended (each with a default) to its records."""
-    if isinstance(old, dict) and old.get("type") == "record":
+    kind = old.get("type") if isinstance(old, dict) else None
+    if kind == "record":
         kept = [f["name"] for f in old["fields"]]
-        fields = new["fields"]
+        fields = new.get("fields", []) if isinstance(new, dict) else []
         if [f["name"] for f in fields[:len(kept)]] != kept or any("default" not in f for f in fields[len(kept):]):
             raise ValueError(f"{where}: a later version may only append fields with defaults")
         for before, after in zip(old["fields"], fields, strict=False):
             _appended_with_defaults(before["type"], after["type"], f"{where}.{before['name']}")
-    elif isinstance(old, dict) and old.get("type") == "array":
+    elif kind == "array" and isinstance(new, dict) and new.get("type") == "array":
         _appended_with_defaults(old["items"], new["items"], where)
-    elif isinstance(old, list):
+    elif isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
         for before, after in zip(old, new, strict=True):
             _appended_with_defaults(before, after, where)
+    elif isinstance(old, dict) and isinstance(new, dict) and kind not in ("array", "record"):
+        return  # a map, enum or fixed: Avro schema resolution checks it as it reads
+    elif old != new:
+        raise ValueError(f"{where}: a later version may not change a field's type")
 
 
 @cache

@@ -126,7 +126,8 @@ def test_a_later_version_may_only_append_fields_with_defaults_also_in_nested_rec
     items = old["fields"][2]["type"]["items"]
     inserted = items | {"fields": [{"name": "x", "type": "string", "default": ""}, *items["fields"]]}
     no_default = items | {"fields": [*items["fields"], {"name": "x", "type": "string"}]}
-    for bad in (inserted, no_default):
+    retyped = items | {"fields": [*items["fields"][:-1], items["fields"][-1] | {"type": ["null", "long"]}]}
+    for bad in (inserted, no_default, retyped):
         newer = old | {"fields": [*old["fields"][:2], old["fields"][2] | {"type": {"type": "array", "items": bad}}]}
         with pytest.raises(ValueError, match="events"):
             _appended_with_defaults(old, newer, "TraceEventBatch")
