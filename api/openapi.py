@@ -284,7 +284,8 @@ def _components() -> dict[str, Schema]:
             "approval_requests": {"type": "array", "items": _ref("ApprovalRequest")}, "exported_at": _ISO,
             "integrity": _object({
                 "chain": {"type": "array", "description": "every link as stored: the hashed Avro datum (times in "
-                                                          "epoch ms) with seq, prev_hash and hash",
+                                                          "epoch ms; `app_id` only when set) with seq, prev_hash and "
+                                                          "hash",
                           "items": {"type": "object", "required": ["seq", "prev_hash", "hash"],
                                     "properties": {"seq": {"type": "integer"}, "prev_hash": _HEX64,
                                                    "hash": _HEX64}}},
@@ -481,6 +482,11 @@ def _paths() -> dict[str, dict[str, Schema]]:
         _time("endDate", "events occurring at or before this time (default: now)"),
         *(p for p in gateway_params if p["name"] not in ("limit", "cursor", "class", "type", "since", "until",
                                                             "startDate", "endDate")),
+        {"name": trace_export.APP_ID_HEADER, "in": "header", "required": False,
+         "schema": {"type": "string", "minLength": 1, "maxLength": MAX_ID_LEN},
+         "description": "Your application ID (e.g. `app_abc123`): only the org's events whose `app_id` is exactly "
+                        "this. Without the header, every event of the org, those of no application (`app_id` null) "
+                        "included. Empty, longer than 256 characters, or given twice: 400 naming it"},
     ]
     governance_params = [
         _query("agent_id", _STR_PARAM, "exact agent id"),
@@ -575,9 +581,9 @@ def _paths() -> dict[str, dict[str, Schema]]:
                                                                   "items": _ref("Event")}},
                                   "application/vnd.apache.parquet": {"schema": {"type": "string",
                                                                                 "format": "binary"}}}},
-                400: _long_request_line(_error(400, "A parameter is invalid (named in `details.field`), or the "
-                                                    f"`{trace_export.APP_ID_HEADER}` header was sent (not "
-                                                    "supported yet)"))},
+                400: _long_request_line(_error(400, "A parameter or the "
+                                                    f"`{trace_export.APP_ID_HEADER}` header is invalid (named "
+                                                    "in `details.field`)"))},
             export_params, tag="gateway",
             description="The event list's filters; without `startDate` the window is the last 30 days, without "
                         "`endDate` it ends now. `lightweight` leaves out `input`, `output` and `messages` (the "

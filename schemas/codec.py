@@ -7,9 +7,12 @@ and single ``TraceEvent`` records (what any other Avro client may write).
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
+
+from fastavro import schemaless_reader
 
 from schemas.compiled import CorruptRecord, bytes_array, long_bytes
 from schemas.registry import NAMES, Schema, previous_schemas, schema
@@ -88,18 +91,23 @@ def _writer(value: bytes) -> Schema:
 
 def decode(value: bytes) -> Decoded:
     """Decode a single-object record; raise DecodeError naming what is wrong. A record of an
-    earlier version of its schema gets the fields appended since, with their defaults."""
+    earlier version of its schema reads as the current version: the fields added since hold
+    their defaults."""
     s = _writer(value)
     try:
-        datum = s.codec.decode(value[HEADER_LEN:])
+        if s.reader is None:
+            return Decoded(s.name, s.codec.decode(value[HEADER_LEN:]))
+        return Decoded(s.name, schemaless_reader(io.BytesIO(value[HEADER_LEN:]), s.wire, s.reader))
     except CorruptRecord as exc:
         raise DecodeError(f"corrupt {s.name} body: {exc}") from None
-    if s.defaults:
-        datum.update(s.defaults)
-    return Decoded(s.name, datum)
+    except (ValueError, EOFError, IndexError, TypeError) as exc:  # what fastavro raises on bad bytes
+        raise DecodeError(f"corrupt {s.name} body: {exc}") from None
 
 
 def current_body(value: bytes) -> bytes:
     """The Avro body of a single-object record in its schema's current version (an earlier
-    version's body with the defaults of the fields appended since)."""
-    return value[HEADER_LEN:] + _writer(value).upgrade
+    version's record read and written again)."""
+    s = _writer(value)
+    if s.reader is None:
+        return value[HEADER_LEN:]
+    return schema(s.name).codec.encode(decode(value).datum)

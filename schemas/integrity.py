@@ -10,6 +10,11 @@ event datum is exactly what the Avro schema holds (timestamps in epoch milliseco
 JSON-valued fields as their canonical text), so anyone can recompute a chain from an export
 with a JCS library and sha256: a stored link minus its ``hash`` is the hashed document.
 
+A field added to an event schema after its links were first sealed is marked
+``"tracehouse.link": "omit-null"`` in its .avsc (``TraceEvent.app_id``): a link leaves it out
+when it is null, so the documents of links sealed before it existed are unchanged and keep
+verifying, and an exported link (``as_link``) is still its hashed document.
+
 Links sealed before 2026-12-05 have ``hash_version`` 1: sha256 over Python's sorted-keys JSON
 of the datum with ``seq`` and ``prev_hash`` only (floats as Python writes them, ``1e-07``,
 ``1.0``). They keep verifying; every new link is version 2. A chain may hold both.
@@ -27,6 +32,7 @@ from typing import Any
 
 from schemas.canonical import canonical_json
 from schemas.jcs import canonicalize, document_writer
+from schemas.registry import record_fields
 
 GENESIS = "0" * 64
 LEGACY_HASH = 1  # sha256 of Python's sorted-keys JSON; links sealed before 2026-12-05
@@ -35,9 +41,30 @@ JCS_HASH = 2  # sha256 of RFC 8785 JSON, hash_version included in the document
 HASH_VERSION = JCS_HASH
 
 
+#: The event schemas whose records are chained.
+CHAINED_SCHEMAS = ("TraceEvent", "AuditEvent")
+
+
+@cache
+def omitted_when_null(schema_name: str) -> tuple[str, ...]:
+    """The fields of event schema ``schema_name`` a link leaves out when they are null."""
+    return tuple(f["name"] for f in record_fields(schema_name) if f.get("tracehouse.link") == "omit-null")
+
+
+@cache
+def _omitted_anywhere() -> frozenset[str]:
+    return frozenset(name for s in CHAINED_SCHEMAS for name in omitted_when_null(s))
+
+
+def as_link(datum: Mapping[str, Any]) -> dict[str, Any]:
+    """An event datum (or a stored link) as a link holds it: without the ``omit-null`` fields that are null."""
+    omitted = _omitted_anywhere()
+    return {k: v for k, v in datum.items() if v is not None or k not in omitted}
+
+
 def link_hash(event: Mapping[str, Any], seq: int, prev_hash: str, version: int = HASH_VERSION) -> str:
     """The hash of ``event`` as link ``seq`` after ``prev_hash`` (hex), computed as ``version`` says."""
-    document = dict(event)
+    document = as_link(event)
     document["seq"] = seq
     document["prev_hash"] = prev_hash
     if version != LEGACY_HASH:
@@ -46,17 +73,35 @@ def link_hash(event: Mapping[str, Any], seq: int, prev_hash: str, version: int =
 
 
 @cache
-def jcs_link_hasher(fields: tuple[str, ...]) -> Callable[[Mapping[str, Any], int, str], bytes]:
+def jcs_link_hasher(fields: tuple[str, ...], omitted: tuple[str, ...] = ()) -> Callable[[Mapping[str, Any], int, str],
+                                                                                        bytes]:
     """``link_hash`` (version 2) of events that hold exactly ``fields``, as the raw digest: the same
     bytes hashed, written by a JCS writer generated for those fields (``schemas.jcs.document_writer``:
     no document dict, no sorting per event; 8.5 µs an event where ``canonicalize`` takes 21, measured
-    2026-12-05)."""
-    write = document_writer(fields, {"seq": "seq", "prev_hash": "prev_hash", "hash_version": "version"})
+    2026-12-05). ``omitted``: the fields left out when null (``omitted_when_null``), one writer per
+    combination of them that is set."""
+    extra = {"seq": "seq", "prev_hash": "prev_hash", "hash_version": "version"}
+    if not omitted:
+        write = document_writer(fields, extra)
 
-    def link(event: Mapping[str, Any], seq: int, prev_hash: str) -> bytes:
+        def link(event: Mapping[str, Any], seq: int, prev_hash: str) -> bytes:
+            return hashlib.sha256(write(event, seq, prev_hash, JCS_HASH).encode()).digest()
+
+        return link
+    # one writer per combination of the omitted fields that are set, each made once
+    writers = {present: document_writer([f for f in fields if f not in omitted or f in present], extra)
+               for present in _subsets(omitted)}
+
+    def link_omitting(event: Mapping[str, Any], seq: int, prev_hash: str) -> bytes:
+        write = writers[tuple(name for name in omitted if event[name] is not None)]
         return hashlib.sha256(write(event, seq, prev_hash, JCS_HASH).encode()).digest()
 
-    return link
+    return link_omitting
+
+
+def _subsets(names: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """Every subset of ``names``, each in ``names``' order."""
+    return [tuple(n for i, n in enumerate(names) if mask >> i & 1) for mask in range(2 ** len(names))]
 
 
 def _document_hash(document: Mapping[str, Any], version: int) -> str:
@@ -73,7 +118,7 @@ def stored_link_hash(row: Mapping[str, Any]) -> str:
     without hash_version is version 1) should carry."""
     version = row.get("hash_version", LEGACY_HASH)
     skipped = ("hash", "hash_version") if version == LEGACY_HASH else ("hash",)
-    return _document_hash({k: v for k, v in row.items() if k not in skipped}, version)
+    return _document_hash({k: v for k, v in as_link(row).items() if k not in skipped}, version)
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ def unaddressable_id(v: str) -> bool:
     return _CONTROL.search(v) is not None
 
 
-ID_FIELDS = frozenset({"event_id", "trace_id", "parent_id", "id"})
+ID_FIELDS = frozenset({"event_id", "trace_id", "parent_id", "id", "app_id"})
 SERVER_FIELDS = frozenset({"org_id"})
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -21,10 +21,13 @@ NAMES = ("TraceEvent", "TraceEventBatch", "AuditEvent", "AuditEventBatch",
          "HourlyRollup", "WebhookSubscription", "WebhookDelivery", "WebhookAttempt")
 
 
-#: Earlier versions of a schema whose records may still be on a topic: ``schemas/previous/<version>/``
-#: holds each as it was (with the schemas it names). A later version may only append fields with
-#: defaults, so an earlier record is upgraded by appending the defaults' encoding.
-PREVIOUS = {"SealedTraceEventBatch": ("v1",), "SealedAuditEventBatch": ("v1",)}
+#: Earlier versions of a schema whose records may still be on a topic, oldest first:
+#: ``schemas/previous/<version>/`` holds each as it was (with the schemas it names). A later version
+#: may only add fields with defaults, at the end of a record (its own or a nested one, such as a
+#: batch's events), so an earlier record reads as the current version with those defaults (Avro
+#: schema resolution). v1: before ``hash_version``; v2: before ``TraceEvent.app_id``.
+PREVIOUS = {"SealedTraceEventBatch": ("v1", "v2"), "SealedAuditEventBatch": ("v1",),
+            "TraceEventBatch": ("v2",), "TraceEvent": ("v2",)}
 
 
 @dataclass(frozen=True)
@@ -36,10 +39,8 @@ class Schema:
     wire: Any  # parsed for fastavro, logical types stripped: timestamps stay int millis
     fingerprint: bytes  # 8 bytes, little endian, as single-object encoding writes it
     codec: Codec  # compiled from ``wire``: byte-for-byte what fastavro writes, several times faster
-    #: An earlier version's records: the fields the current version appended, with their defaults,
-    #: and those defaults' encoding (empty for the current version)
-    defaults: dict[str, Any] = field(default_factory=dict)
-    upgrade: bytes = b""
+    #: An earlier version: the current version's ``wire``, which its records are read as (None: current)
+    reader: Any = None
 
 
 def _strip_logical_types(node: Any) -> Any:
@@ -66,21 +67,36 @@ def schema(name: str) -> Schema:
     return _load(name, SCHEMA_DIR)
 
 
+def _appended_with_defaults(old: Any, new: Any, where: str) -> None:
+    """Raise unless ``new`` is ``old`` with fields appended (each with a default) to its records."""
+    kind = old.get("type") if isinstance(old, dict) else None
+    if kind == "record":
+        kept = [f["name"] for f in old["fields"]]
+        fields = new.get("fields", []) if isinstance(new, dict) else []
+        if [f["name"] for f in fields[:len(kept)]] != kept or any("default" not in f for f in fields[len(kept):]):
+            raise ValueError(f"{where}: a later version may only append fields with defaults")
+        for before, after in zip(old["fields"], fields, strict=False):
+            _appended_with_defaults(before["type"], after["type"], f"{where}.{before['name']}")
+    elif kind == "array" and isinstance(new, dict) and new.get("type") == "array":
+        _appended_with_defaults(old["items"], new["items"], where)
+    elif isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        for before, after in zip(old, new, strict=True):
+            _appended_with_defaults(before, after, where)
+    elif isinstance(old, dict) and isinstance(new, dict) and kind not in ("array", "record"):
+        return  # a map, enum or fixed: Avro schema resolution checks it as it reads
+    elif old != new:
+        raise ValueError(f"{where}: a later version may not change a field's type")
+
+
 @cache
 def previous_schemas(name: str) -> tuple[Schema, ...]:
-    """The earlier versions of ``tracehouse.<name>`` (``PREVIOUS``), each with what upgrades its records."""
+    """The earlier versions of ``tracehouse.<name>`` (``PREVIOUS``), each read as the current one."""
     current = schema(name)
     out = []
     for version in PREVIOUS.get(name, ()):
         old = _load(name, SCHEMA_DIR / "previous" / version)
-        kept = [f["name"] for f in old.wire["fields"]]
-        fields = current.wire["fields"]
-        if [f["name"] for f in fields[:len(kept)]] != kept or any("default" not in f for f in fields[len(kept):]):
-            raise ValueError(f"{name} {version}: a later version may only append fields with defaults")
-        appended = fields[len(kept):]
-        defaults = {f["name"]: f["default"] for f in appended}
-        tail = compile_codec({"type": "record", "name": f"{name}Upgrade", "fields": appended}).encode(defaults)
-        out.append(dataclasses.replace(old, defaults=defaults, upgrade=tail))
+        _appended_with_defaults(old.wire, current.wire, f"{name} {version}")
+        out.append(dataclasses.replace(old, reader=current.wire))
     return tuple(out)
 
 

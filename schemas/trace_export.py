@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from schemas.integrity import as_link
 from schemas.lifecycle import TraceState, fold
 from schemas.timefmt import format_ms
 
@@ -86,5 +87,5 @@ def trace_export(trace_id: str, rows: Sequence[Row], proof: dict[str, Any] | Non
         "events": [event_view(r) for r in rows],
         "approval_requests": approval_requests(rows),
         "exported_at": format_ms(exported_at),
-        "integrity": {"chain": [dict(r) for r in rows], "proof": proof},
+        "integrity": {"chain": [as_link(r) for r in rows], "proof": proof},
     }

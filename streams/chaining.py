@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-from schemas.codec import HEADER_LEN, DecodeError, decode, encode, sealed_record, trace_summary
-from schemas.integrity import GENESIS, JCS_HASH, LEGACY_HASH, jcs_link_hasher
+from schemas.codec import DecodeError, current_body, decode, encode, sealed_record, trace_summary
+from schemas.integrity import GENESIS, JCS_HASH, LEGACY_HASH, jcs_link_hasher, omitted_when_null
 from schemas.lifecycle import TraceState, decide, fold, touches_lifecycle
 from schemas.registry import record_fields, schema
 
@@ -269,7 +269,7 @@ def seal(kind: ChainKind, value: bytes, store: ChainStore,
     recent = _digests(head.recent)
     archived = store.archived_ids(chain, head) if head.seq > len(head.recent) // 8 else set()
     kept, hashes = [], []
-    link = jcs_link_hasher(kind.event_fields)
+    link = jcs_link_hasher(kind.event_fields, omitted_when_null(kind.single_schema))
     for event in events:
         for k in kind.batch_keys:
             if event[k] != batch[k]:
@@ -291,7 +291,7 @@ def seal(kind: ChainKind, value: bytes, store: ChainStore,
     if retried or decoded.schema != kind.batch_schema:
         body = schema(kind.batch_schema).codec.encode(batch | {"events": kept})
     else:
-        body = value[HEADER_LEN:]
+        body = current_body(value)  # an earlier version's record is written again in the current one
     advance = _advance(kind, store, chain, head, kept)
     sealed = _sealed_value(kind, body, first_seq, prev, hashes, advance, JCS_HASH)
     return Sealed(kind.kafka_key(batch), sealed, len(kept), retried, advance=advance)

@@ -16,6 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 from aiohttp import web
+from multidict import CIMultiDictProxy
 
 from api.context import EVENT_EXPORTS, caller_org
 from api.errors import bad_param
@@ -26,6 +27,7 @@ from api.exports.parquet_stream import parquet_pieces
 from api.exports.streaming import stream
 from api.params import bool_param, decode_cursor, encode_cursor, enum_param, int_param, keyset_position, reject_unknown
 from api.routes.gateway import AGENTMARK_PARAMS, event_filter
+from schemas.model import MAX_ID_LEN, unaddressable_id
 from schemas.registry import record_fields
 from schemas.timefmt import check_query_ms, now_ms, parse_ms
 from sinks.repositories.events import EventFilter
@@ -56,6 +58,22 @@ CONTENT_TYPES = {"jsonl": "application/x-ndjson", "openai": "application/x-ndjso
                  "parquet": "application/vnd.apache.parquet"}
 FILENAMES = {"jsonl": "traces-export.jsonl", "openai": "traces-export-openai.jsonl", "csv": "traces-export.csv",
              "json": "traces-export.json", "parquet": "traces-export.parquet"}
+
+
+def app_id_header(headers: CIMultiDictProxy[str]) -> str | None:
+    """``X-Agentmark-App-Id``: the application of the caller's org whose events to export (exact
+    match), None when absent (every event of the org)."""
+    given = headers.getall(APP_ID_HEADER, [])
+    if not given:
+        return None
+    if len(given) > 1:
+        raise bad_param(APP_ID_HEADER, "give the header once")
+    app_id = given[0]
+    if not 0 < len(app_id) <= MAX_ID_LEN:
+        raise bad_param(APP_ID_HEADER, f"must be 1 to {MAX_ID_LEN} characters")
+    if unaddressable_id(app_id):
+        raise bad_param(APP_ID_HEADER, "must not hold control characters or be . or ..")
+    return app_id
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,9 +146,7 @@ def csv_row(event: Mapping[str, Any], columns: Sequence[str]) -> list[Any]:
 async def export_traces(request: web.Request) -> web.StreamResponse:
     """``GET /v1/traces/export``: up to ``limit`` events of the filters after ``cursor``, oldest first."""
     org_id = await caller_org(request, "traces:read")
-    if APP_ID_HEADER in request.headers:
-        raise bad_param(APP_ID_HEADER, "not supported yet: an API key reads its own org's traces; "
-                                       "send the request without this header")
+    app_id = app_id_header(request.headers)
     q = request.query
     reject_unknown(q, EXPORT_PARAMS)
     fmt = enum_param(q, "format", FORMATS) or "jsonl"
@@ -139,7 +155,7 @@ async def export_traces(request: web.Request) -> web.StreamResponse:
     if lightweight and fmt == "openai":
         raise bad_param("lightweight", "format=openai writes the conversations that lightweight leaves out")
     position = export_position(q)
-    flt = export_filter(q, fmt, position)
+    flt = dataclasses.replace(export_filter(q, fmt, position), app_id=app_id)
     exports = request.app[EVENT_EXPORTS]
     rows, more = await exports.page_rows(org_id, flt, limit + 1, position.after, INLINE_BYTES)
     more, rows = more or len(rows) > limit, rows[:limit]

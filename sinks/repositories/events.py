@@ -32,6 +32,7 @@ class EventFilter:
     tag: str | None = None
     metadata: tuple[str, str] | None = None  # (key, value)
     stored_until_ms: int | None = None  # stored (``ingested_at``) at or before this instant: a snapshot
+    app_id: str | None = None  # exact; events without one belong to no application and never match
 
     def conditions(self) -> tuple[list[str], dict[str, Any]]:
         """SQL conditions on the events table and their parameters."""
@@ -66,6 +67,8 @@ class EventFilter:
             add("user_id = {user:String}", user=self.user_id)
         if self.tag is not None:
             add("has(tags, {tag:String})", tag=self.tag)
+        if self.app_id is not None:
+            add("app_id = {app:String}", app=self.app_id)
         if self.metadata is not None:
             add("mapContains(metadata, {mkey:String}) AND metadata[{mkey:String}] = {mvalue:String}",
                 mkey=self.metadata[0], mvalue=self.metadata[1])
@@ -179,7 +182,8 @@ _STORED_COLUMNS = (
     "outcome, input, output, messages, tools, tool_choice, input_tokens, output_tokens, total_tokens, cost, "
     "cost_currency, scores, tags, metadata, policy_version, approval_request_id, authority_model, "
     "requested_operation, target_integration, resource_scope, data_classification, policy_rule_id, "
-    "parent_trace_id, ingested_at, seq, lower(hex(prev_hash)) AS prev_hash, lower(hex(hash)) AS hash, hash_version")
+    "parent_trace_id, app_id, ingested_at, seq, lower(hex(prev_hash)) AS prev_hash, lower(hex(hash)) AS hash, "
+    "hash_version")
 _DUMP_SELECT = (
     f"SELECT {_STORED_COLUMNS}, "
     # prev_hash and hash below are the aliases above (ClickHouse substitutes them): hex already

@@ -25,6 +25,7 @@ from aiokafka import ConsumerRecord
 from schemas import kafka_clients
 from schemas.codec import DecodeError, decode, encode, schema_of
 from schemas.event_json import event_json
+from schemas.integrity import as_link
 from schemas.subscriptions import SubscriptionView
 from schemas.timefmt import now_ms
 from schemas.topics import is_padding
@@ -47,14 +48,15 @@ def _attributes(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _linked(batch: dict[str, Any]) -> list[dict[str, Any]]:
-    """The batch's events with their links (seq, prev_hash, hash, hex, and hash_version) when it is sealed."""
+    """The batch's events with their links (seq, prev_hash, hash, hex, and hash_version) when it is sealed,
+    each as its link holds it (``schemas.integrity.as_link``: no app_id member when it is null)."""
     events = batch["events"] if "events" in batch else [batch]
     if "hashes" not in batch:
-        return [dict(e) for e in events]
+        return [as_link(e) for e in events]
     prev = batch["prev_hash"]
     linked = []
     for i, (event, digest) in enumerate(zip(events, batch["hashes"], strict=True)):
-        linked.append(dict(event) | {"seq": batch["first_seq"] + i, "prev_hash": prev.hex(), "hash": digest.hex(),
+        linked.append(as_link(event) | {"seq": batch["first_seq"] + i, "prev_hash": prev.hex(), "hash": digest.hex(),
                                      "hash_version": batch["hash_version"]})
         prev = digest
     return linked

@@ -428,11 +428,101 @@ async def test_every_bad_parameter_is_a_400_naming_it(client, data, params, fiel
     assert body["error"]["details"]["field"] == field, body
 
 
-async def test_the_app_id_header_is_a_400_naming_it(client, data):
-    status, _, text = await raw(client, data["key"], {"X-Agentmark-App-Id": "app_abc123"})
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def apps(api: Api, pipeline: Pipeline) -> dict[str, Any]:
+    """An org's events of two applications and of none, and another org's of the same application."""
+    org, other = uid("org"), uid("org")
+    key, other_key = await api.org_key(org), await api.org_key(other)
+    trace = uid("apps")
+    # one millisecond holds several, so a cursor walk splits ties
+    mine = [{"event_id": f"{trace}-{i:02d}", "trace_id": trace, "type": "SPAN", "name": f"step {i}",
+             "occurred_at": format_ms(T0 + (i // 3) * 1000),
+             **({"app_id": ("app_abc123", "app_other")[i % 2]} if i % 5 else {})} for i in range(15)]
+    status, body = await api.post("/v1/events", key, mine)
+    assert status == 202 and body["rejected"] == [], body
+    theirs = [{"event_id": f"{uid('x')}-0", "trace_id": uid("theirs"), "type": "SPAN", "app_id": "app_abc123",
+               "occurred_at": format_ms(T0)}]
+    assert (await api.post("/v1/events", other_key, theirs))[0] == 202
+    await pipeline.flush()
+    return {"key": key, "other": other_key, "events": mine, "theirs": theirs[0]["event_id"]}
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "json", "csv"])
+async def test_the_app_id_header_exports_exactly_that_apps_events_of_the_org(client, apps, fmt):
+    for app in ("app_abc123", "app_other"):
+        wanted = [e["event_id"] for e in apps["events"] if e.get("app_id") == app]
+        assert len(wanted) >= 5
+        status, _, text = await raw(client, apps["key"], {"X-Agentmark-App-Id": app}, format=fmt)
+        assert status == 200, text
+        if fmt == "jsonl":
+            events, meta = jsonl(text)
+            assert meta["count"] == len(wanted) and not meta["has_more"]
+        elif fmt == "json":
+            events = json.loads(text)
+        else:
+            events = csv_rows(text)[1]
+        assert [e["event_id"] for e in events] == wanted  # the other org's event of the app never shows
+        assert {e["app_id"] for e in events} == {app}
+    # without the header: every event of the org, those of no application (app_id null) included
+    _, _, text = await raw(client, apps["key"])
+    events, _ = jsonl(text)
+    assert [e["event_id"] for e in events] == [e["event_id"] for e in apps["events"]]
+    assert [e["app_id"] for e in events] == [e.get("app_id") for e in apps["events"]]
+    assert sum(e["app_id"] is None for e in events) == 3
+
+
+async def test_an_app_of_no_event_or_another_orgs_exports_nothing(client, apps):
+    for key, app in ((apps["key"], "app_unknown"), (apps["key"], "APP_ABC123"), (apps["key"], "app_abc12")):
+        status, _, text = await raw(client, key, {"X-Agentmark-App-Id": app})
+        assert status == 200 and jsonl(text) == ([], {"next_cursor": None, "has_more": False, "count": 0,
+                                                      "limit": 500})
+    status, _, text = await raw(client, apps["other"], {"X-Agentmark-App-Id": "app_abc123"})
+    assert status == 200 and [e["event_id"] for e in jsonl(text)[0]] == [apps["theirs"]]
+
+
+async def test_a_cursor_walk_with_the_header_stays_in_the_app(client, apps):
+    wanted = [e["event_id"] for e in apps["events"] if e.get("app_id") == "app_abc123"]
+    seen, cursor = [], None
+    for _ in range(len(wanted)):
+        params = {"limit": 2} | ({"cursor": cursor} if cursor else {})
+        status, headers, text = await raw(client, apps["key"], {"X-Agentmark-App-Id": "app_abc123"}, **params)
+        assert status == 200
+        events, meta = jsonl(text)
+        seen += [e["event_id"] for e in events]
+        cursor = meta["next_cursor"]
+        assert headers.get("X-Next-Cursor") == cursor
+        if cursor is None:
+            break
+    assert seen == wanted
+
+
+@pytest.mark.parametrize("value", ["", "   ", "a" * 257])
+async def test_an_empty_or_over_long_app_id_header_is_a_400_naming_it(client, apps, value):
+    status, _, text = await raw(client, apps["key"], {"X-Agentmark-App-Id": value})
     body = json.loads(text)
-    assert status == 400 and body["error"]["details"]["field"] == "X-Agentmark-App-Id"
-    assert "not supported" in body["error"]["message"]
+    assert status == 400 and body["error"]["code"] == "validation_error", body
+    assert body["error"]["details"]["field"] == "X-Agentmark-App-Id"
+
+
+async def test_the_app_id_header_given_twice_is_a_400_naming_it(client, apps):
+    auth = {"Authorization": f"Bearer {apps['key']}"}
+    headers = [*auth.items(), ("X-Agentmark-App-Id", "app_abc123"), ("X-Agentmark-App-Id", "app_other")]
+    async with client.get(PATH, headers=headers) as r:
+        body = await r.json()
+        assert r.status == 400 and body["error"]["details"]["field"] == "X-Agentmark-App-Id"
+    status, _, _ = await raw(client, apps["key"], {"X-Agentmark-App-Id": "a" * 256})
+    assert status == 200  # the longest id
+
+
+@pytest.mark.parametrize(("app_id", "reason"), [(7, "expected a string"), ("", "1 to 256"), ("a" * 257, "1 to 256"),
+                                                ("app\n1", "control characters"), (["app"], "expected a string")])
+async def test_a_bad_app_id_is_rejected_at_ingest_naming_it(api, app_id, reason):
+    key = await api.org_key(uid("org"))
+    status, body = await api.post("/v1/events", key, [{"trace_id": uid("t"), "app_id": "app_ok"},
+                                                      {"trace_id": uid("t"), "app_id": app_id}])
+    assert status == 202 and len(body["accepted"]) == 1, body
+    [rejected] = body["rejected"]
+    assert rejected["index"] == 1 and rejected["field"] == "app_id" and reason in rejected["reason"], rejected
 
 
 async def test_the_export_needs_a_key_with_traces_read(client, api, data):

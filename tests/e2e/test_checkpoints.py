@@ -124,7 +124,8 @@ async def test_exported_trace_verifies_offline_and_any_edit_fails(stack, tmp_pat
         trace = uid("tr")
         events = [{"event_id": f"{trace}-{i}", "trace_id": trace, "type": t, "agent_name": "deploy-agent",
                    "approval_request_id": "ap-1" if t.startswith("approval") else None,
-                   "metadata": {"note": "ünïcode ok", "flag_reason": "prod"} if i == 1 else {}}
+                   "metadata": {"note": "ünïcode ok", "flag_reason": "prod"} if i == 1 else {},
+                   **({"app_id": "app_abc123"} if i == 1 else {})}
                   for i, t in enumerate(("trace_initiated", "approval_requested", "approval_granted"))]
         assert (await api.post("/v1/events", key, events))[0] == 202
         await wait_event_count(api, key, f"/api/v1/traces/{trace}/verify", 3)
@@ -145,6 +146,9 @@ async def test_exported_trace_verifies_offline_and_any_edit_fails(stack, tmp_pat
     assert export["approval_requests"] == [{"id": "ap-1", "status": "approved", "flag_reason": "prod",
                                             "approver_name": None, "decision_note": None,
                                             "decided_at": export["events"][2]["timestamp"]}]
+    # a link holds app_id only when it is set (a null one is not in the hashed document)
+    assert [link.get("app_id", "(none)") for link in export["integrity"]["chain"]] == [
+        "(none)", "app_abc123", "(none)", "(none)", "(none)"]
     text = json.dumps(export, ensure_ascii=False)
     (tmp_path / "ok.json").write_text(text)
     code, out = verify_file(tmp_path / "ok.json", public_key)

@@ -37,7 +37,8 @@ EVENTS = [
           tool_choice='"auto"', input_tokens=2**40, output_tokens=0, total_tokens=2**40, cost=0.1 + 0.2,
           cost_currency="USD", scores={"quality": 0.95, "tiny": 1e-300}, tags=["a", "ß"],
           metadata={"k": "v" * 20_000, "ключ": "значение"}, end_time=T0 + 2500, status="STATUS_CODE_OK",
-          user_id="u-1", policy_version=7, agent_id="agent-1", requested_operation="crm.update"),
+          user_id="u-1", policy_version=7, agent_id="agent-1", requested_operation="crm.update",
+          app_id="app_ü \"1\""),
     event("t2", 1, org="other", occurred_at=T0 + 999, scores={"s": -0.0}),
 ]
 

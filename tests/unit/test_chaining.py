@@ -204,3 +204,26 @@ def test_an_org_id_holding_nul_is_refused():
     batch = {"org_id": "o\x001", "trace_id": "t1", "events": [trace_event(1, org="o\x001")]}
     with pytest.raises(DecodeError, match="NUL"):
         seal(TRACE_CHAIN, encode("TraceEventBatch", batch), ChainStore({}, {}))
+
+
+def test_a_batch_written_before_app_id_is_sealed_in_the_current_schema_with_the_same_links():
+    """A raw batch of the schema before TraceEvent had app_id (still on the topic at an upgrade) is
+    sealed as a current record: its events read with app_id null, linked as they were hashed before."""
+    from schemas.codec import MAGIC
+    from schemas.integrity import link_hash
+    from schemas.registry import previous_schemas
+
+    earlier = previous_schemas("TraceEventBatch")[-1]
+    events = [{k: v for k, v in trace_event(i).items() if k != "app_id"} for i in (1, 2)]
+    old_value = MAGIC + earlier.fingerprint + earlier.codec.encode({"org_id": "o1", "trace_id": "t1",
+                                                                    "events": events})
+    out = seal(TRACE_CHAIN, old_value, ChainStore({}, {}))
+    assert out.linked == 2 and out.value[2:10] == schema("SealedTraceEventBatch").fingerprint
+    rows = stored_rows([out.value])
+    assert [r["app_id"] for r in rows] == [None, None]
+    assert verify(rows, "event_id").valid
+    # the hash is the one of the event as it was written, without app_id
+    assert rows[0]["hash"] == link_hash(events[0], 1, GENESIS)
+    with_app = seal(TRACE_CHAIN, records([trace_event(3) | {"app_id": "app_abc123"}])[0], ChainStore({}, {}))
+    row = stored_rows([with_app.value])[0]
+    assert row["app_id"] == "app_abc123" and verify([row], "event_id").valid

@@ -15,7 +15,7 @@ def event(i: int = 1, **kw):
             "scores": {"q": 0.9}, "tags": ["a"], "metadata": {"k": "v"}, "policy_version": None,
             "approval_request_id": None, "authority_model": None, "requested_operation": None,
             "target_integration": None, "resource_scope": None, "data_classification": None,
-            "policy_rule_id": None, "parent_trace_id": None}
+            "policy_rule_id": None, "parent_trace_id": None, "app_id": None}
     base.update(kw)
     return base
 
@@ -80,3 +80,54 @@ def test_a_sealed_record_of_the_earlier_schema_reads_as_hash_version_1():
     assert decoded.schema == "SealedTraceEventBatch" and decoded.datum == batch | {"hash_version": 1}
     assert MAGIC + schema("SealedTraceEventBatch").fingerprint + current_body(value) == \
         encode("SealedTraceEventBatch", batch | {"hash_version": 1})
+
+
+#: The fingerprints records carried before TraceEvent had app_id (schemas/previous/v2)
+BEFORE_APP_ID = {"TraceEvent": "7e6d5a166c1255ab", "TraceEventBatch": "3010d174f811cb8e",
+                 "SealedTraceEventBatch": "3680adfe3407d0c8"}
+
+
+def _before_app_id(name: str, datum: dict) -> bytes:
+    """``datum`` as a record written before TraceEvent had app_id."""
+    from schemas.registry import previous_schemas
+
+    earlier = previous_schemas(name)[-1]
+    assert earlier.fingerprint.hex() == BEFORE_APP_ID[name]
+    without = {k: v for k, v in datum.items() if k != "app_id"}
+    if "events" in without:
+        without["events"] = [{k: v for k, v in e.items() if k != "app_id"} for e in without["events"]]
+    return MAGIC + earlier.fingerprint + earlier.codec.encode(without)
+
+
+def test_records_written_before_app_id_read_with_app_id_null():
+    batch = {"org_id": "o", "trace_id": "t", "events": [event(1), event(2, metadata={"ü": "✓"})]}
+    sealed = batch | {"first_seq": 3, "prev_hash": b"\x01" * 32, "hashes": [b"\x02" * 32, b"\x03" * 32],
+                      "started_at": 1, "final_outcome": "completed", "completed_at": 9, "hash_version": 2}
+    for name, datum in (("TraceEvent", event(1)), ("TraceEventBatch", batch), ("SealedTraceEventBatch", sealed)):
+        assert schema(name).fingerprint.hex() != BEFORE_APP_ID[name]
+        value = _before_app_id(name, datum)
+        decoded = decode(value)
+        assert decoded.schema == name and decoded.datum == datum  # app_id: None, the default
+        assert MAGIC + schema(name).fingerprint + current_body(value) == encode(name, datum)
+        with pytest.raises(DecodeError):
+            decode(value[:-3])
+
+
+def test_an_app_id_round_trips():
+    batch = {"org_id": "o", "trace_id": "t", "events": [event(1, app_id="app_abc123"), event(2)]}
+    assert decode(encode("TraceEventBatch", batch)).datum == batch
+
+
+def test_a_later_version_may_only_append_fields_with_defaults_also_in_nested_records():
+    from schemas.registry import _appended_with_defaults
+
+    old = schema("TraceEventBatch").wire
+    _appended_with_defaults(old, old, "same")
+    items = old["fields"][2]["type"]["items"]
+    inserted = items | {"fields": [{"name": "x", "type": "string", "default": ""}, *items["fields"]]}
+    no_default = items | {"fields": [*items["fields"], {"name": "x", "type": "string"}]}
+    retyped = items | {"fields": [*items["fields"][:-1], items["fields"][-1] | {"type": ["null", "long"]}]}
+    for bad in (inserted, no_default, retyped):
+        newer = old | {"fields": [*old["fields"][:2], old["fields"][2] | {"type": {"type": "array", "items": bad}}]}
+        with pytest.raises(ValueError, match="events"):
+            _appended_with_defaults(old, newer, "TraceEventBatch")

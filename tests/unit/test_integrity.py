@@ -6,7 +6,7 @@ import json
 import pytest
 import rfc8785
 
-from schemas.integrity import GENESIS, JCS_HASH, LEGACY_HASH, link_hash, verify
+from schemas.integrity import GENESIS, JCS_HASH, LEGACY_HASH, Verdict, as_link, link_hash, omitted_when_null, verify
 
 
 def ev(i: int, **kw) -> dict:
@@ -86,3 +86,34 @@ def test_truncated_tail_is_caught_only_with_a_checkpointed_head():
     verdict = verify(rows[:3], "event_id", expected_head=head)
     assert not verdict.valid and "seq 5" in verdict.reason
     assert verify(rows, "event_id", expected_head=head).valid
+
+
+def test_a_null_app_id_is_left_out_of_the_hashed_document_so_earlier_links_verify():
+    """Links sealed before TraceEvent had app_id were hashed without it: read back with app_id null
+    (the default), they still verify, in both hash versions; a set app_id is hashed."""
+    earlier = chained(4, (LEGACY_HASH, JCS_HASH))
+    assert all("app_id" not in row for row in earlier)
+    read_back = [row | {"app_id": None} for row in earlier]
+    assert verify(read_back, "event_id").valid
+    assert link_hash(ev(1, app_id=None), 1, GENESIS) == link_hash(ev(1), 1, GENESIS)
+    with_app = ev(1, app_id="app_abc123")
+    doc = with_app | {"seq": 1, "prev_hash": GENESIS, "hash_version": 2}
+    assert link_hash(with_app, 1, GENESIS) == hashlib.sha256(rfc8785.dumps(doc)).hexdigest()
+    assert link_hash(with_app, 1, GENESIS) != link_hash(ev(1), 1, GENESIS)
+
+
+def test_an_app_id_set_or_cleared_after_sealing_breaks_the_link():
+    rows = chained(2)
+    tampered = [rows[0] | {"app_id": "app_x"}, rows[1]]
+    assert verify(tampered, "event_id") == Verdict(False, 1, "e1", "hash does not match the event's content")
+    sealed = [ev(1, app_id="app_x") | {"seq": 1, "prev_hash": GENESIS, "hash_version": JCS_HASH,
+                                       "hash": link_hash(ev(1, app_id="app_x"), 1, GENESIS)}]
+    assert verify(sealed, "event_id").valid
+    assert not verify([sealed[0] | {"app_id": None}], "event_id").valid
+
+
+def test_as_link_drops_only_null_omit_null_fields():
+    assert omitted_when_null("TraceEvent") == ("app_id",)
+    assert omitted_when_null("AuditEvent") == ()
+    assert as_link({"app_id": None, "name": None, "x": 1}) == {"name": None, "x": 1}
+    assert as_link({"app_id": "a", "name": None}) == {"app_id": "a", "name": None}

@@ -72,3 +72,15 @@ def test_event_shapes_follow_the_avro_schema() -> None:
 async def test_the_document_is_served_without_a_key() -> None:
     response = await serve(make_mocked_request("GET", "/v1/openapi.json"))
     assert response.status == 200 and json.loads(response.body) == document()
+
+
+def test_the_trace_export_documents_the_app_id_header_with_the_ids_limit() -> None:
+    from api.routes.gateway_export import APP_ID_HEADER
+    from schemas.model import MAX_ID_LEN
+
+    params = document()["paths"]["/v1/traces/export"]["get"]["parameters"]
+    [header] = [p for p in params if p["in"] == "header"]
+    assert header["name"] == APP_ID_HEADER == "X-Agentmark-App-Id" and header["required"] is False
+    assert header["schema"] == {"type": "string", "minLength": 1, "maxLength": MAX_ID_LEN}
+    app_id = document()["components"]["schemas"]["TraceEventInput"]["properties"]["app_id"]
+    assert app_id["type"] == ["string", "null"] and (app_id["minLength"], app_id["maxLength"]) == (1, MAX_ID_LEN)

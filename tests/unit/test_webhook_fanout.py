@@ -105,3 +105,18 @@ def test_a_changed_filter_applies_from_its_version_on():
     view.apply(sub(filter={"agent_id": "a-2"}, version=2))
     assert ids(view, "acme", "approval.requested", {"agent_id": "a-1"}) == []
     assert ids(view, "acme", "approval.requested", {"agent_id": "a-2"}) == ["wh_1"]
+
+
+def test_trace_events_deliveries_hold_app_id_only_where_it_is_set_as_the_links_do():
+    from streams.chaining import TRACE_CHAIN, ChainStore, seal
+
+    events = [validate_trace_event({"event_id": f"e{i}", "trace_id": "tr-1", "type": "SPAN",
+                                    **({"app_id": "app_abc123"} if i else {})}, org_id="acme", now=0)
+              for i in range(2)]
+    sealed = seal(TRACE_CHAIN, encode("TraceEventBatch", {"org_id": "acme", "trace_id": "tr-1", "events": events}),
+                  ChainStore({}, {})).value
+    view = view_of(sub(event_types=["trace.events"]))
+    [(_, value)] = [d for n in notices_of(sealed, view) for d in deliveries_of(n, view, 1)]
+    delivered = json.loads(decode(value).datum["payload"])["data"]["events"]
+    assert ["app_id" in e for e in delivered] == [False, True] and delivered[1]["app_id"] == "app_abc123"
+    assert [e["hash"] for e in delivered] == [h.hex() for h in decode(sealed).datum["hashes"]]
