@@ -10,7 +10,6 @@ streams may or may not be in it; none is written twice.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any
 
 from aiohttp import web
 
@@ -18,11 +17,9 @@ from api.context import EVENT_EXPORTS, SETTINGS, TRACES, caller_org
 from api.errors import ApiError, bad_param
 from api.exports.csv_text import csv_lines
 from api.exports.json_text import json_array
-from api.exports.siem import cef_line, ocsf_line
 from api.exports.streaming import ReadAhead, stream
 from api.params import enum_param, reject_unknown, str_param, time_range
-from schemas.timefmt import format_ms
-from sinks.repositories.events import SIEM_COLUMNS
+from sinks.repositories.siem_sql import SIEM_COLUMNS
 from sinks.repositories.traces import TraceExports, TraceQuery, first_value_is
 
 #: Seed 003's CSV columns of a trace, in the seed's order.
@@ -38,8 +35,6 @@ FIRST_CHUNK_ROWS = 5_000
 #: Traces per chunk of the traces CSV: its rows are ~160 bytes, and each chunk merges its traces'
 #: partial rows (``FINAL``), which costs less per trace in larger chunks.
 TRACE_CHUNK_ROWS = 50_000
-#: Rows per query where Python writes the lines (OCSF, CEF).
-PYTHON_CHUNK_ROWS = 5_000
 
 
 def date_range(query: Mapping[str, str]) -> tuple[int, int]:
@@ -111,11 +106,6 @@ async def export_traces(request: web.Request) -> web.StreamResponse:
         "Content-Disposition": f'attachment; filename="{filename}"', "X-Total-Count": str(total)})
 
 
-def siem_object(row: Mapping[str, Any]) -> dict[str, Any]:
-    """One event as seed 003's SIEM export object."""
-    return {name: format_ms(row["occurred_at"]) if name == "timestamp" else row[name] for name in SIEM_COLUMNS}
-
-
 async def export_audit_events(request: web.Request) -> web.StreamResponse:
     """``GET /api/v1/audit/export?from=&to=[&format=json|csv|ocsf|cef]``: every event that occurred
     in the range, oldest first, as a JSON array (default), CSV, or one OCSF object or CEF line per event."""
@@ -126,35 +116,21 @@ async def export_audit_events(request: web.Request) -> web.StreamResponse:
     fmt = enum_param(q, "format", ("json", "csv", "ocsf", "cef")) or "json"
     events = request.app[EVENT_EXPORTS]
 
-    async def rows() -> AsyncIterator[list[dict[str, Any]]]:
-        after = None
-        while True:
-            found = await events.siem_chunk(org_id, since, until, PYTHON_CHUNK_ROWS, after)
-            if found:
-                yield found
-            if len(found) < PYTHON_CHUNK_ROWS:
-                return
-            after = (found[-1]["occurred_at"], found[-1]["event_id"])
-
-    async def lines(write: Callable[[dict[str, Any], int], bytes]) -> AsyncIterator[bytes]:
-        async for found in rows():
-            yield b"".join(write(siem_object(r), r["occurred_at"]) for r in found)
-
     def formatted(fmt: str) -> AsyncIterator[bytes]:
-        """ClickHouse's own CSV or JSON lines, chunk by chunk."""
+        """ClickHouse's own lines of ``fmt``, chunk by chunk."""
         return in_chunks(lambda limit, after: events.siem_formatted(org_id, since, until, fmt, limit, after))
 
     async def csv_pieces() -> AsyncIterator[bytes]:
         yield csv_lines([SIEM_COLUMNS])
-        async for body in formatted("CSV"):
+        async for body in formatted("csv"):
             yield body
 
     def json_pieces() -> AsyncIterator[bytes]:
         # one object per line and no newline inside one: the lines joined by commas
-        return json_array(body.rstrip(b"\n").replace(b"\n", b",") async for body in formatted("JSONEachRow"))
+        return json_array(body.rstrip(b"\n").replace(b"\n", b",") async for body in formatted("json"))
 
-    pieces, content_type = {"ocsf": (lambda: lines(ocsf_line), "application/x-ndjson"),
-                            "cef": (lambda: lines(cef_line), "text/plain; charset=utf-8"),
+    pieces, content_type = {"ocsf": (lambda: formatted("ocsf"), "application/x-ndjson"),
+                            "cef": (lambda: formatted("cef"), "text/plain; charset=utf-8"),
                             "csv": (csv_pieces, "text/csv; charset=utf-8"),
                             "json": (json_pieces, "application/json")}[fmt]
     total, ahead = await counted(request, events.count(org_id, since, until), "events", pieces())

@@ -12,7 +12,8 @@ import pyarrow.ipc
 
 from schemas.timefmt import datetime_ms, ms_datetime
 from sinks.clickhouse import ClickHouse
-from sinks.repositories.export_sql import FORMAT_SETTINGS, iso_ms, neutral
+from sinks.repositories.export_sql import FORMAT_SETTINGS
+from sinks.repositories.siem_sql import SIEM_FORMATS
 
 
 @dataclass(frozen=True)
@@ -164,14 +165,6 @@ class EventRepository:
         return int(rows.rows[0][0])
 
 
-#: Seed 003's SIEM export fields, in the seed's order.
-SIEM_COLUMNS = ("event_id", "trace_id", "agent_id", "event_type", "actor_type", "actor_name", "description", "status",
-                "timestamp", "policy_version", "integrity_hash")
-#: One SIEM row (seed 003's audit export) per stored event: its columns, deduplicated by key.
-_SIEM_SELECT = ("SELECT event_id, trace_id, agent_id, type AS event_type, actor_type, actor_name, description, status, "
-                "occurred_at, policy_version, if(seq = 0, NULL, concat('sha256:', lower(hex(hash)))) AS integrity_hash")
-
-
 #: The stored columns of an event that a dump and a Parquet export hold: every column of ``events``
 #: but the sink's source position and ``_doc``, and its chain link with the digests in hex. A dump
 #: adds ``_line``: the event's JSON document (``_doc``, as the read API returns it) with the link's
@@ -221,24 +214,16 @@ class EventExports:
 
     async def siem_formatted(self, org_id: str, since_ms: int, until_ms: int, fmt: str, limit: int,
                              after: tuple[int, str] | None) -> tuple[bytes, tuple[int, str] | None]:
-        """Up to ``limit`` events of [since, until] after the key ``after`` (as ``siem_chunk``), written by
-        ClickHouse in ``fmt`` (``CSV``: the SIEM columns with formulas neutralised; ``JSONEachRow``:
-        one object per line); and the key to go on after, None when no event follows.
+        """Up to ``limit`` events of [since, until] after the key ``after``, ordered by (occurred_at,
+        event_id), each once, written by ClickHouse as seed 003's SIEM export format ``fmt`` (a key of
+        ``SIEM_FORMATS``); and the key to go on after, None when no event follows.
 
         Two queries: the chunk's last key (the ``limit``-th row, a key stored twice counted twice), then
         the rows up to it, each key once (``FINAL`` merges the rows of a key that a resend stored twice;
         cheaper than ``LIMIT 1 BY``, measured 2026-12-05). Bounding the second query by the first lets
         it read only its chunk: without the bound, ClickHouse sorts every row after ``after``."""
+        columns, output = SIEM_FORMATS[fmt]
         where, params = self._range(org_id, since_ms, until_ms, after)
-        text = fmt == "CSV"
-        columns = ", ".join([
-            *(f"{neutral(c) if text else c} AS {c}" for c in ("event_id", "trace_id", "agent_id")),
-            f"{neutral('type') if text else 'type'} AS event_type",
-            *(f"{neutral(c) if text else c} AS {c}" for c in ("actor_type", "actor_name", "description", "status")),
-            f"{iso_ms('occurred_at')} AS timestamp", "policy_version",
-            "if(seq = 0, NULL, concat('sha256:', lower(hex(hash)))) AS integrity_hash"])
-        select = f"SELECT {columns} FROM {self.table} FINAL WHERE {where}"
-        # the limit-th row, duplicates included: a chunk holds at most ``limit`` events
         last = await self.ch.query(f"SELECT occurred_at, event_id FROM {self.table} WHERE {where} "
                                    "ORDER BY occurred_at, event_id LIMIT 1 OFFSET {skip:UInt32}",
                                    params | {"skip": limit - 1})
@@ -249,21 +234,9 @@ class EventExports:
             upto = (" AND (occurred_at, event_id) <= ({l_ts:DateTime64(3, 'UTC')}, {l_id:String})"
                     " AND occurred_at <= {l_ts:DateTime64(3, 'UTC')}")
             params |= {"l_ts": last.rows[0][0], "l_id": last.rows[0][1]}
-        body = await self.ch.raw_query(f"{select}{upto} ORDER BY occurred_at, event_id", params, fmt=fmt,
-                                       settings=FORMAT_SETTINGS)
+        body = await self.ch.raw_query(f"SELECT {columns} FROM {self.table} FINAL WHERE {where}{upto} "
+                                       "ORDER BY occurred_at, event_id", params, fmt=output, settings=FORMAT_SETTINGS)
         return body, next_key
-
-    async def siem_chunk(self, org_id: str, since_ms: int, until_ms: int, limit: int,
-                         after: tuple[int, str] | None) -> list[dict[str, Any]]:
-        """Up to ``limit`` events of [since, until] after the key ``after``, ordered by (occurred_at,
-        event_id), each once, with the columns of seed 003's SIEM export (``occurred_at`` in epoch ms)."""
-        where, params = self._range(org_id, since_ms, until_ms, after)
-        rows = (await self.ch.query(f"{_SIEM_SELECT} FROM {self.table} WHERE {where} ORDER BY occurred_at, event_id "
-                                    "LIMIT 1 BY occurred_at, event_id LIMIT {lim:UInt32}",
-                                    params | {"lim": limit})).dicts()
-        for row in rows:
-            row["occurred_at"] = datetime_ms(row["occurred_at"])
-        return rows
 
     async def page_rows(self, org_id: str, flt: EventFilter, limit: int, after: tuple[int, str] | None,
                         inline_bytes: int) -> tuple[list[PageRow], bool]:

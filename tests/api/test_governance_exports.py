@@ -19,7 +19,7 @@ from api.app import create_app
 from api.routes import governance_exports
 from api.routes.governance_exports import TRACE_COLUMNS
 from schemas.timefmt import format_ms
-from sinks.repositories.events import SIEM_COLUMNS
+from sinks.repositories.siem_sql import SIEM_COLUMNS
 from tests.support.in_process import Pipeline
 from tests.support.service import ADMIN_KEY, Api, uid
 from tracehouse.settings import Settings
@@ -161,7 +161,7 @@ async def test_the_siem_export_as_ocsf_and_cef_holds_the_same_events(client, dat
 
 
 async def test_a_walk_over_many_chunks_returns_every_row_once_in_order(client, dataset, monkeypatch):
-    for name in ("CHUNK_ROWS", "FIRST_CHUNK_ROWS", "PYTHON_CHUNK_ROWS", "TRACE_CHUNK_ROWS"):
+    for name in ("CHUNK_ROWS", "FIRST_CHUNK_ROWS", "TRACE_CHUNK_ROWS"):
         monkeypatch.setattr(governance_exports, name, 2)
     for fmt in ("json", "ocsf"):
         _, _, whole = await raw(client, "/api/v1/audit/export", dataset["reviewer"], format=fmt, **dataset["range"])
@@ -236,7 +236,7 @@ async def test_an_export_above_the_cap_is_413(pipeline, dataset):
 async def test_a_key_stored_twice_is_counted_and_exported_once(client, api, pipeline, monkeypatch):
     """An unchained resend stores an event's key a second time (ReplacingMergeTree merges the two
     later): every export and its X-Total-Count hold it once, whatever the chunks."""
-    for name in ("CHUNK_ROWS", "FIRST_CHUNK_ROWS", "PYTHON_CHUNK_ROWS"):
+    for name in ("CHUNK_ROWS", "FIRST_CHUNK_ROWS"):
         monkeypatch.setattr(governance_exports, name, 2)
     org = uid("org")
     reviewer, writer = await api.org_key(org, ["reviewer"]), await api.org_key(org, ["traces:write"])
