@@ -247,12 +247,13 @@ class EventExports:
         byte. No ``LIMIT 1 BY``: ClickHouse then reads the rows in key order and stops (10-13 ms
         against 25-35 ms for 2,001 keys of 1M events, measured 2026-12-05)."""
         where, params = _filtered(org_id, flt, after)
-        sql = (f"SELECT occurred_at, event_id, length(_doc) AS size, if(size <= {{inline:UInt32}}, _doc, '') "
-               f"FROM {self.table} WHERE {where} ORDER BY occurred_at, event_id LIMIT {{lim:UInt32}}")
+        sql = (f"SELECT toUnixTimestamp64Milli(occurred_at), event_id, length(_doc) AS size, "
+               f"if(size <= {{inline:UInt32}}, _doc, '') FROM {self.table} WHERE {where} "
+               "ORDER BY occurred_at, event_id LIMIT {lim:UInt32}")
         found = (await self.ch.query(sql, params | {"lim": limit, "inline": inline_bytes})).rows
         rows: list[PageRow] = []
-        for ts, event_id, size, doc in found:
-            key = (datetime_ms(ts), event_id)
+        for at_ms, event_id, size, doc in found:
+            key = (at_ms, event_id)
             if not rows or rows[-1].key != key:
                 rows.append(PageRow(key, size, doc if size <= inline_bytes else None))
         return rows, len(found) == limit
