@@ -25,8 +25,10 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+from schemas.avro_jcs import JcsReader, jcs_reader
 from schemas.canonical import canonical_json
 from schemas.jcs import canonicalize, document_writer
+from schemas.registry import schema
 
 GENESIS = "0" * 64
 LEGACY_HASH = 1  # sha256 of Python's sorted-keys JSON; links sealed before 2026-12-05
@@ -57,6 +59,21 @@ def jcs_link_hasher(fields: tuple[str, ...]) -> Callable[[Mapping[str, Any], int
         return hashlib.sha256(write(event, seq, prev_hash, JCS_HASH).encode()).digest()
 
     return link
+
+
+@cache
+def avro_link_reader(event_schema: str, kept: tuple[str, ...]) -> JcsReader:
+    """A reader of ``event_schema`` records (Avro binary, its current version) that also writes
+    their link documents' JCS text (``schemas.avro_jcs``): ``avro_link`` of its ``parts`` is
+    ``link_hash`` of the decoded event, as raw bytes, without decoding the event into a dict
+    (``kept``: the fields it decodes too)."""
+    return jcs_reader(schema(event_schema).wire, ("seq", "prev_hash", "hash_version"), kept)
+
+
+def avro_link(reader: JcsReader, parts: tuple[str, ...], seq: int, prev_hash: str) -> bytes:
+    """The raw ``link_hash`` (version 2) of the event ``reader`` read as ``parts``, as link ``seq``
+    after ``prev_hash`` (hex)."""
+    return hashlib.sha256(reader.text(parts, seq, prev_hash, JCS_HASH).encode()).digest()
 
 
 def _document_hash(document: Mapping[str, Any], version: int) -> str:

@@ -96,6 +96,8 @@ def number(value: float) -> str:
         return "0"  # -0 too
     # repr gives the shortest digits that round-trip, as ECMAScript requires; only the layout differs
     text = repr(value)
+    if "e" not in text:  # 1e-4 <= |value| < 1e16: ECMAScript writes the same, minus a trailing ".0"
+        return text[:-2] if text.endswith(".0") else text
     sign = "-" if text[0] == "-" else ""
     text = text.lstrip("-")
     mantissa, _, exponent = text.partition("e")
@@ -116,7 +118,7 @@ def number(value: float) -> str:
     return sign + (digits if k == 1 else digits[0] + "." + digits[1:]) + exp
 
 
-def _value(value: Any) -> str:
+def value_text(value: Any) -> str:
     """The JCS text of one value, the common kinds first (what a generated document writer calls)."""
     kind = value.__class__
     if kind is str:
@@ -149,6 +151,6 @@ def document_writer(names: list[str] | tuple[str, ...], extra: dict[str, str]) -
     body = "".join(["''.join((", ", ".join(parts), ", '}'))"]) if parts else "'{}'"
     args = ", ".join(["d", *extra.values()])
     source = f"def write({args}):\n    return {body}\n"
-    namespace: dict[str, Any] = {"_v": _value}
+    namespace: dict[str, Any] = {"_v": value_text}
     exec(compile(source, "<jcs document writer>", "exec"), namespace)  # noqa: S102 - generated from field names
     return namespace["write"]
