@@ -73,9 +73,9 @@ async def one_round(work: Path, processes: int, env: dict[str, str],
     parts = "sink,checkpointer,rollups" if processes else "sink,rollups"  # checkpoints are of chains
     owner = Service(work, broker.port, "run", "--parts", parts,
                     TRACEHOUSE_CHAIN_EVENTS="true" if processes else "false", **env)
-    owner.start()
     guests: list[Service] = []
     try:
+        owner.start()
         guests = [chain_worker(owner, f"chain-{i}") for i in range(processes)]
         pids = {g.proc.pid for g in guests}
         if processes:

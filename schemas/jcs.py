@@ -119,7 +119,7 @@ def number(value: float) -> str:
 
 
 def value_text(value: Any) -> str:
-    """The JCS text of one value, the common kinds first (what a generated document writer calls)."""
+    """The JCS text of one value, the common kinds first."""
     kind = value.__class__
     if kind is str:
         return encode_basestring(value)
@@ -130,27 +130,3 @@ def value_text(value: Any) -> str:
     if kind is float:
         return number(value)
     return canonicalize(value)
-
-
-def document_writer(names: list[str] | tuple[str, ...], extra: dict[str, str]) -> Any:
-    """A function ``write(datum, **extra_values) -> str``: the JCS text of ``datum``'s members
-    ``names`` (every one present) plus the members ``extra`` names, in one pass and no dict copy:
-    the member order is decided once here. ``extra`` maps each extra member to the argument that
-    carries its value. Every name must be ASCII (record field names are), so code-point order is
-    UTF-16 order. ``tests/unit/test_jcs.py`` holds it byte for byte to ``canonicalize``."""
-    # a null member costs no call: most of an event's optional fields are null
-    members = {name: f"('null' if (v := d[{name!r}]) is None else _v(v))" for name in names} | {
-        name: f"_v({arg})" for name, arg in extra.items()}
-    if not all(name.isascii() for name in members):
-        raise ValueError("member names must be ASCII")
-    order = sorted(members)
-    parts = []
-    for i, name in enumerate(order):
-        parts.append(repr(("{" if i == 0 else ",") + encode_basestring(name) + ":"))
-        parts.append(members[name])
-    body = "".join(["''.join((", ", ".join(parts), ", '}'))"]) if parts else "'{}'"
-    args = ", ".join(["d", *extra.values()])
-    source = f"def write({args}):\n    return {body}\n"
-    namespace: dict[str, Any] = {"_v": value_text}
-    exec(compile(source, "<jcs document writer>", "exec"), namespace)  # noqa: S102 - generated from field names
-    return namespace["write"]
