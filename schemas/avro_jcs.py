@@ -22,7 +22,7 @@ from json.encoder import encode_basestring
 from typing import Any
 
 from schemas.compiled import HELPERS, CorruptRecord, Unsupported, _kind, read_long
-from schemas.jcs import MAX_SAFE_INTEGER, _utf16, canonicalize, number, value_text
+from schemas.jcs import MAX_SAFE_INTEGER, _utf16, canonicalize, number
 
 
 def _int(value: int) -> str:
@@ -55,10 +55,11 @@ _HELPERS = dict(HELPERS, _read_length=_read_length, _esc=encode_basestring, _num
 @dataclass(frozen=True)
 class JcsReader:
     """``read(data, pos) -> (pos, kept, parts)``: reads one record at ``pos``; ``kept`` holds the
-    decoded values of the fields asked for, ``parts`` the record's JCS text split where the extra
-    members' values go; ``text(parts, *extra_values)`` joins them into the JCS text."""
+    decoded values of the fields asked for, ``parts`` the record's JCS text in pieces, with gaps
+    for the extra members' values; ``text(parts, *extra_texts)`` fills the gaps with those values'
+    JCS text (``schemas.jcs.canonicalize``) and joins the pieces (once: it fills ``parts`` in)."""
 
-    read: Callable[[bytes, int], tuple[int, tuple[Any, ...], tuple[str, ...]]]
+    read: Callable[[bytes, int], tuple[int, tuple[Any, ...], list[str | None]]]
     text: Callable[..., str]
     source: str  # the generated module, kept for reading and debugging
 
@@ -107,7 +108,8 @@ class _Gen:
         if kind == "boolean":
             return [f"{ind}{v} = data[pos] == 1", f"{ind}pos += 1", f"{ind}{target} = 'true' if {v} else 'false'"]
         if kind in ("int", "long"):
-            return [*self.long(v, ind), f"{ind}{target} = _int({v})"]
+            return [*self.long(v, ind),
+                    f"{ind}{target} = str({v}) if {-MAX_SAFE_INTEGER} <= {v} <= {MAX_SAFE_INTEGER} else _int({v})"]
         if kind in ("float", "double"):
             size, unpack = (4, "_unpack_f") if kind == "float" else (8, "_unpack_d")
             return [f"{ind}{v} = {unpack}(data, pos)[0]", f"{ind}pos += {size}", f"{ind}{target} = _num({v})"]
@@ -143,24 +145,27 @@ class _Gen:
 
     def collection(self, t: dict[str, Any], kind: str, target: str, ind: str) -> list[str]:
         count, item, key, items = self.var("c"), self.var("j"), self.var("k"), self.var("a")
-        inner = ind + "        "
+        inner = ind + "            "
         size = self.var("n")
         read_key = [*self.length(size, inner), f"{inner}{key} = data[pos:pos + {size}].decode()",
                     f"{inner}pos += {size}"] if kind == "map" else []
         add = f"{items}.append({item})" if kind == "array" else f"{items}[{key}] = {item}"
         join = f"'[' + ','.join({items}) + ']'" if kind == "array" else f"_object({items})"
-        return [f"{ind}{items} = {'[]' if kind == 'array' else '{}'}",
-                *self.long(count, ind),
-                f"{ind}while {count}:",
-                f"{ind}    if {count} < 0:",
-                f"{ind}        {count} = -{count}",
-                f"{ind}        _, pos = _read_long(data, pos)",
-                f"{ind}    for _ in range({count}):",
+        return [*self.long(count, ind),
+                f"{ind}if {count}:",
+                f"{ind}    {items} = {'[]' if kind == 'array' else '{}'}",
+                f"{ind}    while {count}:",
+                f"{ind}        if {count} < 0:",
+                f"{ind}            {count} = -{count}",
+                f"{ind}            _, pos = _read_long(data, pos)",
+                f"{ind}        for _ in range({count}):",
                 *read_key,
                 *self.text(t["items"] if kind == "array" else t["values"], item, inner),
                 f"{inner}{add}",
-                *self.long(count, ind + "    "),
-                f"{ind}{target} = {join}"]
+                *self.long(count, ind + "        "),
+                f"{ind}    {target} = {join}",
+                f"{ind}else:",
+                f"{ind}    {target} = {'[]' if kind == 'array' else '{}'!r}"]
 
     def record(self, t: dict[str, Any]) -> str:
         """A nested record: ``jcs_<name>(data, pos) -> (text, pos)``."""
@@ -194,26 +199,25 @@ def jcs_reader(record_schema: dict[str, Any], extra: tuple[str, ...], kept: tupl
     lines = ["def read(data, pos):"]
     for f in fields:
         lines += gen.text(f["type"], texts[f["name"]], "    ", values.get(f["name"]))
-    # the members in JCS order (ASCII names: code-point order is UTF-16 order); each extra member
-    # ends a part, so ``text`` puts its value between two parts
-    parts: list[list[str]] = [[]]
+    # the members in JCS order (ASCII names: code-point order is UTF-16 order), as one list of
+    # pieces to join; the extra members' values are left None, for ``text`` to fill in
+    pieces: list[str] = []
+    slots: dict[str, int] = {}
     for i, name in enumerate(sorted([*names, *extra])):
-        parts[-1].append(repr(("{" if i == 0 else ",") + encode_basestring(name) + ":"))
+        pieces.append(repr(("{" if i == 0 else ",") + encode_basestring(name) + ":"))
         if name in extra:
-            parts.append([])
-        else:
-            parts[-1].append(texts[name])
-    parts[-1].append("'}'")
-    joined = ", ".join(f"''.join(({', '.join(p)},))" for p in parts)
-    lines.append(f"    return pos, ({''.join(v + ', ' for v in values.values())}), ({joined},)")
-    ordered = [n for n in sorted([*names, *extra]) if n in extra]
-    pieces = [f"parts[{i}], _jcs(e{extra.index(n)})" for i, n in enumerate(ordered)]
+            slots[name] = len(pieces)
+        pieces.append("None" if name in extra else texts[name])
+    pieces.append("'}'")
+    lines.append(f"    return pos, ({''.join(v + ', ' for v in values.values())}), [{', '.join(pieces)}]")
+    args = [f"e{i}" for i in range(len(extra))]
+    fill = "".join(f"    parts[{slots[name]}] = {arg}\n" for name, arg in zip(extra, args, strict=True))
     source = "\n".join(gen.functions.values()) + "\n" + "\n".join(lines) + f"""
 
 
-def text(parts, {", ".join(f"e{i}" for i in range(len(extra)))}):
-    return ''.join(({"".join(p + ", " for p in pieces)}parts[{len(ordered)}],))
+def text(parts, {", ".join(args)}):
+{fill}    return ''.join(parts)
 """
-    namespace = dict(_HELPERS, _jcs=value_text)
+    namespace = dict(_HELPERS)
     exec(compile(source, f"<jcs reader {record_schema['name']}>", "exec"), namespace)  # noqa: S102 - from a schema
     return JcsReader(namespace["read"], namespace["text"], source)

@@ -27,7 +27,7 @@ from typing import Any
 
 from schemas.avro_jcs import JcsReader, jcs_reader
 from schemas.canonical import canonical_json
-from schemas.jcs import canonicalize
+from schemas.jcs import canonicalize, value_text
 from schemas.registry import schema
 
 GENESIS = "0" * 64
@@ -35,6 +35,7 @@ LEGACY_HASH = 1  # sha256 of Python's sorted-keys JSON; links sealed before 2026
 JCS_HASH = 2  # sha256 of RFC 8785 JSON, hash_version included in the document
 #: What the chain agents seal with.
 HASH_VERSION = JCS_HASH
+_JCS_HASH_TEXT = str(JCS_HASH)
 
 
 def link_hash(event: Mapping[str, Any], seq: int, prev_hash: str, version: int = HASH_VERSION) -> str:
@@ -56,10 +57,11 @@ def avro_link_reader(event_schema: str, kept: tuple[str, ...]) -> JcsReader:
     return jcs_reader(schema(event_schema).wire, ("seq", "prev_hash", "hash_version"), kept)
 
 
-def avro_link(reader: JcsReader, parts: tuple[str, ...], seq: int, prev_hash: str) -> bytes:
+def avro_link(reader: JcsReader, parts: list[str | None], seq: int, prev_hash: str) -> bytes:
     """The raw ``link_hash`` (version 2) of the event ``reader`` read as ``parts``, as link ``seq``
     after ``prev_hash`` (hex)."""
-    return hashlib.sha256(reader.text(parts, seq, prev_hash, JCS_HASH).encode()).digest()
+    document = reader.text(parts, value_text(seq), value_text(prev_hash), _JCS_HASH_TEXT)
+    return hashlib.sha256(document.encode()).digest()
 
 
 def _document_hash(document: Mapping[str, Any], version: int) -> str:

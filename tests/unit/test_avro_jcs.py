@@ -47,6 +47,11 @@ def datum_of(t: Any) -> st.SearchStrategy:
             "float": st.floats(width=32, allow_nan=False, allow_infinity=False)}[kind]
 
 
+def jcs(*values: Any) -> list[str]:
+    """The JCS text of each extra member's value (what ``JcsReader.text`` takes)."""
+    return [canonicalize(v) for v in values]
+
+
 hashes = st.text("0123456789abcdef", min_size=64, max_size=64)
 
 
@@ -73,7 +78,7 @@ def test_every_event_field_is_in_the_link_document() -> None:
     event = schema("TraceEvent").codec.decode(schema("TraceEvent").codec.encode(
         {f["name"]: "x" if f["type"] == "string" else {"occurred_at": 1}.get(f["name"]) for f in wire["fields"]}
         | {"scores": {}, "tags": [], "metadata": {}}))
-    document = reader.text(reader.read(schema("TraceEvent").codec.encode(event), 0)[2], 1, "0" * 64, 2)
+    document = reader.text(reader.read(schema("TraceEvent").codec.encode(event), 0)[2], *jcs(1, "0" * 64, 2))
     assert document == canonicalize(event | {"seq": 1, "prev_hash": "0" * 64, "hash_version": 2})
     assert all(f'"{f["name"]}":' in document for f in wire["fields"])
 
@@ -102,7 +107,7 @@ def test_any_record_reads_as_canonicalize_of_its_decoded_datum(datum: dict, seq:
     pos, fields, parts = reader.read(body, 0)
     decoded = codec.decode(body)
     assert pos == len(body) and fields == (decoded["id"], decoded["any"], decoded["late"])
-    assert reader.text(parts, seq, prev) == canonicalize(decoded | {"seq": seq, "prev": prev})
+    assert reader.text(parts, *jcs(seq, prev)) == canonicalize(decoded | {"seq": seq, "prev": prev})
 
 
 def test_members_and_map_keys_are_ordered_by_utf16_code_units() -> None:
@@ -110,7 +115,7 @@ def test_members_and_map_keys_are_ordered_by_utf16_code_units() -> None:
     keys = {"\U0001f600": [1.0], "\ufb33": [None], "a": [], "\u00f6": [1e-7]}
     datum = {"id": "i", "any": None, "flag": True, "ratio": 0.5, "count": 3, "inner": {"z": keys, "a": None},
              "rows": [], "late": None}
-    document = reader.text(reader.read(codec.encode(datum), 0)[2], 1, "p")
+    document = reader.text(reader.read(codec.encode(datum), 0)[2], *jcs(1, "p"))
     assert '"z":{"a":[],"\u00f6":[1e-7],"\U0001f600":[1],"\ufb33":[null]}' in document
     assert document == canonicalize(codec.decode(codec.encode(datum)) | {"seq": 1, "prev": "p"})
 
@@ -124,7 +129,7 @@ def test_what_json_cannot_hold_is_refused_as_the_reference_refuses_it() -> None:
         with pytest.raises(ValueError):
             link_hash(event, 1, "0" * 64)
         with pytest.raises(ValueError):
-            reader.text(reader.read(trace.codec.encode(event), 0)[2], 1, "0" * 64, 2)
+            reader.text(reader.read(trace.codec.encode(event), 0)[2], *jcs(1, "0" * 64, 2))
     with pytest.raises(Unsupported):
         jcs_reader({"type": "record", "name": "B", "fields": [{"name": "b", "type": "bytes"}]}, ())
 
