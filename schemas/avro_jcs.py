@@ -7,8 +7,9 @@ that reads the record's Avro binary and writes each field's JCS text as it goes,
 order (field names plus a few extra members, sorted) fixed when it is generated.
 
 The text is exactly ``schemas.jcs.canonicalize`` of the decoded datum plus the extra members
-(``tests/unit/test_avro_jcs.py`` checks that on generated records), and the bytes are checked
-as ``schemas.compiled`` checks them (invalid UTF-8, truncation: ``CorruptRecord``).
+(``tests/unit/test_avro_jcs.py`` checks that on generated records). Bytes the decoder refuses
+raise here too: ``IndexError`` (truncated), ``UnicodeDecodeError``, ``CorruptRecord`` (a bad union
+index, a negative length); a number JSON cannot hold raises ``canonicalize``'s ValueError.
 
 Supported: null, boolean, int, long, float, double, string, maps, arrays, records and unions of
 these; ``bytes`` has no JSON text (``Unsupported``).
@@ -65,6 +66,8 @@ class JcsReader:
 
 
 class _Gen:
+    """Emits the lines of the generated functions (nested records first)."""
+
     def __init__(self) -> None:
         self.functions: dict[str, str] = {}
         self.counter = 0
