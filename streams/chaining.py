@@ -327,9 +327,10 @@ def _event_reader(kind: ChainKind) -> JcsReader:
     return avro_link_reader(kind.single_schema, (kind.id_field, "occurred_at", kind.kind_field, *kind.batch_keys))
 
 
-def _read_batch(kind: ChainKind, body: bytes) -> tuple[dict[str, str], list[tuple[tuple, tuple[str, ...]]]]:
+def _read_batch(kind: ChainKind, body: bytes) -> tuple[dict[str, str], list[tuple[tuple, list[str | None]]]]:
     """The batch keys of a batch body (its leading string fields) and, for each event, what
-    ``_event_reader`` reads of it. Raises DecodeError for a corrupt body."""
+    ``_event_reader`` reads of it. Raises DecodeError for a corrupt body, and for an event holding
+    a number JSON cannot (RFC 8785 refuses NaN, infinities and integers beyond 2**53)."""
     read = _event_reader(kind).read
     try:
         keys = {}
@@ -351,6 +352,8 @@ def _read_batch(kind: ChainKind, body: bytes) -> tuple[dict[str, str], list[tupl
             count, pos = read_long(body, pos)
     except (CorruptRecord, IndexError, UnicodeDecodeError, struct.error) as exc:
         raise DecodeError(f"corrupt {kind.batch_schema} body: {exc}") from None
+    except ValueError as exc:  # a number JSON cannot hold (NaN, an integer beyond 2**53): no link document
+        raise DecodeError(f"an event of this {kind.batch_schema} cannot be linked: {exc}") from None
     if pos != len(body):
         raise DecodeError(f"corrupt {kind.batch_schema} body: {len(body) - pos} bytes left after the record")
     return keys, events

@@ -159,3 +159,17 @@ def test_a_corrupt_batch_is_refused_by_seal() -> None:
     assert store.heads == {}
     sealed = decode(seal(TRACE_CHAIN, value, store).value).datum
     assert sealed["hashes"] == [bytes.fromhex(link_hash(sealed["events"][0], 1, GENESIS))]
+
+
+@pytest.mark.parametrize("unlinkable", [{"input_tokens": 2**53}, {"cost": math.nan}, {"scores": {"s": -math.inf}}])
+def test_an_event_json_cannot_hold_is_refused_by_seal_not_raised(unlinkable: dict) -> None:
+    """A direct producer may write any Avro long or double: the record is unchainable (the agent
+    reports it on invalid-events) rather than an error that would stop the agent on every restart."""
+    batch = schema("TraceEventBatch")
+    event = {"event_id": "e", "org_id": "o", "trace_id": "t", "type": "SPAN", "occurred_at": 1, "scores": {},
+             "tags": [], "metadata": {}} | unlinkable
+    value = b"\xc3\x01" + batch.fingerprint + batch.codec.encode({"org_id": "o", "trace_id": "t", "events": [event]})
+    store = ChainStore({}, {})
+    with pytest.raises(DecodeError, match="cannot be linked"):
+        seal(TRACE_CHAIN, value, store)
+    assert store.heads == {}
