@@ -4,8 +4,9 @@ Runs a real noida-db broker and ``tracehouse run`` as a subprocess (as ``make ru
 then measures: raw aiokafka produce rate (the baseline), end-to-end events/s until
 queryable for HTTP ingest with 1, 20 and 100 events per trace per request and for the
 direct-Kafka producer, ingest-to-queryable latency, page latency at ~1M stored events,
-idle CPU and data-dir size, then the chained pipeline with one and two chain-agent processes
-(``bench.chain_workers``). ``BENCH_EVENTS`` scales the run (default 1,000,000 stored).
+idle CPU and data-dir size, then the direct-produce shape unchained and chained with one and two
+chain-agent processes, with the CPU per event of each process (``bench.chain_workers``).
+``BENCH_EVENTS`` scales the run (default 1,000,000 stored).
 """
 
 from __future__ import annotations

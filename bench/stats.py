@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
+from pathlib import Path
 
 import psutil
 
@@ -24,6 +26,42 @@ def cpu_seconds(pids: list[int]) -> float:
         for p in [proc, *proc.children(recursive=True)]:
             times = p.cpu_times()
             total += times.user + times.system
+    return total
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _stat_cpu(stat: Path) -> tuple[str, float]:
+    """(comm, user + system CPU seconds) from a /proc ``stat`` file (comm may hold spaces)."""
+    text = stat.read_text()
+    comm = text[text.index("(") + 1:text.rindex(")")]
+    fields = text[text.rindex(")") + 2:].split()
+    return comm, (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime (fields 14 and 15)
+
+
+def thread_cpu(pid: int) -> dict[int, tuple[str, float]]:
+    """thread id -> (name, user + system CPU seconds so far) of ``pid``'s live threads."""
+    threads = {}
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        try:
+            threads[int(stat.parent.name)] = _stat_cpu(stat)
+        except FileNotFoundError:  # the thread exited meanwhile
+            continue
+    return threads
+
+
+def native_cpu_between(pid: int, before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> float:
+    """CPU seconds between two ``thread_cpu`` samples of the threads that named themselves at either
+    (ClickHouse's, in a process that embeds chdb: ``ThreadPool`` when idle, ``QueryPipelineEx``,
+    ``BgSchPool``... at work); Python's threads keep the process's name. A thread that exited in
+    between is missing from ``after``: what it spent counts as Python's."""
+    main = after[pid][0]
+    total = 0.0
+    for tid, (name, cpu) in after.items():
+        name_before, cpu_before = before.get(tid, (main, 0.0))
+        if name != main or name_before != main:
+            total += cpu - cpu_before
     return total
 
 

@@ -25,20 +25,22 @@ Pure functions only: the chain agents link (``streams.chaining``), the API verif
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+from schemas.avro_jcs import JcsReader, jcs_reader
 from schemas.canonical import canonical_json
-from schemas.jcs import canonicalize, document_writer
-from schemas.registry import record_fields
+from schemas.jcs import canonicalize, value_text
+from schemas.registry import record_fields, schema
 
 GENESIS = "0" * 64
 LEGACY_HASH = 1  # sha256 of Python's sorted-keys JSON; links sealed before 2026-12-05
 JCS_HASH = 2  # sha256 of RFC 8785 JSON, hash_version included in the document
 #: What the chain agents seal with.
 HASH_VERSION = JCS_HASH
+_JCS_HASH_TEXT = str(JCS_HASH)
 
 
 #: The event schemas whose records are chained.
@@ -73,35 +75,20 @@ def link_hash(event: Mapping[str, Any], seq: int, prev_hash: str, version: int =
 
 
 @cache
-def jcs_link_hasher(fields: tuple[str, ...], omitted: tuple[str, ...] = ()) -> Callable[[Mapping[str, Any], int, str],
-                                                                                        bytes]:
-    """``link_hash`` (version 2) of events that hold exactly ``fields``, as the raw digest: the same
-    bytes hashed, written by a JCS writer generated for those fields (``schemas.jcs.document_writer``:
-    no document dict, no sorting per event; 8.5 µs an event where ``canonicalize`` takes 21, measured
-    2026-12-05). ``omitted``: the fields left out when null (``omitted_when_null``), one writer per
-    combination of them that is set."""
-    extra = {"seq": "seq", "prev_hash": "prev_hash", "hash_version": "version"}
-    if not omitted:
-        write = document_writer(fields, extra)
-
-        def link(event: Mapping[str, Any], seq: int, prev_hash: str) -> bytes:
-            return hashlib.sha256(write(event, seq, prev_hash, JCS_HASH).encode()).digest()
-
-        return link
-    # one writer per combination of the omitted fields that are set, each made once
-    writers = {present: document_writer([f for f in fields if f not in omitted or f in present], extra)
-               for present in _subsets(omitted)}
-
-    def link_omitting(event: Mapping[str, Any], seq: int, prev_hash: str) -> bytes:
-        write = writers[tuple(name for name in omitted if event[name] is not None)]
-        return hashlib.sha256(write(event, seq, prev_hash, JCS_HASH).encode()).digest()
-
-    return link_omitting
+def avro_link_reader(event_schema: str, kept: tuple[str, ...]) -> JcsReader:
+    """A reader of ``event_schema`` records (Avro binary, its current version) that also writes
+    their link documents' JCS text (``schemas.avro_jcs``): ``avro_link`` of its ``parts`` is
+    ``link_hash`` of the decoded event, as raw bytes, without decoding the event into a dict
+    (``kept``: the fields it decodes too). The ``omit-null`` fields are left out when null."""
+    return jcs_reader(schema(event_schema).wire, ("seq", "prev_hash", "hash_version"), kept,
+                      omitted_when_null(event_schema))
 
 
-def _subsets(names: tuple[str, ...]) -> list[tuple[str, ...]]:
-    """Every subset of ``names``, each in ``names``' order."""
-    return [tuple(n for i, n in enumerate(names) if mask >> i & 1) for mask in range(2 ** len(names))]
+def avro_link(reader: JcsReader, parts: list[str | None], seq: int, prev_hash: str) -> bytes:
+    """The raw ``link_hash`` (version 2) of the event ``reader`` read as ``parts``, as link ``seq``
+    after ``prev_hash`` (hex)."""
+    document = reader.text(parts, value_text(seq), value_text(prev_hash), _JCS_HASH_TEXT)
+    return hashlib.sha256(document.encode()).digest()
 
 
 def _document_hash(document: Mapping[str, Any], version: int) -> str:

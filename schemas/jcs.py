@@ -96,6 +96,8 @@ def number(value: float) -> str:
         return "0"  # -0 too
     # repr gives the shortest digits that round-trip, as ECMAScript requires; only the layout differs
     text = repr(value)
+    if "e" not in text:  # 1e-4 <= |value| < 1e16: ECMAScript writes the same, minus a trailing ".0"
+        return text[:-2] if text.endswith(".0") else text
     sign = "-" if text[0] == "-" else ""
     text = text.lstrip("-")
     mantissa, _, exponent = text.partition("e")
@@ -116,8 +118,8 @@ def number(value: float) -> str:
     return sign + (digits if k == 1 else digits[0] + "." + digits[1:]) + exp
 
 
-def _value(value: Any) -> str:
-    """The JCS text of one value, the common kinds first (what a generated document writer calls)."""
+def value_text(value: Any) -> str:
+    """The JCS text of one value, the common kinds first."""
     kind = value.__class__
     if kind is str:
         return encode_basestring(value)
@@ -128,27 +130,3 @@ def _value(value: Any) -> str:
     if kind is float:
         return number(value)
     return canonicalize(value)
-
-
-def document_writer(names: list[str] | tuple[str, ...], extra: dict[str, str]) -> Any:
-    """A function ``write(datum, **extra_values) -> str``: the JCS text of ``datum``'s members
-    ``names`` (every one present) plus the members ``extra`` names, in one pass and no dict copy:
-    the member order is decided once here. ``extra`` maps each extra member to the argument that
-    carries its value. Every name must be ASCII (record field names are), so code-point order is
-    UTF-16 order. ``tests/unit/test_jcs.py`` holds it byte for byte to ``canonicalize``."""
-    # a null member costs no call: most of an event's optional fields are null
-    members = {name: f"('null' if (v := d[{name!r}]) is None else _v(v))" for name in names} | {
-        name: f"_v({arg})" for name, arg in extra.items()}
-    if not all(name.isascii() for name in members):
-        raise ValueError("member names must be ASCII")
-    order = sorted(members)
-    parts = []
-    for i, name in enumerate(order):
-        parts.append(repr(("{" if i == 0 else ",") + encode_basestring(name) + ":"))
-        parts.append(members[name])
-    body = "".join(["''.join((", ", ".join(parts), ", '}'))"]) if parts else "'{}'"
-    args = ", ".join(["d", *extra.values()])
-    source = f"def write({args}):\n    return {body}\n"
-    namespace: dict[str, Any] = {"_v": _value}
-    exec(compile(source, "<jcs document writer>", "exec"), namespace)  # noqa: S102 - generated from field names
-    return namespace["write"]

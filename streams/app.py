@@ -143,7 +143,10 @@ def create_faust_app(settings: Settings, stored: StoredLinks | None = None) -> T
         # The chain agent keeps up to 1,000 sealed records in flight, each with its head
         # writes: batching them into fewer produce requests (Faust's default is one 16 KB
         # batch, no linger) cut the chained pipeline's CPU per event by a quarter, broker's included.
-        producer_linger_ms=5,
+        # 25 ms rather than 5 (a record takes ~1 ms to seal) cut the chain agent's and the broker's
+        # CPU per event by another ~10 % (measured 2026-12-05 on 2 cores); the sink's 1 s flush
+        # hides the wait.
+        producer_linger_ms=25,
         producer_max_batch_size=1024 * 1024,
         # a sealed record of the largest event the edge accepts (Faust's default, 1,000,000
         # bytes, stopped the worker on a 1 MB event); fetches sized to match

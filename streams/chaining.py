@@ -29,9 +29,11 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-from schemas.codec import DecodeError, current_body, decode, encode, sealed_record, trace_summary
-from schemas.integrity import GENESIS, JCS_HASH, LEGACY_HASH, jcs_link_hasher, omitted_when_null
-from schemas.lifecycle import TraceState, decide, fold, touches_lifecycle
+from schemas.avro_jcs import JcsReader
+from schemas.codec import HEADER_LEN, MAGIC, DecodeError, decode, encode, sealed_record, trace_summary
+from schemas.compiled import Codec, CorruptRecord, read_long
+from schemas.integrity import GENESIS, JCS_HASH, LEGACY_HASH, avro_link, avro_link_reader
+from schemas.lifecycle import LIFECYCLE_TYPES, TraceState, decide, fold, touches_lifecycle
 from schemas.registry import record_fields, schema
 
 #: Id digests per archived bucket (8 bytes each): bounds the size of one head write.
@@ -54,6 +56,7 @@ class ChainKind:
     id_field: str
     batch_keys: tuple[str, ...]  # the batch fields besides events; the last is the Kafka key
     lifecycle: bool = False  # its events carry a lifecycle (schemas.lifecycle)
+    kind_field: str = "type"  # the event field that says what an event is
 
     def chain_key(self, batch: dict) -> bytes:
         """The state key of the batch's chain: kind, then the batch keys (org first),
@@ -80,7 +83,7 @@ def _field_names(schema_name: str) -> tuple[str, ...]:
 TRACE_CHAIN = ChainKind("trace", "TraceEventBatch", "TraceEvent", "SealedTraceEventBatch", "event_id",
                         ("org_id", "trace_id"), lifecycle=True)
 AUDIT_CHAIN = ChainKind("audit", "AuditEventBatch", "AuditEvent", "SealedAuditEventBatch", "id",
-                        ("org_id",))
+                        ("org_id",), kind_field="action")
 _BY_SEALED_SCHEMA = {k.sealed_schema: k for k in (TRACE_CHAIN, AUDIT_CHAIN)}
 _BY_NAME = {k.name.encode(): k for k in (TRACE_CHAIN, AUDIT_CHAIN)}
 #: Heads-table key prefix of "the sealed-events offset the heads of partition p reflect".
@@ -251,7 +254,62 @@ def seal(kind: ChainKind, value: bytes, store: ChainStore,
     result is ``misrouted``. Raises DecodeError for a record that is not a ``kind``
     record. Nothing is stored: the caller saves ``head`` (``ChainStore.save``) once the
     sealed record is durable, or in the same transaction.
+
+    The events are never decoded into dicts unless some are retries (the batch is written
+    again without them) or change a trace's lifecycle: ``_read_batch`` reads the batch's Avro
+    binary once, writing each event's link document as it goes.
     """
+    body = _batch_body(kind, value)
+    keys, events = _read_batch(kind, body)
+    if owns is not None and not owns(kind.kafka_key(keys)):
+        return Sealed(kind.kafka_key(keys), None, 0, 0, misrouted=True)
+    batch_keys = tuple(keys.values())
+    chain = kind.chain_key(keys)
+    head = store.head(chain)
+    first_seq, prev = head.seq + 1, head.hash
+    recent = _digests(head.recent)
+    archived = store.archived_ids(chain, head) if head.seq > len(head.recent) // 8 else set()
+    reader = _event_reader(kind)
+    kept, hashes, types = [], [], []
+    for index, (fields, parts) in enumerate(events):
+        event_id = fields[0]
+        if fields[3:] != batch_keys:
+            name, got, want = next(x for x in zip(kind.batch_keys, fields[3:], batch_keys, strict=True) if x[1] != x[2])
+            raise DecodeError(f"event {event_id!r} has {name} {got!r}, its batch {want!r}")
+        digest = id_digest(event_id)
+        if digest in recent or digest in archived:
+            continue
+        recent.add(digest)
+        if head.seq == 0:
+            head.started_at = fields[1]
+        head.seq += 1
+        head.hash = avro_link(reader, parts, head.seq, head.hash.hex())
+        head.recent += digest
+        kept.append(index)
+        hashes.append(head.hash)
+        types.append(fields[2])
+    retried = len(events) - len(kept)
+    if not kept:
+        return Sealed(kind.kafka_key(keys), None, 0, retried)
+    if retried:
+        body = _codec(kind).encode(keys | {"events": _events(kind, body, kept)})
+    if kind.lifecycle and not LIFECYCLE_TYPES.isdisjoint(types):
+        advance = _advance(kind, store, chain, head, _events(kind, body, kept if not retried else None))
+    else:
+        advance = Advance(chain, head)
+    sealed = _sealed_value(kind, body, first_seq, prev, hashes, advance, JCS_HASH)
+    return Sealed(kind.kafka_key(keys), sealed, len(kept), retried, advance=advance)
+
+
+def _codec(kind: ChainKind) -> Codec:
+    return schema(kind.batch_schema).codec
+
+
+def _batch_body(kind: ChainKind, value: bytes) -> bytes:
+    """The Avro body of ``value`` as a batch of ``kind`` in its schema's current version: the record's
+    own bytes when it is one, else (a single event, an earlier version) its decoded datum encoded again."""
+    if value[:2] == MAGIC and value[2:HEADER_LEN] == schema(kind.batch_schema).fingerprint:
+        return value[HEADER_LEN:]
     decoded = decode(value)
     if decoded.schema == kind.batch_schema:
         batch = decoded.datum
@@ -260,41 +318,51 @@ def seal(kind: ChainKind, value: bytes, store: ChainStore,
         batch = {k: event[k] for k in kind.batch_keys} | {"events": [event]}
     else:
         raise DecodeError(f"{decoded.schema} records do not belong to the {kind.name} chains")
-    if owns is not None and not owns(kind.kafka_key(batch)):
-        return Sealed(kind.kafka_key(batch), None, 0, 0, misrouted=True)
-    events = batch["events"]
-    chain = kind.chain_key(batch)
-    head = store.head(chain)
-    first_seq, prev = head.seq + 1, head.hash
-    recent = _digests(head.recent)
-    archived = store.archived_ids(chain, head) if head.seq > len(head.recent) // 8 else set()
-    kept, hashes = [], []
-    link = jcs_link_hasher(kind.event_fields, omitted_when_null(kind.single_schema))
-    for event in events:
-        for k in kind.batch_keys:
-            if event[k] != batch[k]:
-                raise DecodeError(f"event {event[kind.id_field]!r} has {k} {event[k]!r}, its batch {batch[k]!r}")
-        digest = id_digest(event[kind.id_field])
-        if digest in recent or digest in archived:
-            continue
-        recent.add(digest)
-        if head.seq == 0:
-            head.started_at = event["occurred_at"]
-        head.seq += 1
-        head.hash = link(event, head.seq, head.hash.hex())
-        head.recent += digest
-        kept.append(event)
-        hashes.append(head.hash)
-    retried = len(events) - len(kept)
-    if not kept:
-        return Sealed(kind.kafka_key(batch), None, 0, retried)
-    if retried or decoded.schema != kind.batch_schema:
-        body = schema(kind.batch_schema).codec.encode(batch | {"events": kept})
-    else:
-        body = current_body(value)  # an earlier version's record is written again in the current one
-    advance = _advance(kind, store, chain, head, kept)
-    sealed = _sealed_value(kind, body, first_seq, prev, hashes, advance, JCS_HASH)
-    return Sealed(kind.kafka_key(batch), sealed, len(kept), retried, advance=advance)
+    return _codec(kind).encode(batch)
+
+
+def _event_reader(kind: ChainKind) -> JcsReader:
+    """What ``_read_batch`` reads each event with: its id, occurred_at, kind field and batch keys,
+    and its link document's parts (``schemas.integrity.avro_link``)."""
+    return avro_link_reader(kind.single_schema, (kind.id_field, "occurred_at", kind.kind_field, *kind.batch_keys))
+
+
+def _read_batch(kind: ChainKind, body: bytes) -> tuple[dict[str, str], list[tuple[tuple, list[str | None]]]]:
+    """The batch keys of a batch body (its leading string fields) and, for each event, what
+    ``_event_reader`` reads of it. Raises DecodeError for a corrupt body, and for an event holding
+    a number JSON cannot (RFC 8785 refuses NaN, infinities and integers beyond 2**53)."""
+    read = _event_reader(kind).read
+    try:
+        keys = {}
+        pos = 0
+        for name in kind.batch_keys:
+            n, pos = read_long(body, pos)
+            if n < 0:
+                raise CorruptRecord("negative length")
+            keys[name], pos = body[pos:pos + n].decode(), pos + n
+        events = []
+        count, pos = read_long(body, pos)
+        while count:
+            if count < 0:  # a block with its size in bytes
+                count = -count
+                _, pos = read_long(body, pos)
+            for _ in range(count):
+                pos, fields, parts = read(body, pos)
+                events.append((fields, parts))
+            count, pos = read_long(body, pos)
+    except (CorruptRecord, IndexError, UnicodeDecodeError, struct.error) as exc:
+        raise DecodeError(f"corrupt {kind.batch_schema} body: {exc}") from None
+    except ValueError as exc:  # a number JSON cannot hold (NaN, an integer beyond 2**53): no link document
+        raise DecodeError(f"an event of this {kind.batch_schema} cannot be linked: {exc}") from None
+    if pos != len(body):
+        raise DecodeError(f"corrupt {kind.batch_schema} body: {len(body) - pos} bytes left after the record")
+    return keys, events
+
+
+def _events(kind: ChainKind, body: bytes, indexes: list[int] | None) -> list[dict]:
+    """The events of a batch body as dicts (those at ``indexes``; None: all)."""
+    events = _codec(kind).decode(body)["events"]
+    return events if indexes is None else [events[i] for i in indexes]
 
 
 @dataclass(frozen=True)
