@@ -25,13 +25,17 @@ Pure functions only: the chain agents link (``streams.chaining``), the API verif
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+import io
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+import fastavro
+
 from schemas.avro_jcs import JcsReader, jcs_reader
 from schemas.canonical import canonical_json
+from schemas.compiled import CorruptRecord, read_long
 from schemas.jcs import canonicalize, value_text
 from schemas.registry import record_fields, schema
 
@@ -119,14 +123,16 @@ class Verdict:
 
 
 def verify(rows: Sequence[Mapping[str, Any]], id_field: str, *, first_seq: int = 1,
-           prev_hash: str = GENESIS, expected_head: tuple[int, str] | None = None) -> Verdict:
+           prev_hash: str = GENESIS, expected_head: tuple[int, str] | None = None,
+           recompute: Callable[[Mapping[str, Any]], str] = stored_link_hash) -> Verdict:
     """Verify stored links, ordered by ``seq``, each row an event datum plus seq/prev_hash/hash.
 
     Names the first event that breaks the chain: a changed field (its hash no longer
     matches), an event deleted before it or inserted, reordered or duplicated (seq or
     prev_hash out of line). A span of a chain starts at ``first_seq`` after the link
     hashed ``prev_hash``. ``expected_head`` (seq, hash), e.g. from a signed checkpoint,
-    also catches a truncated tail (whole chains only).
+    also catches a truncated tail (whole chains only). ``recompute`` gives the hash a row's
+    content makes (``stored_link_hash``; ``links_from_avro`` rows carry it already).
     """
     expected_seq, prev = first_seq, prev_hash
     count = 0
@@ -139,7 +145,7 @@ def verify(rows: Sequence[Mapping[str, Any]], id_field: str, *, first_seq: int =
             return Verdict(False, count, event_id, "prev_hash does not match the previous event's hash")
         # seq and prev_hash are checked: the row minus its hash is the hashed document
         try:
-            recomputed = stored_link_hash(row)
+            recomputed = recompute(row)
         except (TypeError, ValueError) as exc:  # an unknown hash_version, or a value JSON cannot hold
             return Verdict(False, count, event_id, f"hash cannot be recomputed: {exc}")
         if recomputed != row["hash"]:
@@ -168,3 +174,55 @@ def verify_span(rows: Sequence[Mapping[str, Any]], id_field: str, first_seq: int
 
 def _hash_at(rows: Sequence[Mapping[str, Any]], seq: int) -> str | None:
     return rows[seq - 1]["hash"] if 0 < seq <= len(rows) else None
+
+
+def _avro_shape(node: Any) -> Any:
+    """An Avro type without what leaves its binary encoding unchanged (names, logical types)."""
+    if isinstance(node, list):
+        return [_avro_shape(n) for n in node]
+    if isinstance(node, dict):
+        kind = node["type"]
+        if kind == "record":
+            return ["record", [(f["name"], _avro_shape(f["type"])) for f in node["fields"]]]
+        if kind == "array":
+            return ["array", _avro_shape(node["items"])]
+        if kind == "map":
+            return ["map", _avro_shape(node["values"])]
+        return _avro_shape(kind)
+    return "string" if node == "bytes" else node
+
+
+#: What follows the event datum in each record ``links_from_avro`` reads, and its Avro types.
+LINK_TAIL = (("seq", "long"), ("prev_hash", "string"), ("hash", "string"), ("hash_version", "int"))
+
+
+def links_from_avro(container: bytes, event_schema: str, id_field: str) -> list[dict[str, Any]] | None:
+    """Stored links written as an Avro object container file, each record an ``event_schema`` datum
+    (its current version) then ``LINK_TAIL``, as verify's rows: ``id_field``, seq, prev_hash, hash,
+    hash_version and ``recomputed``, the hash the record's content makes, computed from its Avro
+    binary without a dict (``avro_link_reader``). None when the records are not that shape, or a link
+    is not of ``HASH_VERSION`` or its content has no JCS text: read those as dicts instead."""
+    reader = avro_link_reader(event_schema, (id_field,))
+    wire = schema(event_schema).wire
+    expected = ["record", [*_avro_shape(wire)[1], *LINK_TAIL]]
+    links: list[dict[str, Any]] = []
+    try:
+        for block in fastavro.block_reader(io.BytesIO(container)):
+            if _avro_shape(block.writer_schema) != expected:
+                return None
+            data, pos = block.bytes_.getvalue(), 0
+            for _ in range(block.num_records):
+                pos, (event_id,), parts = reader.read(data, pos)
+                seq, pos = read_long(data, pos)
+                n, pos = read_long(data, pos)
+                prev_hash, pos = data[pos:pos + n].decode(), pos + n
+                n, pos = read_long(data, pos)
+                stored, pos = data[pos:pos + n].decode(), pos + n
+                version, pos = read_long(data, pos)
+                if version != HASH_VERSION:
+                    return None
+                links.append({id_field: event_id, "seq": seq, "prev_hash": prev_hash, "hash": stored,
+                              "hash_version": version, "recomputed": avro_link(reader, parts, seq, prev_hash).hex()})
+    except (ValueError, IndexError, CorruptRecord, UnicodeDecodeError):
+        return None
+    return links

@@ -7,10 +7,12 @@ Reads never use FINAL: a duplicated row must show up, it is a broken chain.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from schemas.integrity import LINK_TAIL, links_from_avro
 from schemas.registry import record_fields
 from schemas.timefmt import datetime_ms, ms_datetime
 from sinks.clickhouse import ClickHouse
@@ -81,6 +83,19 @@ class ChainRepository:
         """Every stored link of one trace, in seq order; empty for an unknown trace."""
         return await self._links(TRACE_LINKS, "org_id = {org:String} AND trace_id = {tid:String}",
                                  {"org": org_id, "tid": trace_id})
+
+    async def checked_trace_links(self, org_id: str, trace_id: str) -> list[dict[str, Any]] | None:
+        """Every stored link of one trace, in seq order, with the hash its content makes
+        (``recomputed``), read as ClickHouse's Avro and hashed from those bytes (``links_from_avro``:
+        ~10x faster than rows as dicts, measured 2026-12-05); empty for an unknown trace; None
+        when some link must be read as a dict (``trace_links``) to be hashed."""
+        columns = ", ".join([*TRACE_LINKS.datum_columns, *(name for name, _ in LINK_TAIL)])
+        body = await self.ch.raw_query(
+            f"SELECT {columns} FROM (SELECT {', '.join(TRACE_LINKS.datum_columns)}, {LINK_COLUMNS}, ingested_at "
+            f"FROM {self.ch.database}.events WHERE org_id = {{org:String}} AND trace_id = {{tid:String}}) "
+            "ORDER BY seq, ingested_at, event_id", {"org": org_id, "tid": trace_id}, fmt="Avro",
+            settings={"output_format_avro_codec": "null", "output_format_avro_string_column_pattern": ".*"})
+        return await asyncio.to_thread(links_from_avro, body, TRACE_LINKS.schema, TRACE_LINKS.id_column)
 
     async def audit_span(self, org_id: str, from_ms: int, to_ms: int) -> AuditSpan | None:
         """The org's audit links from the first to the last seq occurring in [from, to], and
