@@ -50,6 +50,7 @@ from schemas.timefmt import format_ms, ms_datetime, now_ms
 from sinks.clickhouse import ClickHouse
 from sinks.repositories.audit_events import AuditEventRepository
 from sinks.repositories.events import DUMP_CHUNK_ROWS, EventExports
+from sinks.write_only import WriteOnly
 
 #: ``progress(file name, rows written so far)``, called after each chunk.
 Progress = Callable[[str, int], None]
@@ -76,14 +77,12 @@ class DayDump:
         return int(self.manifest["files"][name]["rows"])
 
 
-class _Tap:
+class _Tap(WriteOnly):
     """A write-only file object that hands every byte on to ``target`` and counts and hashes them."""
 
     def __init__(self, target: Any) -> None:
         self.target = target
         self.sha256 = hashlib.sha256()
-        self.size = 0
-        self.closed = False
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         view = memoryview(data)
@@ -94,20 +93,8 @@ class _Tap:
         self.target.write(view)
         return view.nbytes
 
-    def tell(self) -> int:
-        return self.size
-
     def flush(self) -> None:
         self.target.flush()
-
-    def writable(self) -> bool:
-        return True
-
-    def readable(self) -> bool:
-        return False
-
-    def seekable(self) -> bool:
-        return False
 
     def close(self) -> None:
         if not self.closed:

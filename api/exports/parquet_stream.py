@@ -8,14 +8,14 @@ from collections.abc import AsyncIterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sinks.write_only import WriteOnly
 
-class _Pending:
+
+class _Pending(WriteOnly):
     """A write-only file object that keeps what was written until it is taken."""
 
     def __init__(self) -> None:
         self.data = bytearray()
-        self.size = 0
-        self.closed = False
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         view = memoryview(data)
@@ -26,21 +26,6 @@ class _Pending:
     def take(self) -> bytes:
         taken, self.data = bytes(self.data), bytearray()
         return taken
-
-    def tell(self) -> int:
-        return self.size
-
-    def flush(self) -> None:
-        pass
-
-    def writable(self) -> bool:
-        return True
-
-    def readable(self) -> bool:
-        return False
-
-    def seekable(self) -> bool:
-        return False
 
     def close(self) -> None:
         self.closed = True
