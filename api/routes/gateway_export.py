@@ -182,7 +182,8 @@ async def export_traces(request: web.Request) -> web.StreamResponse:
         count = 0
         async for lines in events():
             count += len(lines)
-            yield "".join(line + "\n" for line in lines).encode()
+            if lines:
+                yield ("\n".join(lines) + "\n").encode()
         meta = {"next_cursor": next_cursor, "has_more": next_cursor is not None, "count": count, "limit": limit}
         yield (compact_json({"_export_meta": meta}) + "\n").encode()
 
