@@ -15,11 +15,11 @@ import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from schemas.edge import Declined, edge_encoder
 from schemas.model import ValidationError, validate_audit_event, validate_trace_event
@@ -27,6 +27,7 @@ from schemas.producer import audit_batch_records, trace_batch_records
 from schemas.timefmt import format_ms, now_ms
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_REPORTED_PAYLOAD = 64 * 1024
 
@@ -136,7 +137,8 @@ def _init_worker(parent_pid: int) -> None:
 
 
 class PreparationPool:
-    """Runs ``prepare`` in ``processes`` worker processes (inline when 0)."""
+    """Runs ``prepare`` in ``processes`` worker processes (inline when 0), and other CPU-heavy work
+    of a request (``call``)."""
 
     def __init__(self, processes: int) -> None:
         self.processes = processes
@@ -160,14 +162,26 @@ class PreparationPool:
         args = (kind, raw, org_id, source, max_events, max_event_bytes)
         if self._executor is None:
             return prepare(*args)
+        return await self._submit(prepare, *args)
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in a worker process (in a thread when there is none): CPU-heavy work of a
+        request, such as hashing a long chain's links, off the event loop and onto another core.
+        ``fn`` and its arguments must pickle."""
+        if self._executor is None:
+            return await asyncio.to_thread(fn, *args)
+        return await self._submit(fn, *args)
+
+    async def _submit(self, fn: Callable[..., T], *args: Any) -> T:
+        assert self._executor is not None
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._executor, prepare, *args)
+            return await loop.run_in_executor(self._executor, fn, *args)
         except BrokenProcessPool:  # a worker died (OOM killer, signal): replace the pool, retry once
-            log.warning("ingest worker process died; starting a new pool")
+            log.warning("worker process died; starting a new pool")
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = self._new_executor()
-            return await loop.run_in_executor(self._executor, prepare, *args)
+            return await loop.run_in_executor(self._executor, fn, *args)
 
     async def stop(self) -> None:
         if self._executor is not None:

@@ -196,33 +196,57 @@ def _avro_shape(node: Any) -> Any:
 LINK_TAIL = (("seq", "long"), ("prev_hash", "string"), ("hash", "string"), ("hash_version", "int"))
 
 
-def links_from_avro(container: bytes, event_schema: str, id_field: str) -> list[dict[str, Any]] | None:
-    """Stored links written as an Avro object container file, each record an ``event_schema`` datum
-    (its current version) then ``LINK_TAIL``, as verify's rows: ``id_field``, seq, prev_hash, hash,
-    hash_version and ``recomputed``, the hash the record's content makes, computed from its Avro
-    binary without a dict (``avro_link_reader``). None when the records are not that shape, or a link
-    is not of ``HASH_VERSION`` or its content has no JCS text: read those as dicts instead."""
-    reader = avro_link_reader(event_schema, (id_field,))
-    wire = schema(event_schema).wire
-    expected = ["record", [*_avro_shape(wire)[1], *LINK_TAIL]]
-    links: list[dict[str, Any]] = []
+def avro_link_blocks(container: bytes, event_schema: str) -> list[tuple[bytes, int]] | None:
+    """The blocks of stored links written as an Avro object container file, each record an
+    ``event_schema`` datum (its current version) then ``LINK_TAIL``: (records' bytes, count) each, to
+    hash with ``checked_links`` (one block or several joined); None when the records are not that shape."""
+    expected = ["record", [*_avro_shape(schema(event_schema).wire)[1], *LINK_TAIL]]
+    blocks = []
     try:
         for block in fastavro.block_reader(io.BytesIO(container)):
             if _avro_shape(block.writer_schema) != expected:
                 return None
-            data, pos = block.bytes_.getvalue(), 0
-            for _ in range(block.num_records):
-                pos, (event_id,), parts = reader.read(data, pos)
-                seq, pos = read_long(data, pos)
-                n, pos = read_long(data, pos)
-                prev_hash, pos = data[pos:pos + n].decode(), pos + n
-                n, pos = read_long(data, pos)
-                stored, pos = data[pos:pos + n].decode(), pos + n
-                version, pos = read_long(data, pos)
-                if version != HASH_VERSION:
-                    return None
-                links.append({id_field: event_id, "seq": seq, "prev_hash": prev_hash, "hash": stored,
-                              "hash_version": version, "recomputed": avro_link(reader, parts, seq, prev_hash).hex()})
+            blocks.append((block.bytes_.getvalue(), block.num_records))
+    except (ValueError, EOFError):
+        return None
+    return blocks
+
+
+def checked_links(data: bytes, count: int, event_schema: str, id_field: str) -> list[tuple] | None:
+    """The ``count`` links in ``data`` (``avro_link_blocks``' bytes) as (``id_field``, seq, prev_hash,
+    hash, hash_version, recomputed) each, ``recomputed`` the hash the link's content makes, computed
+    from its Avro binary without a dict (``avro_link_reader``). None when a link is not of
+    ``HASH_VERSION`` or its content has no JCS text: read those as dicts instead."""
+    reader = avro_link_reader(event_schema, (id_field,))
+    links = []
+    pos = 0
+    try:
+        for _ in range(count):
+            pos, (event_id,), parts = reader.read(data, pos)
+            seq, pos = read_long(data, pos)
+            n, pos = read_long(data, pos)
+            prev_hash, pos = data[pos:pos + n].decode(), pos + n
+            n, pos = read_long(data, pos)
+            stored, pos = data[pos:pos + n].decode(), pos + n
+            version, pos = read_long(data, pos)
+            if version != HASH_VERSION:
+                return None
+            links.append((event_id, seq, prev_hash, stored, version, avro_link(reader, parts, seq, prev_hash).hex()))
     except (ValueError, IndexError, CorruptRecord, UnicodeDecodeError):
         return None
     return links
+
+
+def link_rows(links: Sequence[tuple], id_field: str) -> list[dict[str, Any]]:
+    """``checked_links``' tuples as verify's rows (``recompute`` with ``itemgetter("recomputed")``)."""
+    names = (id_field, "seq", "prev_hash", "hash", "hash_version", "recomputed")
+    return [dict(zip(names, link, strict=True)) for link in links]
+
+
+def links_from_avro(container: bytes, event_schema: str, id_field: str) -> list[dict[str, Any]] | None:
+    """``avro_link_blocks`` and ``checked_links`` in this thread: verify's rows, or None (read as dicts)."""
+    blocks = avro_link_blocks(container, event_schema)
+    if blocks is None:
+        return None
+    links = checked_links(b"".join(data for data, _ in blocks), sum(n for _, n in blocks), event_schema, id_field)
+    return None if links is None else link_rows(links, id_field)

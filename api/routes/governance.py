@@ -17,8 +17,9 @@ from aiohttp import web
 from api.audit_trail import publish_audit
 from api.auth import authenticate, require_scope
 from api.body import json_body
+from api.chain_checks import checked_trace_links
 from api.commands import CommandVerdict
-from api.context import CHAINS, CHECKPOINTS, PRODUCER, SETTINGS, TRACES, VERDICTS, VERIFIER, caller_org
+from api.context import CHAINS, CHECKPOINTS, PREPARATION, PRODUCER, SETTINGS, TRACES, VERDICTS, VERIFIER, caller_org
 from api.errors import ApiError, bad_param, not_found
 from api.paging import paging, read_page
 from api.params import bool_param, enum_param, int_param, reject_unknown, str_param, time_range
@@ -111,7 +112,8 @@ async def verify_trace(request: web.Request) -> web.Response:
     trace_id = request.match_info["trace_id"]
     with_proof = bool_param(request.query, "proof")
     chains = request.app[CHAINS]
-    rows, recompute = await chains.checked_trace_links(org_id, trace_id), itemgetter("recomputed")
+    rows = await checked_trace_links(chains, request.app[PREPARATION], org_id, trace_id)
+    recompute = itemgetter("recomputed")
     if rows is None:  # a link hashed as version 1, or content the fast path cannot read: as dicts
         rows, recompute = await chains.trace_links(org_id, trace_id), stored_link_hash
     if not rows:
