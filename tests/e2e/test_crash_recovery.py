@@ -93,10 +93,11 @@ async def checkpointed(api: Api, key: str, events: list[dict]) -> None:
 
 
 @pytest.mark.parametrize("chained", [True, False], ids=["chained", "unchained"])
-async def test_kill_9_mid_stream_loses_duplicates_and_forks_nothing(tmp_path, chained):
+async def test_kill_9_mid_stream_loses_duplicates_and_forks_nothing(tmp_path, chained, broker_kind):
     # Small sink batches keep the sink behind, so the kill lands in the middle of the stream,
     # while producers are still posting.
-    broker, service = start_stack(tmp_path, TRACEHOUSE_SINK_BATCH_RECORDS="5", TRACEHOUSE_SINK_BATCH_SECONDS="0.05",
+    broker, service = start_stack(tmp_path, broker_kind, TRACEHOUSE_SINK_BATCH_RECORDS="5",
+                                  TRACEHOUSE_SINK_BATCH_SECONDS="0.05",
                                   TRACEHOUSE_CHAIN_EVENTS=str(chained).lower(),
                                   TRACEHOUSE_CHECKPOINT_INTERVAL_SECONDS="1")
     try:
