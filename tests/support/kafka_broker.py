@@ -49,7 +49,7 @@ def missing_tools() -> str | None:
     if shutil.which("mvn") is None and not (LIB / _stamp_name()).exists():
         absent.append("mvn (Maven)")
     if absent:
-        return (f"the Apache Kafka tier needs {' and '.join(absent)} on PATH: install them "
+        return (f"the Apache Kafka tier needs {' and '.join(absent)} on PATH "
                 "(e.g. apt-get install openjdk-17-jre-headless maven)")
     return None
 
