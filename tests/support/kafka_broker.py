@@ -18,6 +18,7 @@ import asyncio
 import base64
 import concurrent.futures
 import contextlib
+import ctypes
 import fcntl
 import hashlib
 import os
@@ -106,6 +107,13 @@ def _metadata_answers(bootstrap: str) -> bool:
         return pool.submit(asyncio.run, _announces_itself(bootstrap)).result()
 
 
+def _terminate_with_parent() -> None:
+    """In the child: SIGTERM it when the process that started it dies (a test run killed by a timeout
+    runs no finalizer), on Linux."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 class KafkaBroker:
     """One Apache Kafka node on ``host:port`` (its controller on another free port) with its log dir
     in ``data_dir``; the same ports on every start, so clients reconnect after a restart."""
@@ -178,7 +186,8 @@ class KafkaBroker:
 
     def start(self, timeout: float = 60.0) -> bool:
         """Start the broker (formatting its log dir the first time); True if we started it, False if
-        it was running. Raises BrokerError when it does not answer within ``timeout``."""
+        it was running. Raises BrokerError when it does not answer within ``timeout``. The broker gets
+        SIGTERM when the thread that started it ends: start it from a thread that lives as long."""
         if self.pid() is not None:
             return False
         if self.proc is not None:
@@ -194,7 +203,7 @@ class KafkaBroker:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(self._java("kafka.Kafka", str(properties)), stdout=log,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         start_new_session=True)  # Ctrl-C of `make kafka` reaches us only
+                                         preexec_fn=_terminate_with_parent)
         deadline = time.monotonic() + timeout
         while not (self.answers() and _metadata_answers(self.bootstrap)):
             if self.proc.poll() is not None:
