@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # The JCS library of the JavaScript export verifier (docs/verifiers/verify_export.js), where npm is
 NODE_JCS := $(if $(shell command -v npm),build/node/node_modules/canonicalize/package.json)
 
-.PHONY: setup run test test-fast fuzz chaos bench bench-ingest bench-reads bench-exports lint clean
+.PHONY: setup run kafka test test-fast fuzz chaos bench bench-ingest bench-reads bench-exports lint clean
 
 setup: $(STAMP) $(NODE_JCS)
 
@@ -22,6 +22,11 @@ $(NODE_JCS):
 
 run: setup
 	$(BIN)/tracehouse run
+
+# An Apache Kafka broker on a free loopback port until Ctrl-C (needs Java 17; its jars, ~43 MB, are
+# fetched by Maven into build/kafka/lib on first use, by this or by the tests). KAFKA_PORT picks the port.
+kafka: setup
+	$(BIN)/python -m tests.support.kafka_broker
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -40,14 +41,28 @@ async def ensure_topics(bootstrap: str, partitions: int, replication_factor: int
                 log.info("created topics %s with %d partitions", missing, partitions)
             except TopicAlreadyExistsError:  # another replica won the race; counts checked below
                 pass
-        for topic in await admin.describe_topics(list(topics)):
+        for topic in await _described(admin, topics):
             count = len(topic["partitions"])
             if count != partitions:
                 raise RuntimeError(
-                    f"topic {topic['topic']} has {count} partitions, tracehouse needs {partitions} "
+                    f"topic {topic['topic']} has {count} partitions (error code {topic['error_code']}), "
+                    f"tracehouse needs {partitions} "
                     "(TRACEHOUSE_TOPIC_PARTITIONS); recreate it or change the setting"
                 )
         if configs:
             await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, t, configs=configs) for t in topics])
     finally:
         await admin.close()
+
+
+async def _described(admin: AIOKafkaAdminClient, topics: tuple[str, ...], timeout: float = 30.0) -> list[dict]:
+    """``describe_topics``, asked again while a topic is not in the broker's metadata yet: right after
+    CreateTopics, Apache Kafka describes a new topic with no partitions for a moment (measured
+    2026-12-05 on Kafka 4.1.1; noida-db answers at once)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        described = await admin.describe_topics(list(topics))
+        pending = [t for t in described if t["error_code"] or not t["partitions"]]
+        if not pending or asyncio.get_running_loop().time() > deadline:
+            return described
+        await asyncio.sleep(0.1)

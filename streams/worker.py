@@ -34,11 +34,18 @@ def chosen_parts(settings: Settings, names: Sequence[str] | None = None) -> list
     return [part for part in parts if part.name in names]
 
 
+#: The chain tables' changelogs on Apache Kafka: compacted by Kafka, as Faust creates them.
+KAFKA_CHANGELOG_CONFIG = {"cleanup.policy": "compact"}
+
+
 async def ensure_worker_topics(settings: Settings, changelog_config: dict[str, str] | None = None) -> None:
     """Create every topic the declared parts read or write, those holding state with their configs
-    (``schemas.topics.TOPIC_CONFIGS``: set in the same request, so no start-up resets them meanwhile);
-    with ``changelog_config``, also the parts' tables' changelogs (a Kafka broker gets them from Faust,
-    compacted)."""
+    (``schemas.topics.TOPIC_CONFIGS``: set in the same request, so no start-up resets them meanwhile),
+    and the parts' tables' changelogs with ``changelog_config`` (the embedded broker's), else
+    ``KAFKA_CHANGELOG_CONFIG``. Faust would create the changelogs itself, but on Apache Kafka its
+    producer then sent to a changelog before the broker's metadata listed the new topic's partitions
+    (aiokafka's "Unrecognized partition", which stopped the chain agents; measured 2026-12-05 on
+    Kafka 4.1.1): created here, they are described with all their partitions before Faust starts."""
     parts = declared_parts(settings)
     create = dict(partitions=settings.topic_partitions, replication_factor=settings.topic_replication_factor,
                   max_message_bytes=settings.max_record_bytes)
@@ -47,8 +54,9 @@ async def ensure_worker_topics(settings: Settings, changelog_config: dict[str, s
     for topic, configs in TOPIC_CONFIGS.items():
         await ensure_topics(settings.bootstrap_servers, topics=(topic,), configs=configs, **create)
     changelogs = tuple(t for part in parts for t in part.changelogs)
-    if changelog_config is not None and changelogs:
-        await ensure_topics(settings.bootstrap_servers, topics=changelogs, configs=changelog_config, **create)
+    if changelogs:
+        await ensure_topics(settings.bootstrap_servers, topics=changelogs,
+                            configs=KAFKA_CHANGELOG_CONFIG if changelog_config is None else changelog_config, **create)
 
 
 def start_parts(parts: list[Part], clickhouse: ClickHouse | None,

@@ -53,3 +53,11 @@ def install() -> None:
         return as_rebalancing(await original(self, request))
 
     GroupCoordinator._send_req = _send_req  # type: ignore[method-assign]
+
+
+def uninstall() -> None:
+    """Restore aiokafka's group coordinator (no-op if not installed)."""
+    global _original
+    if _original is not None:
+        GroupCoordinator._send_req = _original  # type: ignore[method-assign]
+        _original = None

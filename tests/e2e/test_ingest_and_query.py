@@ -49,7 +49,7 @@ async def test_posted_event_comes_back_field_for_field_and_rejects_reach_invalid
 
 
 async def read_invalid_events(stack, org_id: str, expect: int) -> list[dict]:
-    consumer = AIOKafkaConsumer("invalid-events", bootstrap_servers=f"127.0.0.1:{stack.env['TRACEHOUSE_KAFKA_PORT']}",
+    consumer = AIOKafkaConsumer("invalid-events", bootstrap_servers=stack.bootstrap,
                                 auto_offset_reset="earliest", enable_auto_commit=False, group_id=None)
     await consumer.start()
     found: list[dict] = []

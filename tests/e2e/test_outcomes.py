@@ -151,7 +151,7 @@ async def test_closing_a_trace_notifies_webhooks_once_per_trace(stack: Service):
         traces = [await started(api, key, "trace_initiated") for _ in range(2)]
         for trace in traces:
             assert (await outcome(api, key, trace, {"status": "success"}))[0] == 204
-    consumer = AIOKafkaConsumer(WEBHOOK_EVENTS, bootstrap_servers=f"127.0.0.1:{stack.kafka_port}",
+    consumer = AIOKafkaConsumer(WEBHOOK_EVENTS, bootstrap_servers=stack.bootstrap,
                                 auto_offset_reset="earliest", enable_auto_commit=False)
     await consumer.start()
     try:

@@ -20,7 +20,7 @@ MEASURES = ("errors", "input_tokens", "output_tokens", "total_tokens", "cost")
 async def latest_rollups(service: Service, org_id: str) -> dict[str, list[dict]]:
     """The newest HourlyRollup of each of ``org_id``'s hours on rollups-hourly: hour (ISO) -> buckets,
     as GET /v1/metrics shows them."""
-    consumer = AIOKafkaConsumer(ROLLUPS_HOURLY, bootstrap_servers=f"127.0.0.1:{service.kafka_port}",
+    consumer = AIOKafkaConsumer(ROLLUPS_HOURLY, bootstrap_servers=service.bootstrap,
                                 group_id=f"t-{uuid.uuid4().hex}", auto_offset_reset="earliest",
                                 enable_auto_commit=False)
     await consumer.start()

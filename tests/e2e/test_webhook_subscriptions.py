@@ -25,7 +25,7 @@ PARTITIONS = 4  # TRACEHOUSE_TOPIC_PARTITIONS' default, what the stack runs with
 
 
 async def test_subscriptions_through_the_worker_and_the_audit_log(stack):
-    bootstrap = f"127.0.0.1:{stack.kafka_port}"
+    bootstrap = stack.bootstrap
     async with Api(stack.url) as api:
         org = uid("wh-e2e")
         key = await api.org_key(org, ["webhooks:manage", "audit:read"])
@@ -58,7 +58,7 @@ async def test_subscriptions_through_the_worker_and_the_audit_log(stack):
         assert verdict["valid"] is True and verdict["event_count"] == 1 + 5
 
     # the sink consumes the topic: its group commits up to the end of every partition
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await consumer.start()
     await admin.start()

@@ -21,7 +21,6 @@ from schemas.codec import encode
 from schemas.day_dump import MANIFEST, day_bounds
 from schemas.timefmt import now_ms
 from schemas.topics import AUDIT_EVENTS, ROLLUPS_HOURLY, TRACE_EVENTS
-from streams.embedded import group_generation
 from streams.parts import create_dump_schedule, declared_parts
 from streams.topics import ensure_topics
 from tests.support.in_process import Pipeline, RecordingProducer
@@ -52,7 +51,6 @@ async def until(probe, timeout: float = 30.0) -> None:
 
 
 async def test_started_with_the_setting_it_writes_yesterdays_dump_once(clickhouse, broker, tmp_path: Path):
-    group_generation.install()  # the embedded broker's rebalances (streams.embedded.group_generation)
     today = dt.datetime.now(dt.UTC).date()
     yesterday = today - dt.timedelta(days=1)
     start, _ = day_bounds(yesterday)

@@ -10,7 +10,6 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from streams.election import ELECTED
-from streams.embedded import group_generation
 
 
 async def held(consumer: AIOKafkaConsumer) -> set[int]:
@@ -25,7 +24,6 @@ async def until(probe, timeout: float = 15.0) -> None:
 
 
 async def test_one_member_holds_every_partition_and_a_survivor_takes_over(broker) -> None:
-    group_generation.install()  # the embedded broker's rebalances (streams.embedded.group_generation)
     topic, group = f"elect-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
     admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
     await admin.start()

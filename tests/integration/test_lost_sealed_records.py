@@ -56,7 +56,7 @@ async def publish(bootstrap: str, topic: str, values: list[bytes]) -> None:
 
 
 async def read_partition(bootstrap: str, topic: str) -> list[tuple[int, bytes | None]]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     tp = TopicPartition(topic, 0)
     try:

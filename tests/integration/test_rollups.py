@@ -163,9 +163,7 @@ async def test_the_publisher_sends_each_changed_hour_whole_once_and_again_when_i
 
 
 async def test_two_publishers_publish_each_change_once_and_the_survivor_takes_over(clickhouse, broker):
-    from streams.embedded import group_generation
 
-    group_generation.install()  # the embedded broker's rebalances (streams.embedded.group_generation)
     topic = f"rollups-{uuid.uuid4().hex[:6]}"
     await ensure_topics(broker.bootstrap, 1, topics=(topic,))
     writer, repo = SinkWriter(clickhouse, TRACE_EVENTS_SINK), RollupRepository(clickhouse)

@@ -153,7 +153,7 @@ async def records_of(bootstrap: str, topic: str, subscription_id: str) -> list[d
     """Every record of ``topic`` keyed by ``subscription_id``, decoded, in offset order per partition."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]

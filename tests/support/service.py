@@ -1,4 +1,4 @@
-"""Run tracehouse as a subprocess against a test broker, and talk to it over HTTP."""
+"""Run tracehouse as a subprocess against a test broker (noida-db or Apache Kafka), and talk to it over HTTP."""
 
 from __future__ import annotations
 
@@ -49,6 +49,11 @@ class Service:
             self.env.pop("TRACEHOUSE_KAFKA_BOOTSTRAP", None)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / "service.log"
+
+    @property
+    def bootstrap(self) -> str:
+        """The broker this service talks to: TRACEHOUSE_KAFKA_BOOTSTRAP, else its embedded noida-db."""
+        return self.env.get("TRACEHOUSE_KAFKA_BOOTSTRAP") or f"127.0.0.1:{self.kafka_port}"
 
     @property
     def url(self) -> str:
