@@ -36,6 +36,18 @@ from streams.embedded.broker import BrokerError, free_port, port_open
 ROOT = Path(__file__).resolve().parents[2]
 POM = ROOT / "kafka" / "pom.xml"
 LOG_CONFIG = ROOT / "kafka" / "log4j2.properties"
+#: What a single-node broker needs, and what tracehouse expects of any broker: the same in
+#: docker-compose.yml (as KAFKA_* variables; tests/unit/test_compose_kafka.py holds them equal).
+SINGLE_NODE = {
+    "offsets.topic.replication.factor": "1",
+    "transaction.state.log.replication.factor": "1",
+    "transaction.state.log.min.isr": "1",
+    "share.coordinator.state.topic.replication.factor": "1",
+    "share.coordinator.state.topic.min.isr": "1",
+    # tracehouse creates its topics with the partitions its tables need; an auto-created
+    # 1-partition topic would hide a missing creation
+    "auto.create.topics.enable": "false",
+}
 BUILD = ROOT / "build" / "kafka"
 LIB = BUILD / "lib"
 #: JVM flags: a small heap and a quick start (the broker of a test run lives minutes).
@@ -158,13 +170,10 @@ class KafkaBroker:
             "controller.listener.names=CONTROLLER",
             "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             f"log.dirs={self.log_dir}",
-            "offsets.topic.replication.factor=1",
+            *(f"{name}={value}" for name, value in SINGLE_NODE.items()),
+            # quick starts for tests (docker-compose.yml keeps Kafka's defaults for these)
             "offsets.topic.num.partitions=1",
-            "transaction.state.log.replication.factor=1",
-            "transaction.state.log.min.isr=1",
             "transaction.state.log.num.partitions=1",
-            "share.coordinator.state.topic.replication.factor=1",
-            "share.coordinator.state.topic.min.isr=1",
             "group.initial.rebalance.delay.ms=0",
             "",
         ]))
