@@ -4,8 +4,9 @@ Runs a real noida-db broker and ``tracehouse run`` as a subprocess (as ``make ru
 then measures: raw aiokafka produce rate (the baseline), end-to-end events/s until
 queryable for HTTP ingest with 1, 20 and 100 events per trace per request and for the
 direct-Kafka producer, ingest-to-queryable latency, page latency at ~1M stored events,
-idle CPU and data-dir size, then the direct-produce shape unchained and chained with one and two
-chain-agent processes, with the CPU per event of each process (``bench.chain_workers``).
+idle CPU and data-dir size, then the same ingest on Apache Kafka (``bench.on_kafka``), then the
+direct-produce shape unchained and chained with one and two chain-agent processes, with the CPU
+per event of each process (``bench.chain_workers``).
 ``BENCH_EVENTS`` scales the run (default 1,000,000 stored).
 """
 
@@ -26,7 +27,7 @@ import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
-from bench import webhooks
+from bench import on_kafka, webhooks
 from bench.chain_workers import chain_processes
 from bench.stats import idle_cpu, pct, wait_stored
 from schemas.model import validate_trace_event
@@ -220,6 +221,7 @@ async def main() -> None:
     finally:
         service.stop()
         broker.stop()
+    await on_kafka.run(work, report, BENCH_ENV, raw, http_rates[20])
     await chained(work, report, unchained_http20=http_rates[20])
     await chain_processes(work, report, BENCH_ENV, event)
     # the default 30 s trim interval: its idle CPU figure is the one `make run` has

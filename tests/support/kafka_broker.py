@@ -94,7 +94,8 @@ def kafka_jars() -> Path:
 
 
 def cluster_id() -> str:
-    """A random KRaft cluster id (16 bytes, base64url without padding, as ``kafka-storage random-uuid``)."""
+    """A random KRaft cluster id (16 bytes, base64url without padding, as ``kafka-storage random-uuid``):
+    one in 64 starts with ``-``, so it is passed as ``--cluster-id=<id>``, never as a separate argument."""
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
@@ -204,7 +205,7 @@ class KafkaBroker:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         properties = self._properties()
         if not (self.log_dir / "meta.properties").exists():
-            res = subprocess.run(self._java("kafka.tools.StorageTool", "format", "-t", cluster_id(),
+            res = subprocess.run(self._java("kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id()}",
                                             "-c", str(properties)),
                                  capture_output=True, text=True, timeout=120, check=False)
             if res.returncode != 0:
