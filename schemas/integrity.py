@@ -132,7 +132,7 @@ def verify(rows: Sequence[Mapping[str, Any]], id_field: str, *, first_seq: int =
     prev_hash out of line). A span of a chain starts at ``first_seq`` after the link
     hashed ``prev_hash``. ``expected_head`` (seq, hash), e.g. from a signed checkpoint,
     also catches a truncated tail (whole chains only). ``recompute`` gives the hash a row's
-    content makes (``stored_link_hash``; ``links_from_avro`` rows carry it already).
+    content makes (``stored_link_hash``; ``checked_links`` rows carry it already).
     """
     expected_seq, prev = first_seq, prev_hash
     count = 0
@@ -192,7 +192,7 @@ def _avro_shape(node: Any) -> Any:
     return "string" if node == "bytes" else node
 
 
-#: What follows the event datum in each record ``links_from_avro`` reads, and its Avro types.
+#: What follows the event datum in each record ``avro_link_blocks`` reads, and its Avro types.
 LINK_TAIL = (("seq", "long"), ("prev_hash", "string"), ("hash", "string"), ("hash_version", "int"))
 
 
@@ -241,12 +241,3 @@ def link_rows(links: Sequence[tuple], id_field: str) -> list[dict[str, Any]]:
     """``checked_links``' tuples as verify's rows (``recompute`` with ``itemgetter("recomputed")``)."""
     names = (id_field, "seq", "prev_hash", "hash", "hash_version", "recomputed")
     return [dict(zip(names, link, strict=True)) for link in links]
-
-
-def links_from_avro(container: bytes, event_schema: str, id_field: str) -> list[dict[str, Any]] | None:
-    """``avro_link_blocks`` and ``checked_links`` in this thread: verify's rows, or None (read as dicts)."""
-    blocks = avro_link_blocks(container, event_schema)
-    if blocks is None:
-        return None
-    links = checked_links(b"".join(data for data, _ in blocks), sum(n for _, n in blocks), event_schema, id_field)
-    return None if links is None else link_rows(links, id_field)

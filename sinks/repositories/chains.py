@@ -7,12 +7,11 @@ Reads never use FINAL: a duplicated row must show up, it is a broken chain.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from schemas.integrity import LINK_TAIL, links_from_avro
+from schemas.integrity import LINK_TAIL
 from schemas.registry import record_fields
 from schemas.timefmt import datetime_ms, ms_datetime
 from sinks.clickhouse import ClickHouse
@@ -94,13 +93,6 @@ class ChainRepository:
             f"FROM {self.ch.database}.events WHERE org_id = {{org:String}} AND trace_id = {{tid:String}}) "
             "ORDER BY seq, ingested_at, event_id", {"org": org_id, "tid": trace_id}, fmt="Avro",
             settings={"output_format_avro_codec": "null", "output_format_avro_string_column_pattern": ".*"})
-
-    async def checked_trace_links(self, org_id: str, trace_id: str) -> list[dict[str, Any]] | None:
-        """Every stored link of one trace, in seq order, with the hash its content makes
-        (``recomputed``), hashed from its Avro bytes in a thread (``links_from_avro``); empty for an
-        unknown trace; None when some link must be read as a dict (``trace_links``) to be hashed."""
-        body = await self.trace_links_avro(org_id, trace_id)
-        return await asyncio.to_thread(links_from_avro, body, TRACE_LINKS.schema, TRACE_LINKS.id_column)
 
     async def audit_span(self, org_id: str, from_ms: int, to_ms: int) -> AuditSpan | None:
         """The org's audit links from the first to the last seq occurring in [from, to], and

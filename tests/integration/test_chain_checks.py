@@ -11,7 +11,7 @@ from api.preparation import PreparationPool
 from schemas.integrity import verify
 from sinks.repositories.chains import TRACE_LINKS, ChainRepository
 from streams.chaining import TRACE_CHAIN
-from tests.integration.test_chain_storage import mutate, store_chain, trace_batches
+from tests.integration.test_chain_storage import IN_THIS_PROCESS, mutate, store_chain, trace_batches
 
 
 def test_split_keeps_blocks_in_order_in_about_equal_groups():
@@ -32,7 +32,7 @@ async def test_links_hashed_in_worker_processes_match_one_thread(clickhouse, mon
     await pool.start()
     try:
         split = await checked_trace_links(repository, pool, "o", "t")
-        assert split == await repository.checked_trace_links("o", "t") and len(split) == 40
+        assert split == await checked_trace_links(repository, IN_THIS_PROCESS, "o", "t") and len(split) == 40
         assert verify(split, TRACE_LINKS.id_column, recompute=itemgetter("recomputed")).valid
         await mutate(clickhouse, "ALTER TABLE {t} UPDATE cost = 1.5 WHERE event_id = 'e27'")
         verdict = verify(await checked_trace_links(repository, pool, "o", "t"), TRACE_LINKS.id_column,

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from operator import itemgetter
 
+from api.chain_checks import checked_trace_links
+from api.preparation import PreparationPool
 from schemas.codec import encode
 from schemas.integrity import GENESIS, verify, verify_span
 from sinks.repositories.chains import AUDIT_LINKS, TRACE_LINKS, ChainRepository
@@ -13,6 +15,8 @@ from streams.chaining import AUDIT_CHAIN, TRACE_CHAIN, ChainStore
 from tests.unit.test_chaining import seal
 
 T0 = 1_795_428_000_000
+#: No worker processes: verify's links hashed in one thread of this process.
+IN_THIS_PROCESS = PreparationPool(0)
 
 
 def event(i: int, trace: str = "t", **kw) -> dict:
@@ -36,7 +40,7 @@ async def trace_verdict(ch, trace="t"):
     hashed from their bytes (the verify route's fast path) must match."""
     repository = ChainRepository(ch)
     verdict = verify(await repository.trace_links("o", trace), TRACE_LINKS.id_column)
-    checked = await repository.checked_trace_links("o", trace)
+    checked = await checked_trace_links(repository, IN_THIS_PROCESS, "o", trace)
     assert checked is not None
     assert verify(checked, TRACE_LINKS.id_column, recompute=itemgetter("recomputed")) == verdict
     return verdict
@@ -65,10 +69,10 @@ async def test_stored_chain_verifies_and_keeps_arrival_order(clickhouse):
 async def test_links_of_another_hash_version_are_left_to_the_dict_path(clickhouse):
     await store_chain(clickhouse, TRACE_CHAIN, trace_batches())
     repository = ChainRepository(clickhouse)
-    assert len(await repository.checked_trace_links("o", "t")) == 6
-    assert await repository.checked_trace_links("o", "nothing") == []
+    assert len(await checked_trace_links(repository, IN_THIS_PROCESS, "o", "t")) == 6
+    assert await checked_trace_links(repository, IN_THIS_PROCESS, "o", "nothing") == []
     await mutate(clickhouse, "ALTER TABLE {t} UPDATE hash_version = 1 WHERE event_id = 'e3'")
-    assert await repository.checked_trace_links("o", "t") is None
+    assert await checked_trace_links(repository, IN_THIS_PROCESS, "o", "t") is None
     assert not verify(await repository.trace_links("o", "t"), TRACE_LINKS.id_column).valid  # as v1 it differs
 
 
