@@ -12,6 +12,7 @@ import pyarrow.ipc
 
 from schemas.timefmt import datetime_ms, ms_datetime
 from sinks.clickhouse import ClickHouse
+from sinks.repositories.chains import LINK_COLUMNS
 from sinks.repositories.export_sql import FORMAT_SETTINGS
 from sinks.repositories.siem_sql import SIEM_FORMATS
 
@@ -175,8 +176,7 @@ _STORED_COLUMNS = (
     "outcome, input, output, messages, tools, tool_choice, input_tokens, output_tokens, total_tokens, cost, "
     "cost_currency, scores, tags, metadata, policy_version, approval_request_id, authority_model, "
     "requested_operation, target_integration, resource_scope, data_classification, policy_rule_id, "
-    "parent_trace_id, app_id, ingested_at, seq, lower(hex(prev_hash)) AS prev_hash, lower(hex(hash)) AS hash, "
-    "hash_version")
+    f"parent_trace_id, app_id, ingested_at, {LINK_COLUMNS}")
 _DUMP_SELECT = (
     f"SELECT {_STORED_COLUMNS}, "
     # prev_hash and hash below are the aliases above (ClickHouse substitutes them): hex already
