@@ -157,7 +157,9 @@ async def export_traces(request: web.Request) -> web.StreamResponse:
     position = export_position(q)
     flt = dataclasses.replace(export_filter(q, fmt, position), app_id=app_id)
     exports = request.app[EVENT_EXPORTS]
-    rows, more = await exports.page_rows(org_id, flt, limit + 1, position.after, INLINE_BYTES)
+    # Parquet reads the stored columns, not the documents
+    inline = 0 if fmt == "parquet" else INLINE_BYTES
+    rows, more = await exports.page_rows(org_id, flt, limit + 1, position.after, inline)
     more, rows = more or len(rows) > limit, rows[:limit]
     keys = [row.key for row in rows]
     next_cursor = encode_cursor([*keys[-1], position.as_of_ms]) if more and keys else None
