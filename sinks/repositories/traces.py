@@ -374,17 +374,17 @@ class TraceExports:
             return f"if({column}.1 = 0, NULL, {neutral(f'{column}.2')})"
 
         decided = "decision.1 != 0"
+        approver = neutral("nullIf(decision.3, '')")  # stored as '' when the deciding event named none
         columns = ", ".join([
             neutral("trace_id"), *(first(column) for _, column in _CSV_FIRST),
             "ifNull(final_outcome, 'in_progress')", iso_ms("started_at"), iso_ms("completed_at"),
             "if(isNull(completed_at), NULL, "
             "toUnixTimestamp64Milli(assumeNotNull(completed_at)) - toUnixTimestamp64Milli(started_at))",
             "if(has_approval, 'true', 'false')",
-            f"if({decided} AND decision.2 != 'approval_expired', {neutral('nullIf(decision.3, {empty:String})')}, "
-            "NULL)",  # an expired request has no approver
+            f"if({decided} AND decision.2 != 'approval_expired', {approver}, NULL)",  # expired: no approver
             f"if({decided}, transform(decision.2, {_DECISIONS}, {list(APPROVAL_DECISIONS.values())}, ''), NULL)",
             f"if({decided}, {iso_ms('decision.4')}, NULL)", first("policy_rule_id"),
             "if(policy_version.1 = 0, NULL, policy_version.2)"])
         body = await self.ch.raw_query(f"SELECT {columns} FROM ({merged}) {_NEWEST_FIRST}",
-                                       params | {"empty": ""}, fmt="CSV", settings=FORMAT_SETTINGS)
+                                       params, fmt="CSV", settings=FORMAT_SETTINGS)
         return body, next_key
