@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.ingest_rates import BENCH_ENV, event
 from bench.stats import cpu_seconds, native_cpu_between, thread_cpu
 from schemas.model import validate_trace_event
 from schemas.producer import EventProducer
@@ -118,8 +119,6 @@ async def chain_processes(work: Path, report: Callable[[str], None], env: dict[s
 
 
 async def main() -> None:
-    from bench.__main__ import BENCH_ENV, event
-
     await chain_processes(Path(tempfile.mkdtemp(prefix="tracehouse-bench-chain-")), print, BENCH_ENV, event)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from bench.ingest_rates import http_rate, latency, raw_produce_rate
 from bench.stats import pct
 from streams.topics import ensure_topics
 from tests.support.kafka_broker import KafkaBroker, missing_tools
@@ -23,9 +24,6 @@ ROUNDS = (("unchained", {"TRACEHOUSE_CHAIN_EVENTS": "false"}),
 async def run(work: Path, report: Callable[[str], None], env: dict[str, str], noida_raw: float,
               noida_http20: float) -> None:
     """Report the figures on Kafka next to noida-db's raw and HTTP 20/trace rates of this run."""
-    # imported here: the bench module imports this one
-    from bench.__main__ import http_rate, latency, raw_produce_rate
-
     missing = missing_tools()
     if missing:
         report(f"Apache Kafka: not measured ({missing})")
