@@ -45,6 +45,9 @@ def build_chain_agents(settings: Settings, clickhouse: ClickHouse | None, parts:
             from streams.embedded.compaction import add_chain_upkeep
 
             add_chain_upkeep(app, settings, readers_of(parts, HEADS_CHANGELOG), readers_of(parts, SEALED_EVENTS))
+        else:
+            log.info("the chain tables' changelogs are compacted by the broker (cleanup.policy=compact, "
+                     "see the topic lines above); every other topic is bounded by its retention")
         worker = faust.Worker(app, loglevel=settings.log_level, daemon=False, override_logging=False, loop=loop,
                               redirect_stdouts=False)
         worker.install_signal_handlers = lambda: None  # type: ignore[method-assign]

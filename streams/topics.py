@@ -49,10 +49,51 @@ async def ensure_topics(bootstrap: str, partitions: int, replication_factor: int
                     f"tracehouse needs {partitions} "
                     "(TRACEHOUSE_TOPIC_PARTITIONS); recreate it or change the setting"
                 )
-        if configs:
-            await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, t, configs=configs) for t in topics])
+        await _configure(admin, topics, configs or {})
     finally:
         await admin.close()
+
+
+#: The configs the worker reports for each of its topics, as the broker applies them.
+REPORTED_CONFIGS = ("cleanup.policy", "retention.ms", "retention.bytes", "max.message.bytes")
+
+#: DescribeConfigs' source of a config set on the topic itself (DYNAMIC_TOPIC_CONFIG).
+TOPIC_SOURCE = 1
+
+
+Configs = dict[str, str]
+
+
+async def topic_configs(admin: AIOKafkaAdminClient, topics: tuple[str, ...]) -> dict[str, tuple[Configs, Configs]]:
+    """Each topic's configs set on the topic itself, and its ``REPORTED_CONFIGS`` in effect (the
+    broker's defaults where the topic sets none)."""
+    found: dict[str, tuple[Configs, Configs]] = {}
+    for response in await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, t) for t in topics]):
+        for error_code, error_message, _, topic, entries in response.resources:
+            if error_code:
+                raise RuntimeError(f"describing the configs of topic {topic} failed: {error_code} {error_message}")
+            own = {e[0]: e[1] for e in entries if e[3] == TOPIC_SOURCE}
+            found[topic] = own, {e[0]: e[1] for e in entries if e[0] in REPORTED_CONFIGS}
+    return found
+
+
+async def _configure(admin: AIOKafkaAdminClient, topics: tuple[str, ...], configs: dict[str, str]) -> None:
+    """Set ``configs`` on ``topics``, keeping every other config set on a topic (AlterConfigs replaces
+    a topic's whole set: an operator's ``retention.ms`` would otherwise fall back to the broker's
+    default), and log what each topic has, so a worker says what it found on a broker it did not set up."""
+    found = await topic_configs(admin, topics)
+    changed = {t: {**own, **configs} for t, (own, _) in found.items() if {**own, **configs} != own}
+    if changed:
+        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, t, configs=c) for t, c in changed.items()])
+    for topic, (own, effective) in found.items():
+        now = {**effective, **configs}
+        report = ", ".join(f"{name}={now[name]}" for name in REPORTED_CONFIGS if name in now)
+        if topic in changed:
+            was = ", ".join(f"{name} was {effective.get(name, 'unset')}" for name in configs
+                            if own.get(name) != configs[name])
+            log.info("topic %s: %s (set by tracehouse: %s)", topic, report, was)
+        else:
+            log.info("topic %s: %s", topic, report)
 
 
 async def _described(admin: AIOKafkaAdminClient, topics: tuple[str, ...], timeout: float = 30.0) -> list[dict]:

@@ -47,8 +47,8 @@ async def checkpoints_in_order(api: Api, key: str) -> int:
     return len(chain)
 
 
-async def test_chain_workers_share_partitions_survive_a_kill_and_a_join(tmp_path: Path) -> None:
-    broker, service = start_stack(tmp_path, TRACEHOUSE_CHECKPOINT_INTERVAL_SECONDS="1",
+async def test_chain_workers_share_partitions_survive_a_kill_and_a_join(tmp_path: Path, broker_kind: str) -> None:
+    broker, service = start_stack(tmp_path, broker_kind, TRACEHOUSE_CHECKPOINT_INTERVAL_SECONDS="1",
                                   TRACEHOUSE_SINK_BATCH_RECORDS="50")
     guests: list[Service] = []
     try:
