@@ -9,6 +9,7 @@ import faust
 from faust.exceptions import ConsumerNotStarted
 
 from schemas.identity import PID, TOKEN, client_id
+from schemas.kafka_clients import METADATA_MAX_AGE_MS
 from schemas.topics import (
     AUDIT_EVENTS,
     COMMAND_VERDICTS,
@@ -144,6 +145,7 @@ def create_faust_app(settings: Settings, stored: StoredLinks | None = None) -> T
         # consumer's own thread (the embedded broker never expires members: streams.embedded.groups)
         broker_session_timeout=10.0,
         consumer_auto_offset_reset="earliest",
+        consumer_metadata_max_age_ms=METADATA_MAX_AGE_MS,  # a rebalance that found no topics is redone soon
         producer_acks=-1,
         # The chain agent keeps up to 1,000 sealed records in flight, each with its head
         # writes: batching them into fewer produce requests (Faust's default is one 16 KB
