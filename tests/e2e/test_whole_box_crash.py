@@ -210,6 +210,8 @@ async def test_kill_9_of_everything_forks_nothing_and_loses_only_the_window(
                 await poster
             ledger.durable.append(watch.durable_before(ledger.kills[-1]) if watch else ledger.kills[-1])
             broker.start()
+            if round_ == kills - 1:
+                service.sink_at_usual_size()
             service.start()
         if watch:
             watch.stop()

@@ -80,6 +80,12 @@ class Service:
                 time.sleep(0.2)
         raise RuntimeError(f"tracehouse not ready after {timeout}s:\n{self.log_tail()}")
 
+    def sink_at_usual_size(self) -> None:
+        """From the next start on, drop the small sink batches a crash test set to keep the sink behind
+        at a kill: the sink then catches up at the test default's size."""
+        self.env.pop("TRACEHOUSE_SINK_BATCH_RECORDS", None)
+        self.env["TRACEHOUSE_SINK_BATCH_SECONDS"] = "0.2"
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         """Send ``sig`` (resent once, as supervisors do) and wait; SIGKILL after the timeout."""
         assert self.proc is not None
