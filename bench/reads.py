@@ -5,9 +5,13 @@ The events and their trace summaries are generated straight into embedded ClickH
 in this process on that ClickHouse and is called over HTTP, one request at a time. For
 every surface: the first page and the 50th page by cursor, without and with each selective
 filter, and offset (page-number) paging beside them; GET /v1/metrics from the hourly
-rollups, and without HTTP beside the same buckets counted from the events. Last, ``BENCH_READ_USERS`` clients
-(default 4) call the three trace lists at once, beside the same requests from one client.
-``BENCH_READ_SAMPLES`` sets the requests per figure (default 40).
+rollups, and without HTTP beside the same buckets counted from the events; the governance
+list's exact totals without HTTP. Last, ``BENCH_READ_USERS`` clients (default 4) call the three
+trace lists at once, beside the same requests from one client. ``BENCH_READ_SAMPLES`` sets the
+requests per figure (default 40). Each figure is printed with the goal it answers to (ratios
+within the run: a filtered page against its unfiltered list, page 50 against page 1, p99
+against p50, a detail read against its list; exact totals in ms), for each layout in
+``BENCH_READ_LAYOUTS`` (``spread`` and ``arrival``, see ``LAYOUTS``).
 
 Repeated requests meet warm caches (the OS page cache, ClickHouse's mark and query
 condition caches), as a list a user pages through or a dashboard refreshes does; filtered
@@ -54,9 +58,19 @@ USERS = int(os.environ.get("BENCH_READ_USERS", "4"))
 MODEL_CONFIG = '{"temperature":0.2}'
 
 
-def _events_sql(db: str, first: int, count: int, end_ms: int) -> str:
-    """Events ``EVENTS_PER_TRACE`` per trace for traces [first, first + count): a trace t
-    starts at a hashed time in the span; its events follow 250 ms apart."""
+def _start_ms(end_ms: int) -> str:
+    """SQL of trace ``t``'s start: a hashed time in the span ending at ``end_ms``."""
+    return f"{end_ms - SPAN_MS} + cityHash64(t) % {SPAN_MS}"
+
+
+def _within(window: tuple[int, int] | None) -> str:
+    """SQL keeping the traces that start in ``window`` ([lo, hi) ms; None: all of them)."""
+    return "1" if window is None else f"start_ms >= {window[0]} AND start_ms < {window[1]}"
+
+
+def _events_sql(db: str, first: int, count: int, end_ms: int, window: tuple[int, int] | None = None) -> str:
+    """Events ``EVENTS_PER_TRACE`` per trace for traces [first, first + count) that start in
+    ``window``: a trace t starts at a hashed time in the span; its events follow 250 ms apart."""
     e = EVENTS_PER_TRACE
     return f"""
 INSERT INTO {db}.events (org_id, occurred_at, event_id, trace_id, class, type, name, status, model, model_config,
@@ -64,8 +78,7 @@ INSERT INTO {db}.events (org_id, occurred_at, event_id, trace_id, class, type, n
     messages, input_tokens, output_tokens, total_tokens, cost, cost_currency, scores, tags, metadata,
     authority_model, requested_operation, target_integration, resource_scope, seq, prev_hash, hash,
     _topic, _partition, _offset)
-WITH intDiv(number, {e}) AS t, number % {e} + 1 AS s, s % 3 = 1 AS gen,
-     {end_ms - SPAN_MS} + cityHash64(t) % {SPAN_MS} AS start_ms
+WITH intDiv(number, {e}) AS t, number % {e} + 1 AS s, s % 3 = 1 AS gen, {_start_ms(end_ms)} AS start_ms
 SELECT '{ORG}', fromUnixTimestamp64Milli(toInt64(start_ms + (s - 1) * 250), 'UTC'),
     concat('e', toString(t), '-', toString(s)), concat('t', toString(t)),
     ['llm', 'tool', 'policy'][s % 3 + 1], ['EVENT', 'GENERATION', 'SPAN'][s % 3 + 1], concat('step-', toString(s)),
@@ -83,10 +96,12 @@ SELECT '{ORG}', fromUnixTimestamp64Milli(toInt64(start_ms + (s - 1) * 250), 'UTC
     'delegated', 'crm.update', 'salesforce', 'accounts:write',
     s, toFixedString(reinterpretAsString(cityHash64(t, s - 1)), 32),
     toFixedString(reinterpretAsString(cityHash64(t, s)), 32), 'sealed-events', t % 4, number
-FROM numbers({first * e}, {count * e})"""
+FROM numbers({first * e}, {count * e})
+WHERE {_within(window)}"""
 
 
-def _traces_sql(db: str, first: int, count: int, end_ms: int, partial: bool) -> str:
+def _traces_sql(db: str, first: int, count: int, end_ms: int, partial: bool,
+                window: tuple[int, int] | None = None) -> str:
     """The traces read model's rows for the same traces: one whole row each, or (``partial``)
     for one trace in ten a second partial row in its own insert (the first nine events, no
     close, no totals): the shape of a trace whose events came in two sink inserts and that
@@ -100,7 +115,7 @@ def _traces_sql(db: str, first: int, count: int, end_ms: int, partial: bool) -> 
 
     return f"""
 INSERT INTO {db}.traces
-WITH number AS t, {end_ms - SPAN_MS} + cityHash64(t) % {SPAN_MS} AS start_ms, start_ms + {(e - 1) * 250} AS last_ms,
+WITH number AS t, {_start_ms(end_ms)} AS start_ms, start_ms + {(e - 1) * 250} AS last_ms,
      multiIf(t % 20 = 1, NULL, t % 20 = 0, 'denied', t % 20 = 2, 'blocked', 'executed') AS outcome,
      if(t % 50 = 7, 'o1-preview', ['gpt-4o', 'claude-sonnet', 'gpt-4o-mini', 'llama-3.1'][t % 4 + 1]) AS model
 SELECT '{ORG}', fromUnixTimestamp64Milli(toInt64(start_ms), 'UTC'), concat('t', toString(t)),
@@ -121,7 +136,7 @@ SELECT '{ORG}', fromUnixTimestamp64Milli(toInt64(start_ms), 'UTC'), concat('t', 
        (0, '', '', fromUnixTimestamp64Milli(0, 'UTC'))),
     if(t % 10 = 0 AND NOT {x}, (18446744073709551613, 3), (0, 0))
 FROM numbers({first}, {count})
-WHERE NOT {x} OR t % 10 = 5"""
+WHERE (NOT {x} OR t % 10 = 5) AND {_within(window)}"""
 
 
 def _rollups_sql(db: str, first: int, count: int) -> str:
@@ -154,9 +169,26 @@ async def metrics_without_http(ch: ClickHouse, since_ms: int) -> tuple[list[floa
     return from_rollups, scans
 
 
-async def generate(ch: ClickHouse, first: int, count: int, end_ms: int) -> float:
-    """Store traces [first, first + count), their events and rollups; returns the seconds it took."""
+#: How the generated rows lie in parts: "spread", each insert holding 100k traces from the whole
+#: span (every part spans every day: the worst case for a time-ordered read); "arrival", each
+#: insert holding the traces of the next ~3 days, as a live sink's merged parts lie.
+LAYOUTS = tuple(os.environ.get("BENCH_READ_LAYOUTS", "spread,arrival").split(","))
+ARRIVAL_SLICES = 10
+
+
+async def generate(ch: ClickHouse, first: int, count: int, end_ms: int, layout: str) -> float:
+    """Store traces [first, first + count), their events and rollups in ``layout``; returns the seconds it took."""
     t0 = time.monotonic()
+    if layout == "arrival":
+        bounds = [end_ms - SPAN_MS + i * SPAN_MS // ARRIVAL_SLICES for i in range(ARRIVAL_SLICES + 1)]
+        for window in zip(bounds, bounds[1:], strict=False):
+            await ch.command(_events_sql(ch.database, first, count, end_ms, window))
+            await ch.command(_traces_sql(ch.database, first, count, end_ms, partial=False, window=window))
+            await ch.command(_traces_sql(ch.database, first, count, end_ms, partial=True, window=window))
+        await ch.command(_rollups_sql(ch.database, first, count))
+        return time.monotonic() - t0
+    if layout != "spread":
+        raise ValueError(f"unknown layout {layout!r}: spread or arrival")
     step = 100_000
     for s in range(first, first + count, step):
         n = min(step, first + count - s)
@@ -288,9 +320,54 @@ async def under_load(api: Api, key: str, users: int) -> tuple[float, list[float]
     return len(latencies) / (time.perf_counter() - t0), latencies
 
 
-def row(label: str, first: list[float], deep: list[float] | None, why: str = "") -> str:
+#: The goals, as ratios within one run: a filter's first page against its surface's unfiltered
+#: first page, page 50 against page 1 and p99 against p50 of an unfiltered list, a detail read
+#: against its list's first page; and an exact total in ms.
+FILTER_RATIO, DEEP_RATIO, TAIL_RATIO, DETAIL_RATIO, TOTAL_MS = 2.0, 1.2, 2.0, 2.0, 10.0
+#: Detail reads and the list each is judged against.
+DETAIL_OF = {"GET /v1/traces/{id}": "GET /v1/traces (events, seed 000)",
+             "GET /api/v1/traces/{id}": "GET /api/v1/traces (governance, seed 003)",
+             "GET /tenants/{t}/traces/{id}": "GET /tenants/{t}/traces (seed 002)"}
+
+
+def verdict(value: float, goal: float) -> str:
+    return f"{value:5.2f}x {'ok' if value <= goal else 'MISS'} (<= {goal}x)"
+
+
+def row(label: str, first: list[float], deep: list[float] | None, why: str = "", judged: str = "") -> str:
     deep_text = f"{pct(deep, 50):6.1f} {pct(deep, 99):6.1f}" if deep else f"{why:>13}"
-    return f"{label:<44} {pct(first, 50):6.1f} {pct(first, 99):6.1f}   {deep_text}"
+    return f"{label:<44} {pct(first, 50):6.1f} {pct(first, 99):6.1f}   {deep_text}   {judged}".rstrip()
+
+
+def judge(case: Case, first: list[float], deep: list[float] | None, surface: list[float] | None) -> str:
+    """The goal a list figure answers to, and whether it holds."""
+    if "metrics" in case.path:
+        return ""  # not a list: no ratio goal
+    if surface is None:  # an unfiltered list: page 50 against page 1, p99 against p50
+        judged = verdict(pct(first, 99) / pct(first, 50), TAIL_RATIO) + " p99/p50"
+        return (verdict(pct(deep, 50) / pct(first, 50), DEEP_RATIO) + " page 50/1; " + judged) if deep else judged
+    if case.label.startswith(("  offset", "  page=")):
+        return ""  # offset paging: no ratio goal
+    return verdict(pct(first, 50) / pct(surface, 50), FILTER_RATIO) + " of unfiltered"
+
+
+async def exact_totals(ch: ClickHouse, end_ms: int) -> dict[str, list[float]]:
+    """``pagination.total`` of the governance list without HTTP (the repository count the route
+    runs beside the page), unfiltered and with each filter seed 003 names; ms each."""
+    from api.routes.governance import trace_query
+    from sinks.repositories.traces import TraceRepository
+
+    repo, out = TraceRepository(ch), {}
+    for case in cases(end_ms):
+        if case.path != "/api/v1/traces" or any("offset" in v for v in case.variants):
+            continue
+        times = []
+        for variant, _ in zip(cycle(case.variants), range(SAMPLES), strict=False):
+            t0 = time.perf_counter()
+            await repo.count(ORG, trace_query({k: str(v) for k, v in variant.items()}))
+            times.append((time.perf_counter() - t0) * 1000)
+        out[case.label.strip() if case.variants != ({},) else "unfiltered"] = times
+    return out
 
 
 async def serve_api(settings: Settings, ch: ClickHouse) -> web.AppRunner:
@@ -300,42 +377,45 @@ async def serve_api(settings: Settings, ch: ClickHouse) -> web.AppRunner:
     return runner
 
 
-async def main() -> None:
-    work = Path(tempfile.mkdtemp(prefix="tracehouse-bench-reads-"))
-    broker = EmbeddedBroker(work / "broker", "127.0.0.1", free_port())  # the API's producer needs one
-    broker.start()
+async def bench_layout(layout: str, work: Path, broker: EmbeddedBroker, end_ms: int,
+                       report: Callable[[str], None]) -> None:
+    """Every figure at each of ``STAGES`` on a database of its own generated in ``layout``."""
     settings = Settings(data_dir=work, kafka_port=broker.port, http_port=free_port(), admin_key=ADMIN_KEY,
-                        chain_events=False, ingest_processes=0)
+                        chain_events=False, ingest_processes=0, clickhouse_database=f"bench_{layout}")
     ch = ClickHouse.from_settings(settings)
     await migrate(ch)
-    end_ms = now_ms() - 3_600_000
     runner = await serve_api(settings, ch)
-    lines: list[str] = []
-
-    def report(line: str) -> None:
-        print(line, flush=True)
-        lines.append(line)
-
     try:
         async with Api(f"http://{settings.http_host}:{settings.http_port}") as api:
             key = await api.org_key(ORG, ["traces:read"])
             stored = 0
             for traces in STAGES:
-                seconds = await generate(ch, stored, traces - stored, end_ms)
+                seconds = await generate(ch, stored, traces - stored, end_ms, layout)
                 merging = await settle(ch)
                 stored = traces
                 events = traces * EVENTS_PER_TRACE
-                report(f"\n{events:,} events / {traces:,} traces stored (generated in {seconds:.0f} s, merges "
-                       f"settled {merging:.0f} s later); {SAMPLES} requests per figure, ms")
+                report(f"\n{events:,} events / {traces:,} traces stored, {layout} layout (generated in "
+                       f"{seconds:.0f} s, merges settled {merging:.0f} s later); {SAMPLES} requests per figure, ms")
                 report(f"{'':<44} {'first page':>13}   {'page 50 (cursor)':>16}")
-                report(f"{'':<44} {'p50':>6} {'p99':>6}   {'p50':>6} {'p99':>6}")
+                report(f"{'':<44} {'p50':>6} {'p99':>6}   {'p50':>6} {'p99':>6}   goal")
                 floor = [(await timed(api, key, "/healthz", {}))[0] for _ in range(SAMPLES)]
                 report(row("GET /healthz (HTTP floor, no ClickHouse)", floor, None))
+                lists: dict[str, list[float]] = {}
+                surface: list[float] | None = None
                 for case in cases(end_ms):
                     first, deep = await measure(api, key, case)
-                    report(row(case.label, first, deep, "< 50 pages" if case.deep else ""))
+                    if not case.label.startswith(" "):
+                        surface = None
+                    report(row(case.label, first, deep, "< 50 pages" if case.deep else "",
+                               judge(case, first, deep, surface)))
+                    if not case.label.startswith(" "):
+                        lists[case.label], surface = first, first
                 for label, times in (await details(api, key, traces)).items():
-                    report(row(label, times, None))
+                    report(row(label, times, None, judged=verdict(pct(times, 50) / pct(lists[DETAIL_OF[label]], 50),
+                                                                  DETAIL_RATIO) + " of its list"))
+                for label, times in (await exact_totals(ch, end_ms)).items():
+                    report(row(f"total (no HTTP): {label}", times, None,
+                               judged=f"{'ok' if pct(times, 50) <= TOTAL_MS else 'MISS'} (<= {TOTAL_MS:.0f} ms)"))
                 from_rollups, scanned = await metrics_without_http(ch, end_ms - 30 * DAY_MS)
                 report(row("metrics 30 d, no HTTP: from rollups", from_rollups, None))
                 report(row("  the same counted from events (no rollups)", scanned, None))
@@ -344,11 +424,29 @@ async def main() -> None:
                 report(row(f"{USERS} clients at once, the three lists", times, None))
                 report(f"  {rate:.0f} requests/s with {USERS} clients, {alone:.0f} with one: {rate / alone:.2f}x "
                        f"({settings.clickhouse_threads} ClickHouse threads)")
-            rss = psutil.Process().memory_info().rss / 1e6
-            report(f"\nbench process RSS (API + embedded ClickHouse + client): {rss:.0f} MB")
     finally:
         await runner.cleanup()
+        await ch.command(f"DROP DATABASE IF EXISTS {ch.database}")
         await ch.close()
+
+
+async def main() -> None:
+    work = Path(tempfile.mkdtemp(prefix="tracehouse-bench-reads-"))
+    broker = EmbeddedBroker(work / "broker", "127.0.0.1", free_port())  # the API's producer needs one
+    broker.start()
+    end_ms = now_ms() - 3_600_000
+    lines: list[str] = []
+
+    def report(line: str) -> None:
+        print(line, flush=True)
+        lines.append(line)
+
+    try:
+        for layout in LAYOUTS:
+            await bench_layout(layout, work, broker, end_ms, report)
+        rss = psutil.Process().memory_info().rss / 1e6
+        report(f"\nbench process RSS (API + embedded ClickHouse + client): {rss:.0f} MB")
+    finally:
         broker.stop()
     print("\nsummary\n" + "\n".join(lines))
 
