@@ -57,14 +57,24 @@ async def retrying(op: Callable[[], Awaitable[T]], schedule: RetrySchedule, what
                    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> T:
     """Await ``op()`` until it returns, and return its result; after each failure (an ``Exception``)
     log ``"<what> failed (<error>); retrying in <delay> s"`` (with the traceback if ``traceback``) and
-    wait the schedule's next delay. Cancellation and ``Unrecoverable`` are never retried: they propagate."""
+    wait the schedule's next delay. The cancellation of the task awaiting it and ``Unrecoverable``
+    are never retried: they propagate. A ``CancelledError`` while nobody cancelled that task is a
+    failure like any other: aiokafka raised one out of a consumer after Apache Kafka restarted
+    (measured 2026-12-05 on Kafka 4.1.1), and the checkpointer's task then ended without a word."""
     delays = schedule.delays()
     while True:
         try:
             return await op()
-        except (asyncio.CancelledError, Unrecoverable):
+        except Unrecoverable:
             raise
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is None or task.cancelling():
+                raise
+            failure: BaseException = exc
         except Exception as exc:
-            delay = next(delays)
-            log.warning("%s failed (%s); retrying in %.1f s", what, exc, delay, exc_info=traceback)
-            await sleep(delay)
+            failure = exc
+        delay = next(delays)
+        log.warning("%s failed (%s); retrying in %.1f s", what, str(failure) or repr(failure), delay,
+                    exc_info=failure if traceback else None)
+        await sleep(delay)

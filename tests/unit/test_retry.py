@@ -81,17 +81,40 @@ async def test_a_success_at_once_never_sleeps():
     assert await retrying(Flaky(0), CLICKHOUSE, "x", sleep=sleep) == "done"
 
 
-async def test_cancellation_raised_by_the_operation_is_not_retried():
+async def test_a_cancelled_error_nobody_asked_for_is_a_failure_and_retried(caplog):
+    """A library raising CancelledError out of a call (aiokafka did, after a broker restart) while
+    nobody cancelled the task: retried like any failure, not mistaken for the task's own end."""
     calls = 0
 
-    async def cancelled() -> None:
+    async def stray() -> str:
         nonlocal calls
         calls += 1
-        raise asyncio.CancelledError
+        if calls == 1:
+            raise asyncio.CancelledError
+        return "done"
 
+    with caplog.at_level(logging.WARNING, logger="schemas.retry"):
+        assert await retrying(stray, RetrySchedule(0.0, 1.0, 0.0), "reading things") == "done"
+    assert calls == 2
+    assert [r.getMessage() for r in caplog.records] == ["reading things failed (CancelledError()); retrying in 0.0 s"]
+
+
+async def test_cancelling_the_task_while_the_operation_runs_ends_it():
+    running = asyncio.Event()
+    calls = 0
+
+    async def op() -> None:
+        nonlocal calls
+        calls += 1
+        running.set()
+        await asyncio.Event().wait()  # until cancelled
+
+    task = asyncio.create_task(retrying(op, RetrySchedule(0.0, 1.0, 0.0), "x"))
+    await running.wait()
+    task.cancel()
     with pytest.raises(asyncio.CancelledError):
-        await retrying(cancelled, RetrySchedule(0.0, 1.0, 0.0), "x")
-    assert calls == 1
+        await task
+    assert task.cancelled() and calls == 1
 
 
 async def test_cancelling_the_task_while_it_waits_to_retry_ends_it():
