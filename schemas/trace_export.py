@@ -18,6 +18,10 @@ from schemas.timefmt import format_ms
 #: Trace fields taken from the first event that carries them (the list leaves out the last).
 TRACE_FIELDS = ("agent_id", "agent_name", "authority_model", "requested_operation", "target_integration",
                 "resource_scope", "parent_trace_id")
+#: The event columns ``trace_view``, ``event_view`` and ``approval_requests`` read (the chain link's
+#: seq and hash come with every stored link): the trace detail reads only these.
+VIEW_COLUMNS = ("event_id", "trace_id", "type", "occurred_at", "actor_type", "actor_name", "description", "status",
+                "outcome", "policy_version", "approval_request_id", "metadata", *TRACE_FIELDS)
 APPROVAL_DECISIONS = {"approval_granted": "approved", "approval_denied": "denied", "approval_expired": "expired"}
 
 Row = Mapping[str, Any]

@@ -7,7 +7,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from operator import itemgetter
 from typing import Any
 from urllib.parse import quote
@@ -33,7 +33,7 @@ from schemas.merkle import audit_path
 from schemas.producer import BrokerUnavailable
 from schemas.timefmt import format_ms, now_ms
 from schemas.topics import CHECKPOINT_REQUESTS, TRACE_EVENTS
-from schemas.trace_export import approval_requests, event_view, trace_export, trace_view
+from schemas.trace_export import VIEW_COLUMNS, approval_requests, event_view, trace_export, trace_view
 from sinks.repositories.chains import TRACE_LINKS
 from sinks.repositories.checkpoints import CheckpointRepository, Coverage
 from sinks.repositories.traces import TraceQuery, first_value_is, outcome_is
@@ -78,7 +78,7 @@ async def list_traces(request: web.Request) -> web.Response:
 
 async def get_trace(request: web.Request) -> web.Response:
     """One trace with its ordered events and approval requests, derived from its chain."""
-    _, trace_id, rows = await stored_chain(request, "traces:read", ())
+    _, trace_id, rows = await stored_chain(request, "traces:read", (), VIEW_COLUMNS)
     return web.json_response(trace_view(trace_id, rows) | {
         "events": [event_view(r) for r in rows], "approval_requests": approval_requests(rows)})
 
@@ -93,12 +93,14 @@ def verdict_json(verdict: Verdict) -> dict:
     return out
 
 
-async def stored_chain(request: web.Request, scope: str, params: tuple[str, ...]) -> tuple[str, str, list[dict]]:
-    """Authenticate, check the query, and load the trace's stored links (404 when none in the caller's org)."""
+async def stored_chain(request: web.Request, scope: str, params: tuple[str, ...],
+                       columns: Sequence[str] | None = None) -> tuple[str, str, list[dict]]:
+    """Authenticate, check the query, and load the trace's stored links with ``columns`` of their
+    events (all when None; 404 when none in the caller's org)."""
     org_id = await caller_org(request, scope)
     reject_unknown(request.query, params)
     trace_id = request.match_info["trace_id"]
-    rows = await request.app[CHAINS].trace_links(org_id, trace_id)
+    rows = await request.app[CHAINS].trace_links(org_id, trace_id, columns)
     if not rows:
         raise not_found(f"trace {trace_id}")
     return org_id, trace_id, rows
