@@ -14,7 +14,7 @@ from api.context import CHAINS, TRACES, caller_org
 from api.errors import not_found
 from api.paging import paging, read_page
 from api.params import int_param, reject_unknown, str_param
-from api.views.tenant import DETAIL_FIRST, LIST_FIRST, detail, list_item
+from api.views.tenant import DETAIL_COLUMNS, DETAIL_FIRST, LIST_FIRST, detail, list_item
 from sinks.repositories.traces import TraceQuery, contains_any
 
 LIST_PARAMS = ("page", "per_page", "search", "cursor")
@@ -51,7 +51,7 @@ async def get_trace(request: web.Request) -> web.Response:
     reject_unknown(request.query, ())
     trace_id = request.match_info["trace_id"]
     trace, rows = await asyncio.gather(request.app[TRACES].get(org_id, trace_id, DETAIL_FIRST),
-                                       request.app[CHAINS].trace_links(org_id, trace_id))
+                                       request.app[CHAINS].trace_links(org_id, trace_id, DETAIL_COLUMNS))
     if trace is None:
         raise not_found(f"trace {trace_id}")
     return web.json_response(detail(trace, rows))

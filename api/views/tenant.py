@@ -75,6 +75,10 @@ def _first(rows: Sequence[Row], name: str) -> Any:
     return next((_json(r[name]) for r in rows if r[name] is not None), None)
 
 
+#: The event columns ``detail`` reads from a trace's stored links: the detail reads only these.
+DETAIL_COLUMNS = ("messages", "output", "tools", "tool_choice", "metadata")
+
+
 def detail(trace: Trace, rows: Sequence[Row]) -> dict[str, Any]:
     """The seed's detail: the list item plus what the events hold (``rows`` in seq order)."""
     metadata: dict[str, str] = {}
