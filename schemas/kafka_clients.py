@@ -21,21 +21,14 @@ from schemas.identity import client_id
 
 log = logging.getLogger(__name__)
 
-#: How often a consumer asks the broker for its topics' metadata. A group leader assigns only the
-#: partitions its metadata lists, and rebalances when a later answer lists more: a rebalance right
-#: after Apache Kafka restarts meets a broker that does not list its topics yet, and with aiokafka's
-#: default (5 min) the group then read nothing for up to 5 minutes (the chain agents, measured
-#: 2026-12-05 on Kafka 4.1.1). One small request per consumer every 5 s.
-METADATA_MAX_AGE_MS = 5_000
 
 
 def consumer(bootstrap: str, part: str, *topics: str, group: str | None = None, max_record_bytes: int = 1_048_576,
              **options: Any) -> AIOKafkaConsumer:
     """A consumer for ``part`` (subscribed to ``topics`` in ``group`` when both are given); ``options``
-    win over the defaults (manual commits, from the earliest offset, read_committed, metadata
-    refreshed every ``METADATA_MAX_AGE_MS``)."""
+    win over the defaults (manual commits, from the earliest offset, read_committed)."""
     defaults: dict[str, Any] = {"enable_auto_commit": False, "auto_offset_reset": "earliest",
-                                "isolation_level": "read_committed", "metadata_max_age_ms": METADATA_MAX_AGE_MS}
+                                "isolation_level": "read_committed"}
     return AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=group, client_id=client_id(part),
                             max_partition_fetch_bytes=max_record_bytes, **(defaults | options))
 

@@ -9,7 +9,6 @@ import faust
 from faust.exceptions import ConsumerNotStarted
 
 from schemas.identity import PID, TOKEN, client_id
-from schemas.kafka_clients import METADATA_MAX_AGE_MS
 from schemas.topics import (
     AUDIT_EVENTS,
     COMMAND_VERDICTS,
@@ -145,7 +144,13 @@ def create_faust_app(settings: Settings, stored: StoredLinks | None = None) -> T
         # consumer's own thread (the embedded broker never expires members: streams.embedded.groups)
         broker_session_timeout=10.0,
         consumer_auto_offset_reset="earliest",
-        consumer_metadata_max_age_ms=METADATA_MAX_AGE_MS,  # a rebalance that found no topics is redone soon
+        # The group leader assigns only the partitions its metadata lists, and rebalances when a later
+        # answer lists more: a rebalance right after Apache Kafka restarted met a broker that did not
+        # list its topics yet, and with aiokafka's 5-minute default the chain agents then read nothing
+        # for up to 5 minutes (measured 2026-12-05 on Kafka 4.1.1); one small request every 5 s. The
+        # embedded broker restarts with tracehouse, and there a 5 s refresh made the chain-worker
+        # rebalance test stall 1 run in 5 (same day): it keeps the default.
+        consumer_metadata_max_age_ms=300_000 if settings.embedded_kafka else 5_000,
         producer_acks=-1,
         # The chain agent keeps up to 1,000 sealed records in flight, each with its head
         # writes: batching them into fewer produce requests (Faust's default is one 16 KB
