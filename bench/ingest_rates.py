@@ -12,7 +12,7 @@ import uuid
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
-from bench.stats import wait_stored
+from bench.stats import post_all, wait_stored
 from schemas.model import validate_trace_event
 from schemas.producer import EventProducer
 from schemas.timefmt import format_ms, now_ms
@@ -70,17 +70,8 @@ async def http_rate(api: Api, key: str, n: int, per_trace: int, prefix: str, con
     # bodies are serialized before the clock starts: the client's JSON work is not tracehouse's
     bodies = [json.dumps([event(i, per_trace, prefix, base) for i in range(s, min(s + per_request, n))]).encode()
               for s in range(0, n, per_request)]
-    queue: asyncio.Queue = asyncio.Queue()
-    for b in bodies:
-        queue.put_nowait(b)
-
-    async def poster() -> None:
-        while not queue.empty():
-            status, body = await api.request("POST", "/v1/events", key, data=queue.get_nowait())
-            assert status == 202, body
-
     t0 = time.monotonic()
-    await asyncio.gather(*(poster() for _ in range(concurrency)))
+    await post_all(api, key, bodies, concurrency)
     return n / (await wait_stored(api, key, n) - t0)
 
 

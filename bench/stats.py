@@ -86,3 +86,17 @@ async def wait_stored(api: Api, key: str, n: int, timeout: float = 900) -> float
             return time.monotonic()
         await asyncio.sleep(0.1)
     raise RuntimeError(f"only {await stored(api, key)} of {n} events stored after {timeout}s")
+
+
+async def post_all(api: Api, key: str, bodies: list[bytes], concurrency: int = 8) -> None:
+    """POST every body to /v1/events from ``concurrency`` clients at once; each must answer 202."""
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for b in bodies:
+        queue.put_nowait(b)
+
+    async def poster() -> None:
+        while not queue.empty():
+            status, reply = await api.request("POST", "/v1/events", key, data=queue.get_nowait())
+            assert status == 202, reply
+
+    await asyncio.gather(*(poster() for _ in range(concurrency)))

@@ -22,7 +22,7 @@ from pathlib import Path
 import psutil
 from aiohttp import web
 
-from bench.stats import cpu_seconds, idle_cpu, pct, wait_stored
+from bench.stats import cpu_seconds, idle_cpu, pct, post_all, wait_stored
 from schemas.timefmt import format_ms, now_ms
 from streams.embedded.broker import EmbeddedBroker, free_port
 from tests.support.service import Api, Service, eventually, worker_beside
@@ -69,19 +69,6 @@ def closed_traces(prefix: str, n: int, per_request: int = 100) -> list[bytes]:
 
     return [json.dumps([e for t in range(s, min(s + per_request, n)) for e in trace(t)]).encode()
             for s in range(0, n, per_request)]
-
-
-async def post_all(api: Api, key: str, bodies: list[bytes], concurrency: int = 8) -> None:
-    queue: asyncio.Queue[bytes] = asyncio.Queue()
-    for b in bodies:
-        queue.put_nowait(b)
-
-    async def poster() -> None:
-        while not queue.empty():
-            status, reply = await api.request("POST", "/v1/events", key, data=queue.get_nowait())
-            assert status == 202, reply
-
-    await asyncio.gather(*(poster() for _ in range(concurrency)))
 
 
 async def run(work: Path, report: Callable[[str], None], env: dict[str, str], *,
