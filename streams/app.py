@@ -7,6 +7,7 @@ from typing import Any
 
 import faust
 from faust.exceptions import ConsumerNotStarted
+from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from schemas.identity import PID, TOKEN, client_id
 from schemas.topics import (
@@ -43,6 +44,22 @@ def raw_topic(app: faust.App, name: str, partitions: int) -> faust.TopicT:
                      value_serializer="raw", partitions=partitions)
 
 
+class IdempotentProducer(faust_aiokafka.Producer):
+    """Faust's producer, idempotent under ``at_least_once`` too (Faust makes it so only for
+    ``exactly_once``). A produce request whose answer is lost (the broker stopping or a connection
+    dropping after it appended the batch) is sent again by aiokafka; without idempotence the broker
+    appends it a second time, and the sink then stored and counted those sealed events twice (seen
+    after Apache Kafka restarted under ingest, 2026-12-05: rollups over-counted 1 run in ~10). The
+    broker drops the resend by producer id and sequence."""
+
+    def _settings_extra(self) -> dict[str, Any]:
+        return {"acks": "all", "enable_idempotence": True}
+
+
+class TracehouseTransport(faust_aiokafka.Transport):
+    Producer = IdempotentProducer
+
+
 class TracehouseApp(faust.App):
     """``faust.App`` that never drops fetched records on a rebalance, plus ``settled``:
     set once a rebalance is over and every stream partition was sought back to its
@@ -56,6 +73,9 @@ class TracehouseApp(faust.App):
     back the consumer seeks to the committed offsets again. Either may deliver a record
     twice; the chain agents recognise what they already linked as a retry.
     """
+
+    def _new_transport(self) -> TracehouseTransport:
+        return TracehouseTransport(self.conf.broker_consumer, self)
 
     def FlowControlQueue(self, maxsize: int | None = None, *,  # noqa: N802 (Faust's name)
                          clear_on_resume: bool = False) -> Any:

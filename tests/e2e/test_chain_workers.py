@@ -47,10 +47,10 @@ async def checkpoints_in_order(api: Api, key: str) -> int:
     return len(chain)
 
 
-async def stored_once_and_verified(api: Api, key: str, expected: set[str], *, rollups: bool = True) -> None:
+async def stored_once_and_verified(api: Api, key: str, expected: set[str]) -> None:
     """Every event in ``expected`` is stored, none twice and no other; every chain verifies, also
-    against the checkpoints, which form one signed gap-free sequence; with ``rollups``, the hourly
-    rollups count each event once."""
+    against the checkpoints, which form one signed gap-free sequence; the hourly rollups count each
+    event once."""
     await eventually(lambda: all_events(api, key), lambda got: len(got) >= len(expected), timeout=120)
     events = await all_events(api, key)
     ids = [e["event_id"] for e in events]
@@ -59,8 +59,6 @@ async def stored_once_and_verified(api: Api, key: str, expected: set[str], *, ro
     assert await verify_all(api, key, {e["trace_id"] for e in events}) == {}
     await checkpointed(api, key, events)
     assert await checkpoints_in_order(api, key) > 0
-    if not rollups:
-        return
     _, metrics = await eventually(lambda: api.get("/v1/metrics", key, since="2026-08-01T00:00:00Z"),
                                   lambda r: r[1].get("total", 0) >= len(expected))
     assert metrics["total"] == len(expected)

@@ -2,7 +2,7 @@
 
 import asyncio
 
-from streams.app import create_faust_app
+from streams.app import TracehouseApp, create_faust_app
 from tracehouse.settings import Settings
 
 
@@ -22,3 +22,18 @@ def test_stream_queues_keep_their_records_when_the_flow_resumes(tmp_path):
 def test_agents_wait_until_a_rebalance_has_settled(tmp_path):
     app = create_faust_app(Settings.from_env({"TRACEHOUSE_DATA_DIR": str(tmp_path)}))
     assert not app.settled.is_set()  # nothing is sealed before the first assignment settles
+
+
+def test_the_chain_agents_producer_is_idempotent_under_both_guarantees(tmp_path):
+    """A resend after a lost answer must not append a sealed record twice, whatever the guarantee."""
+    for guarantee in ("at_least_once", "exactly_once"):
+        app = create_faust_app(Settings.from_env({
+            "TRACEHOUSE_DATA_DIR": str(tmp_path), "TRACEHOUSE_PROCESSING_GUARANTEE": guarantee,
+            "TRACEHOUSE_KAFKA_BOOTSTRAP": "127.0.0.1:9"}))  # never contacted
+
+        async def idempotent(app: TracehouseApp) -> bool:
+            producer = app.producer._new_producer()  # the aiokafka producer Faust starts
+            await producer.stop()
+            return producer._txn_manager is not None  # aiokafka keeps one only when idempotent
+
+        assert asyncio.run(idempotent(app)), guarantee
