@@ -139,6 +139,17 @@ FROM numbers({first}, {count})
 WHERE (NOT {x} OR t % 10 = 5) AND {_within(window)}"""
 
 
+def _trace_agents_sql(db: str, first: int, count: int, end_ms: int, window: tuple[int, int] | None = None) -> str:
+    """The agent index's rows for the same traces (migration 0018): one per trace, its first agent."""
+    return f"""
+INSERT INTO {db}.trace_agents
+WITH number AS t, {_start_ms(end_ms)} AS start_ms
+SELECT '{ORG}', concat('agent-', toString(t % 200)), fromUnixTimestamp64Milli(toInt64(start_ms), 'UTC'),
+    concat('t', toString(t))
+FROM numbers({first}, {count})
+WHERE {_within(window)}"""
+
+
 def _rollups_sql(db: str, first: int, count: int) -> str:
     """The hourly rollups of the events of traces [first, first + count), as the sink's view
     adds them (migration 0012): one partial row per hour, type, outcome and partition."""
@@ -177,7 +188,8 @@ ARRIVAL_SLICES = 10
 
 
 async def generate(ch: ClickHouse, first: int, count: int, end_ms: int, layout: str) -> float:
-    """Store traces [first, first + count), their events and rollups in ``layout``; returns the seconds it took."""
+    """Store traces [first, first + count), their events, agent index rows and rollups in ``layout``; returns
+    the seconds it took."""
     t0 = time.monotonic()
     if layout == "arrival":
         bounds = [end_ms - SPAN_MS + i * SPAN_MS // ARRIVAL_SLICES for i in range(ARRIVAL_SLICES + 1)]
@@ -185,6 +197,7 @@ async def generate(ch: ClickHouse, first: int, count: int, end_ms: int, layout: 
             await ch.command(_events_sql(ch.database, first, count, end_ms, window))
             await ch.command(_traces_sql(ch.database, first, count, end_ms, partial=False, window=window))
             await ch.command(_traces_sql(ch.database, first, count, end_ms, partial=True, window=window))
+            await ch.command(_trace_agents_sql(ch.database, first, count, end_ms, window))
         await ch.command(_rollups_sql(ch.database, first, count))
         return time.monotonic() - t0
     if layout != "spread":
@@ -195,6 +208,7 @@ async def generate(ch: ClickHouse, first: int, count: int, end_ms: int, layout: 
         await ch.command(_events_sql(ch.database, s, n, end_ms))
         await ch.command(_traces_sql(ch.database, s, n, end_ms, partial=False))
         await ch.command(_traces_sql(ch.database, s, n, end_ms, partial=True))
+        await ch.command(_trace_agents_sql(ch.database, s, n, end_ms))
         await ch.command(_rollups_sql(ch.database, s, n))
     return time.monotonic() - t0
 

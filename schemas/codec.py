@@ -14,7 +14,7 @@ from typing import Any
 
 from fastavro import schemaless_reader
 
-from schemas.compiled import CorruptRecord, bytes_array, long_bytes
+from schemas.compiled import CorruptRecord, boolean_bytes, bytes_array, long_bytes
 from schemas.registry import NAMES, Schema, previous_schemas, schema
 
 MAGIC = b"\xc3\x01"
@@ -66,12 +66,14 @@ def trace_summary(started_at: int, final_outcome: str | None = None, completed_a
 
 
 def sealed_record(sealed_schema: str, body: bytes, first_seq: int, prev_hash: bytes, hashes: list[bytes],
-                  summary: bytes = b"", *, hash_version: int) -> bytes:
+                  summary: bytes = b"", *, hash_version: int, agent_named: bool | None = None) -> bytes:
     """A sealed record of ``sealed_schema``: a raw batch's Avro ``body``, then its links, then (a
-    trace batch) its ``trace_summary``, then how its hashes were computed
-    (``schemas.integrity``). The one place that frames sealed records."""
+    trace batch) its ``trace_summary``, then how its hashes were computed (``schemas.integrity``),
+    then (a trace batch) whether it holds the trace's first event naming an agent. The one place
+    that frames sealed records."""
+    named = b"" if agent_named is None else boolean_bytes(agent_named)
     return (MAGIC + schema(sealed_schema).fingerprint + body + sealed_links(first_seq, prev_hash, hashes) + summary
-            + long_bytes(hash_version))
+            + long_bytes(hash_version) + named)
 
 
 def schema_of(value: bytes) -> str:

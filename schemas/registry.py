@@ -25,8 +25,9 @@ NAMES = ("TraceEvent", "TraceEventBatch", "AuditEvent", "AuditEventBatch",
 #: ``schemas/previous/<version>/`` holds each as it was (with the schemas it names). A later version
 #: may only add fields with defaults, at the end of a record (its own or a nested one, such as a
 #: batch's events), so an earlier record reads as the current version with those defaults (Avro
-#: schema resolution). v1: before ``hash_version``; v2: before ``TraceEvent.app_id``.
-PREVIOUS = {"SealedTraceEventBatch": ("v1", "v2"), "SealedAuditEventBatch": ("v1",),
+#: schema resolution). v1: before ``hash_version``; v2: before ``TraceEvent.app_id``; v3: before
+#: ``SealedTraceEventBatch.agent_named``.
+PREVIOUS = {"SealedTraceEventBatch": ("v1", "v2", "v3"), "SealedAuditEventBatch": ("v1",),
             "TraceEventBatch": ("v2",), "TraceEvent": ("v2",)}
 
 

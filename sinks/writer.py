@@ -116,9 +116,10 @@ class SinkTable:
         ]}
 
 
-#: An unchained record is stored sealed-shaped with no links: seq 0, no hashes, hash_version 0.
+#: An unchained record is stored sealed-shaped with no links: seq 0, no hashes, hash_version 0, no agent named.
 TRACE_EVENTS_SINK = SinkTable("events", "event_id", "TraceEventBatch", "TraceEvent", "SealedTraceEventBatch",
-                              ("org_id", "trace_id"), sealed_links(0, b"", []) + trace_summary(0) + long_bytes(0),
+                              ("org_id", "trace_id"),
+                              sealed_links(0, b"", []) + trace_summary(0) + long_bytes(0) + boolean_bytes(False),
                               "traces",
                               "rollups_hourly")
 AUDIT_EVENTS_SINK = SinkTable("audit_events", "id", "AuditEventBatch", "AuditEvent", "SealedAuditEventBatch",

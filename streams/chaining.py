@@ -40,8 +40,10 @@ from schemas.registry import record_fields, schema
 BUCKET = 64
 GENESIS_BYTES = bytes.fromhex(GENESIS)
 _SEQ = struct.Struct(">Q")
-#: First byte of a packed Head that holds started_at (the first layout starts with seq's 0 byte).
+#: First byte of a packed Head that holds started_at (the first layout starts with seq's 0 byte);
+#: _LAYOUT_2_NAMED: the same, for a chain whose events already named an agent.
 _LAYOUT_2 = b"\x01"
+_LAYOUT_2_NAMED = b"\x02"
 Bytes = MutableMapping[bytes, bytes]
 
 
@@ -57,6 +59,7 @@ class ChainKind:
     batch_keys: tuple[str, ...]  # the batch fields besides events; the last is the Kafka key
     lifecycle: bool = False  # its events carry a lifecycle (schemas.lifecycle)
     kind_field: str = "type"  # the event field that says what an event is
+    agent_field: str | None = None  # the event field naming the chain's agent (its first non-null value)
 
     def chain_key(self, batch: dict) -> bytes:
         """The state key of the batch's chain: kind, then the batch keys (org first),
@@ -81,7 +84,7 @@ def _field_names(schema_name: str) -> tuple[str, ...]:
 
 
 TRACE_CHAIN = ChainKind("trace", "TraceEventBatch", "TraceEvent", "SealedTraceEventBatch", "event_id",
-                        ("org_id", "trace_id"), lifecycle=True)
+                        ("org_id", "trace_id"), lifecycle=True, agent_field="agent_id")
 AUDIT_CHAIN = ChainKind("audit", "AuditEventBatch", "AuditEvent", "SealedAuditEventBatch", "id",
                         ("org_id",), kind_field="action")
 _BY_SEALED_SCHEMA = {k.sealed_schema: k for k in (TRACE_CHAIN, AUDIT_CHAIN)}
@@ -92,26 +95,32 @@ _SEALED_OFFSET = b"\x00sealed-offset\x00"
 
 @dataclass
 class Head:
-    """Where a chain stands: last seq and hash, when its first link occurred (epoch ms), and
-    the id digests of the unarchived tail."""
+    """Where a chain stands: last seq and hash, when its first link occurred (epoch ms), whether
+    one of its events named an agent, and the id digests of the unarchived tail.
+
+    A head saved before ``agent_named`` existed reads as not named: the next record of its trace
+    naming an agent is then marked ``agent_named`` too (its row in the traces-by-agent index
+    repeats the trace's, unless the trace's events name different agents)."""
 
     seq: int = 0
     hash: bytes = GENESIS_BYTES
     recent: bytearray = field(default_factory=bytearray)
     started_at: int = 0
+    agent_named: bool = False
 
     def pack(self) -> bytes:
-        return _LAYOUT_2 + _SEQ.pack(self.seq) + self.hash + _SEQ.pack(self.started_at) + bytes(self.recent)
+        return ((_LAYOUT_2_NAMED if self.agent_named else _LAYOUT_2) + _SEQ.pack(self.seq) + self.hash
+                + _SEQ.pack(self.started_at) + bytes(self.recent))
 
     def link_only(self) -> Head:
         """This head without the id digests (what a checkpoint needs of it)."""
-        return Head(self.seq, self.hash, bytearray(), self.started_at)
+        return Head(self.seq, self.hash, bytearray(), self.started_at, self.agent_named)
 
     @classmethod
     def unpack(cls, value: bytes) -> Head:
-        if value[:1] == _LAYOUT_2:
+        if value[:1] in (_LAYOUT_2, _LAYOUT_2_NAMED):
             seq, started_at = _SEQ.unpack_from(value, 1)[0], _SEQ.unpack_from(value, 41)[0]
-            return cls(seq, value[9:41], bytearray(value[49:]), started_at)
+            return cls(seq, value[9:41], bytearray(value[49:]), started_at, value[:1] == _LAYOUT_2_NAMED)
         # the first layout (before started_at): seq, hash, digests; its seq's first byte is 0
         return cls(_SEQ.unpack_from(value)[0], value[8:40], bytearray(value[40:]))
 
@@ -232,17 +241,20 @@ class Advance:
     state: TraceState | None = None
     closed: bool = False  # the trace closed with these events: tell webhook subscribers
     requested: tuple[dict, ...] = ()  # approval_requested events among them: tell approvers
+    names_agent: bool = False  # they hold the chain's first event naming an agent
 
     def save(self, store: ChainStore) -> None:
         store.save(self.chain, self.head, self.state)
 
 
-def _advance(kind: ChainKind, store: ChainStore, chain: bytes, head: Head, events: list[dict]) -> Advance:
+def _advance(kind: ChainKind, store: ChainStore, chain: bytes, head: Head, events: list[dict],
+             names_agent: bool) -> Advance:
     if not kind.lifecycle or not touches_lifecycle(events):
-        return Advance(chain, head)
+        return Advance(chain, head, names_agent=names_agent)
     state = store.state(chain)
     closed = fold(state, events, store.approval_ttl_ms)
-    return Advance(chain, head, state, closed, tuple(e for e in events if e["type"] == "approval_requested"))
+    return Advance(chain, head, state, closed, tuple(e for e in events if e["type"] == "approval_requested"),
+                   names_agent)
 
 
 def seal(kind: ChainKind, value: bytes, store: ChainStore,
@@ -266,15 +278,17 @@ def seal(kind: ChainKind, value: bytes, store: ChainStore,
     batch_keys = tuple(keys.values())
     chain = kind.chain_key(keys)
     head = store.head(chain)
-    first_seq, prev = head.seq + 1, head.hash
+    first_seq, prev, named_before = head.seq + 1, head.hash, head.agent_named
     recent = _digests(head.recent)
     archived = store.archived_ids(chain, head) if head.seq > len(head.recent) // 8 else set()
     reader = _event_reader(kind)
     kept, hashes, types = [], [], []
+    agent_at = 3 + len(batch_keys)  # where _event_reader puts the agent field
     for index, (fields, parts) in enumerate(events):
         event_id = fields[0]
-        if fields[3:] != batch_keys:
-            name, got, want = next(x for x in zip(kind.batch_keys, fields[3:], batch_keys, strict=True) if x[1] != x[2])
+        if fields[3:agent_at] != batch_keys:
+            name, got, want = next(x for x in zip(kind.batch_keys, fields[3:agent_at], batch_keys, strict=True)
+                                   if x[1] != x[2])
             raise DecodeError(f"event {event_id!r} has {name} {got!r}, its batch {want!r}")
         digest = id_digest(event_id)
         if digest in recent or digest in archived:
@@ -282,6 +296,8 @@ def seal(kind: ChainKind, value: bytes, store: ChainStore,
         recent.add(digest)
         if head.seq == 0:
             head.started_at = fields[1]
+        if not head.agent_named and kind.agent_field and fields[agent_at] is not None:
+            head.agent_named = True
         head.seq += 1
         head.hash = avro_link(reader, parts, head.seq, head.hash.hex())
         head.recent += digest
@@ -293,10 +309,11 @@ def seal(kind: ChainKind, value: bytes, store: ChainStore,
         return Sealed(kind.kafka_key(keys), None, 0, retried)
     if retried:
         body = _codec(kind).encode(keys | {"events": _events(kind, body, kept)})
+    names_agent = head.agent_named and not named_before
     if kind.lifecycle and not LIFECYCLE_TYPES.isdisjoint(types):
-        advance = _advance(kind, store, chain, head, _events(kind, body, kept if not retried else None))
+        advance = _advance(kind, store, chain, head, _events(kind, body, kept if not retried else None), names_agent)
     else:
-        advance = Advance(chain, head)
+        advance = Advance(chain, head, names_agent=names_agent)
     sealed = _sealed_value(kind, body, first_seq, prev, hashes, advance, JCS_HASH)
     return Sealed(kind.kafka_key(keys), sealed, len(kept), retried, advance=advance)
 
@@ -322,9 +339,11 @@ def _batch_body(kind: ChainKind, value: bytes) -> bytes:
 
 
 def _event_reader(kind: ChainKind) -> JcsReader:
-    """What ``_read_batch`` reads each event with: its id, occurred_at, kind field and batch keys,
-    and its link document's parts (``schemas.integrity.avro_link``)."""
-    return avro_link_reader(kind.single_schema, (kind.id_field, "occurred_at", kind.kind_field, *kind.batch_keys))
+    """What ``_read_batch`` reads each event with: its id, occurred_at, kind field, batch keys and
+    agent field (if its kind has one), and its link document's parts (``schemas.integrity.avro_link``)."""
+    agent = (kind.agent_field,) if kind.agent_field else ()
+    return avro_link_reader(kind.single_schema, (kind.id_field, "occurred_at", kind.kind_field, *kind.batch_keys,
+                                                 *agent))
 
 
 def _read_batch(kind: ChainKind, body: bytes) -> tuple[dict[str, str], list[tuple[tuple, list[str | None]]]]:
@@ -399,7 +418,8 @@ def _sealed_value(kind: ChainKind, body: bytes, first_seq: int, prev: bytes, has
         closed = advance.state if advance.closed else None
         summary = trace_summary(advance.head.started_at, closed and closed.final_outcome,
                                 closed and closed.completed_at)
-    return sealed_record(kind.sealed_schema, body, first_seq, prev, hashes, summary, hash_version=hash_version)
+    return sealed_record(kind.sealed_schema, body, first_seq, prev, hashes, summary, hash_version=hash_version,
+                         agent_named=advance.names_agent if kind.agent_field else None)
 
 
 def replay_sealed(value: bytes, store: ChainStore) -> Advance | None:
@@ -422,13 +442,16 @@ def _replay(kind: ChainKind, chain: bytes, events: list[dict], first_seq: int, p
     head = store.head(chain)
     if first_seq != head.seq + 1 or prev_hash != head.hash:
         return None
+    named_before = head.agent_named
     for event, link in zip(events, hashes, strict=True):
         if head.seq == 0:
             head.started_at = event["occurred_at"]
+        if kind.agent_field and event[kind.agent_field] is not None:
+            head.agent_named = True
         head.seq += 1
         head.hash = link
         head.recent += id_digest(event[kind.id_field])
-    return _advance(kind, store, chain, head, events)
+    return _advance(kind, store, chain, head, events, head.agent_named and not named_before)
 
 
 def kind_of(single_schema: str) -> ChainKind:

@@ -6,7 +6,9 @@ cost 150-250 ms a page at 1M traces here): a page without filters reads the part
 in key order, where a trace's rows are neighbours, and merges them in Python; a filtered
 page first picks candidate keys with a condition that holds for at least one partial row
 of every matching trace, then merges those traces in ClickHouse and applies the exact
-condition to the merged values.
+condition to the merged values. A filter with a key index (the trace's agent:
+``sinks/migrations/0018_trace_agents.sql``) takes its candidates from the index, which holds
+exactly the keys of the traces meeting it, and counts them there.
 """
 
 from __future__ import annotations
@@ -105,26 +107,43 @@ def merge_partials(rows: Sequence[Mapping[str, Any]]) -> Trace:
 
 
 @dataclass(frozen=True)
+class KeyIndex:
+    """A table of (org_id, started_at, trace_id) keys whose rows meeting ``where`` are the keys of
+    exactly the traces meeting a filter (a key may repeat until ClickHouse merges its rows)."""
+
+    table: str
+    where: str
+
+
+@dataclass(frozen=True)
 class TraceFilter:
     """A condition on merged traces (``exact``, aggregate SQL for HAVING) and one that holds
     for at least one partial row of every trace that meets it (``candidate``, for WHERE).
     ``tally``, when the filter has one, is a per-row number whose sum over the org's partial
-    rows counts the traces that meet it (a count without merging)."""
+    rows counts the traces that meet it (a count without merging); ``index``, when it has one,
+    holds the matching traces' keys."""
 
     candidate: str
     exact: str
     params: dict[str, Any] = field(default_factory=dict)
     tally: str | None = None
+    index: KeyIndex | None = None
 
 
 #: Counts every trace once: the partial row with the trace's first event has has_first = 1.
 EVERY_TRACE = "has_first"
 
 
+#: The first values with a key index: the table keyed by (org_id, <value>, started_at, trace_id).
+INDEXED_FIRST_VALUES = {"agent_id": "trace_agents"}
+
+
 def first_value_is(name: str, value: str) -> TraceFilter:
     """The trace's first ``name`` (one of FIRST_VALUES) equals ``value``."""
     p = f"f_{name}"
-    return TraceFilter(f"{name}.2 = {{{p}:String}}", f"max({name}).2 = {{{p}:String}}", {p: value})
+    table = INDEXED_FIRST_VALUES.get(name)
+    return TraceFilter(f"{name}.2 = {{{p}:String}}", f"max({name}).2 = {{{p}:String}}", {p: value},
+                       index=KeyIndex(table, f"{name} = {{{p}:String}}") if table else None)
 
 
 def outcome_is(outcome: str) -> TraceFilter:
@@ -175,8 +194,23 @@ class TraceRepository:
         self.ch = ch
         self.table = f"{ch.database}.traces"
 
+    def _candidates(self, query: TraceQuery) -> tuple[str, str | None]:
+        """Where a read picks its candidate keys: the table, and the condition there (None: every
+        key). A filter's key index when one has one, else the traces table with one filter's
+        candidate condition: the rows meeting each filter's may differ (a trace's agent in its
+        first partial row, its outcome in a later one), so none may meet them all."""
+        index = next((f.index for f in query.filters if f.index is not None), None)
+        if index is not None:
+            return f"{self.ch.database}.{index.table}", index.where
+        return self.table, query.filters[0].candidate if query.filters else None
+
+    @staticmethod
+    def _only_index(query: TraceQuery) -> KeyIndex | None:
+        """The key index that answers ``query`` alone: its one filter's, if that has one."""
+        return query.filters[0].index if len(query.filters) == 1 else None
+
     def _where(self, org_id: str, query: TraceQuery, after: tuple[int, str] | None,
-               candidates: bool) -> tuple[str, dict[str, Any]]:
+               condition: str | None = None) -> tuple[str, dict[str, Any]]:
         where = ["org_id = {org:String}"]
         params: dict[str, Any] = {"org": org_id}
         if query.since_ms is not None:
@@ -190,19 +224,18 @@ class TraceRepository:
             where.append("(started_at, trace_id) < ({a_ts:DateTime64(3, 'UTC')}, {a_id:String})")
             params |= {"a_ts": ms_datetime(after[0]), "a_id": after[1]}
         params |= query.filter_params
-        if candidates and query.filters:
-            # one filter's candidate: the rows meeting each filter's may differ (a trace's agent
-            # in its first partial row, its outcome in a later one), so none may meet them all
-            where.append(query.filters[0].candidate)
+        if condition is not None:
+            where.append(condition)
         return " AND ".join(where), params
 
     def _matching_keys(self, org_id: str, query: TraceQuery) -> tuple[str, dict[str, Any]]:
         """SQL of the keys of the traces meeting every filter: the candidates' traces, merged
         from all their partial rows, kept when the exact conditions hold."""
-        within, params = self._where(org_id, query, None, candidates=False)
-        candidates, _ = self._where(org_id, query, None, candidates=True)
+        within, params = self._where(org_id, query, None)
+        table, condition = self._candidates(query)
+        candidates, _ = self._where(org_id, query, None, condition)
         return (f"SELECT started_at, trace_id FROM {self.table} WHERE {within} AND (started_at, trace_id) IN "
-                f"(SELECT started_at, trace_id FROM {self.table} WHERE {candidates}) "
+                f"(SELECT started_at, trace_id FROM {table} WHERE {candidates}) "
                 f"GROUP BY started_at, trace_id {self._having(query)}"), params
 
     @staticmethod
@@ -241,7 +274,7 @@ class TraceRepository:
 
     async def _merged_in_python(self, org_id: str, query: TraceQuery, want: int, after: tuple[int, str] | None,
                                 first: Sequence[str]) -> list[Trace]:
-        where, params = self._where(org_id, query, after, candidates=False)
+        where, params = self._where(org_id, query, after)
         groups = await self._in_key_order(_partial_columns(first), where, params, want)
         return [merge_partials(g) for g in groups]
 
@@ -250,9 +283,10 @@ class TraceRepository:
         """Up to ``want`` matching traces, and where to resume when the scan stopped early."""
         found: list[Trace] = []
         fetch = 4 * want
+        table, condition = self._candidates(query)
         for _ in range(self.MAX_ROUNDS):
-            where, params = self._where(org_id, query, after, candidates=True)
-            keys = (await self.ch.query(f"SELECT started_at, trace_id FROM {self.table} WHERE {where} "
+            where, params = self._where(org_id, query, after, condition)
+            keys = (await self.ch.query(f"SELECT started_at, trace_id FROM {table} WHERE {where} "
                                         f"{_NEWEST_FIRST} LIMIT {{lim:UInt32}}", params | {"lim": fetch})).rows
             distinct = list(dict.fromkeys((ts, tid) for ts, tid in keys))
             if distinct:
@@ -288,22 +322,33 @@ class TraceRepository:
     async def _key_at(self, org_id: str, query: TraceQuery, position: int) -> tuple[int, str] | None:
         """The key of the ``position``-th trace (from 1), newest first; None past the last."""
         if query.filters:
-            matching, params = self._matching_keys(org_id, query)
+            index = self._only_index(query)
+            if index is not None:
+                where, params = self._where(org_id, query, None, index.where)
+                matching = f"SELECT DISTINCT started_at, trace_id FROM {self.ch.database}.{index.table} WHERE {where}"
+            else:
+                matching, params = self._matching_keys(org_id, query)
             rows = (await self.ch.query(f"{matching} {_NEWEST_FIRST} LIMIT 1 OFFSET {{skip:UInt32}}",
                                         params | {"skip": position - 1})).rows
             keys = [(r[0], r[1]) for r in rows]
         else:
-            where, params = self._where(org_id, query, None, candidates=False)
+            where, params = self._where(org_id, query, None)
             groups = await self._in_key_order("started_at, trace_id", where, params, position)
             keys = [(g[0]["started_at"], g[0]["trace_id"]) for g in groups[position - 1:position]]
         return (datetime_ms(keys[0][0]), keys[0][1]) if keys else None
 
     async def count(self, org_id: str, query: TraceQuery) -> int:
-        """How many traces match (exact): a sum of one column when the filters allow (no
-        filter, or one with a tally), else by merging the candidates."""
+        """How many traces match (exact): the distinct keys of a key index, or a sum of one column,
+        when the filters allow (no filter, or one with an index or a tally), else by merging the
+        candidates."""
         tallies = [f.tally for f in query.filters]
-        if len(tallies) <= 1 and all(tallies):
-            where, params = self._where(org_id, query, None, candidates=False)
+        index = self._only_index(query)
+        if index is not None:
+            where, params = self._where(org_id, query, None, index.where)
+            rows = await self.ch.query(f"SELECT count() FROM (SELECT DISTINCT started_at, trace_id FROM "
+                                       f"{self.ch.database}.{index.table} WHERE {where})", params)
+        elif len(tallies) <= 1 and all(tallies):
+            where, params = self._where(org_id, query, None)
             tally = tallies[0] if tallies else EVERY_TRACE
             rows = await self.ch.query(f"SELECT sum(ifNull(toInt64({tally}), 0)) FROM {self.table} WHERE {where}",
                                        params)
@@ -342,7 +387,11 @@ class TraceExports:
         """SQL of the traces meeting ``query`` strictly older than ``after``, one merged row each
         (``FINAL`` merges a trace's partial rows as the table's functions do), with ``columns``.
         On a merged row a filter's per-row ``candidate`` condition is exact."""
-        within, params = self.traces._where(org_id, query, after, candidates=False)
+        within, params = self.traces._where(org_id, query, after)
+        table, condition = self.traces._candidates(query)
+        if table != self.traces.table:  # a key index: only the granules holding its traces are read
+            keys, _ = self.traces._where(org_id, query, after, condition)
+            within += f" AND (started_at, trace_id) IN (SELECT started_at, trace_id FROM {table} WHERE {keys})"
         merged = f"SELECT {columns} FROM {self.traces.table} FINAL WHERE {within}"
         if query.filters:
             merged = f"SELECT * FROM ({merged}) WHERE {' AND '.join(f.candidate for f in query.filters)}"
@@ -358,7 +407,7 @@ class TraceExports:
         if query.filters:  # the limit-th trace that meets them
             keys, params = self._merged(org_id, query, after, merged_columns)
         else:  # the limit-th partial row: a chunk holds at most ``limit`` traces
-            within, params = self.traces._where(org_id, query, after, candidates=False)
+            within, params = self.traces._where(org_id, query, after)
             keys = f"SELECT started_at, trace_id FROM {self.traces.table} WHERE {within}"
         last = await self.ch.query(f"SELECT started_at, trace_id FROM ({keys}) {_NEWEST_FIRST} "
                                    "LIMIT 1 OFFSET {skip:UInt32}", params | {"skip": limit - 1})

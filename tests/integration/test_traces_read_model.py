@@ -186,3 +186,52 @@ async def test_a_replay_after_a_crash_stores_each_summary_once(clickhouse):
     assert await repo.get("o", "t1") == before
     rows = await clickhouse.query(f"SELECT event_id FROM {clickhouse.database}.events ORDER BY event_id")
     assert [r[0] for r in rows.rows] == ["t1-e1", "t1-e2", "t1-e3"]
+
+
+async def test_traces_by_agent_take_each_traces_first_agent_once_even_when_named_late(clickhouse):
+    """The agent index (migration 0018): a trace is listed and counted under the agent of its first
+    event naming one, even when that event comes in a later record and other agents follow, and
+    once, even when the sink sent its records again after a crash."""
+    db = clickhouse.database
+    await clickhouse.command(f"SYSTEM STOP MERGES {db}.trace_agents")
+    p = Pipeline(clickhouse)
+    await p.store([event("late", 1)], [event("early", 1, agent_id="a")])
+    await p.store([event("late", 2, agent_id="a"), event("late", 3, agent_id="b")], [event("early", 2, agent_id="b")])
+    await p.store([event("late", 4, agent_id="b")], [event("none", 1)])
+    # as if the sink crashed before the traces view's part: every record is sent again
+    await clickhouse.command(f"TRUNCATE TABLE {db}.traces")
+    assert await SinkWriter(clickhouse, TRACE_EVENTS_SINK).write(p.records) == []
+    rows = await clickhouse.query(f"SELECT agent_id, trace_id, count() FROM {db}.trace_agents "
+                                  "GROUP BY agent_id, trace_id ORDER BY trace_id")
+    assert rows.rows == [("a", "early", 2), ("a", "late", 2)]  # each trace's row twice, before a merge
+    repo = TraceRepository(clickhouse)
+    for agent, want in (("a", ["late", "early"]), ("b", []), ("nobody", [])):
+        query = TraceQuery(filters=(first_value_is("agent_id", agent),))
+        assert [t.trace_id for t in (await repo.page("o", query, 10)).traces] == want
+        assert [t.trace_id for off in (0, 1) for t in (await repo.offset_page("o", query, 1, off)).traces] == want
+        assert await repo.count("o", query) == len(want)
+        assert await repo.count("other", query) == 0
+    both = TraceQuery(filters=(outcome_is("in_progress"), first_value_is("agent_id", "a")))
+    assert [t.trace_id for t in (await repo.page("o", both, 10)).traces] == ["late", "early"]
+    assert await repo.count("o", both) == 2
+
+
+async def test_traces_stored_before_the_agent_index_are_indexed_by_their_merged_agent(clickhouse):
+    from sinks.migrate import migrate
+
+    db = clickhouse.database
+    p = Pipeline(clickhouse)
+    await p.store([event("t1", 1)], [event("t2", 1, agent_id="b")])
+    await p.store([event("t1", 2, agent_id="a"), event("t1", 3, agent_id="b")])
+    # as before the migration: no index, no view feeding it, no staged flag
+    await clickhouse.command(f"DROP VIEW {db}.trace_agents_in_mv")
+    await clickhouse.command(f"DROP TABLE {db}.trace_agents")
+    await clickhouse.command(f"ALTER TABLE {db}.events_in DROP COLUMN _agent_named")
+    await clickhouse.command(f"ALTER TABLE {db}.schema_migrations DELETE WHERE version = 18 "
+                             "SETTINGS mutations_sync = 2")
+    assert "0018_trace_agents.sql" in await migrate(clickhouse)
+    rows = await clickhouse.query(f"SELECT agent_id, trace_id FROM {db}.trace_agents ORDER BY trace_id")
+    assert rows.rows == [("a", "t1"), ("b", "t2")]
+    await p.store([event("t3", 1, agent_id="a")])  # and the view fills it from then on
+    query = TraceQuery(filters=(first_value_is("agent_id", "a"),))
+    assert [t.trace_id for t in (await TraceRepository(clickhouse).page("o", query, 10)).traces] == ["t3", "t1"]

@@ -10,7 +10,16 @@ from schemas.integrity import GENESIS, verify
 from schemas.model import validate_trace_event
 from schemas.producer import trace_records
 from schemas.registry import schema
-from streams.chaining import AUDIT_CHAIN, BUCKET, TRACE_CHAIN, ChainStore, Head, kafka_key_of, replay_sealed
+from streams.chaining import (
+    AUDIT_CHAIN,
+    BUCKET,
+    TRACE_CHAIN,
+    ChainStore,
+    Head,
+    kafka_key_of,
+    replay_sealed,
+    restore_sealed,
+)
 from streams.chaining import seal as seal_only
 
 
@@ -119,8 +128,9 @@ def test_nothing_is_stored_until_the_head_is_saved():
     assert store.heads == {} and first.value == again.value  # deterministic: a replay is identical
 
 
-def test_head_round_trips():
-    head = Head(7, bytes(range(32)), bytearray(b"x" * 16), started_at=1_795_428_000_123)
+@pytest.mark.parametrize("named", [False, True])
+def test_head_round_trips(named):
+    head = Head(7, bytes(range(32)), bytearray(b"x" * 16), started_at=1_795_428_000_123, agent_named=named)
     assert Head.unpack(head.pack()) == head
 
 
@@ -227,3 +237,31 @@ def test_a_batch_written_before_app_id_is_sealed_in_the_current_schema_with_the_
     with_app = seal(TRACE_CHAIN, records([trace_event(3) | {"app_id": "app_abc123"}])[0], ChainStore({}, {}))
     row = stored_rows([with_app.value])[0]
     assert row["app_id"] == "app_abc123" and verify([row], "event_id").valid
+
+
+def test_only_the_record_holding_the_traces_first_event_naming_an_agent_is_marked():
+    """The traces-by-agent index takes a trace's agent from the one record marked agent_named."""
+    def agent(i: int, name: str | None) -> dict:
+        return trace_event(i) | {"agent_id": name}
+
+    batches = [[agent(1, None)], [agent(2, None), agent(3, "a"), agent(4, "b")], [agent(5, "c")],
+               [agent(3, "a"), agent(6, None)]]  # the last one repeats event 3: a retry, not a new first
+    store = ChainStore({}, {})
+    sealed = [seal(TRACE_CHAIN, records(b)[0], store).value for b in batches]
+    assert [decode(v).datum["agent_named"] for v in sealed] == [False, True, False, False]
+    assert store.head(b"trace\x00o1\x00t1").agent_named
+    # a head rebuilt from the sealed records, or a record rebuilt from stored links, says the same
+    rebuilt = ChainStore({}, {})
+    for value in sealed:
+        replay_sealed(value, rebuilt).save(rebuilt)
+    assert rebuilt.heads == store.heads
+    restored = ChainStore({}, {})
+    for value in sealed:
+        again, advance = restore_sealed(TRACE_CHAIN, stored_rows([value]), restored)
+        advance.save(restored)
+        assert again == value
+    # audit chains name no agent: their sealed records have no such field
+    audit = seal(AUDIT_CHAIN, encode("AuditEvent", {"id": "a1", "org_id": "o1", "actor": "x", "action": "y",
+                                                    "target": "z", "metadata": {}, "occurred_at": 1}),
+                 ChainStore({}, {}))
+    assert "agent_named" not in decode(audit.value).datum

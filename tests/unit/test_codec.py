@@ -49,19 +49,22 @@ def test_truncated_body_is_a_decode_error():
 
 @pytest.mark.parametrize("hashes", [[], [bytes(32)], [bytes(range(32)), b"\xff" * 32]])
 @pytest.mark.parametrize("closed", [(None, None), ("completed_with_approval", 1_795_428_999_000), ("blocked", 0)])
-def test_sealed_links_and_summary_are_the_avro_of_the_sealed_fields(hashes, closed):
+@pytest.mark.parametrize("named", [False, True])
+def test_sealed_links_and_summary_are_the_avro_of_the_sealed_fields(hashes, closed, named):
     batch = {"org_id": "o", "trace_id": "t", "events": [event(1)]}
     raw = encode("TraceEventBatch", batch)
     outcome, completed = closed
     sealed = encode("SealedTraceEventBatch", batch | {"first_seq": 7, "prev_hash": b"\x01" * 32, "hashes": hashes,
                                                       "started_at": 1_795_428_000_124, "final_outcome": outcome,
-                                                      "completed_at": completed, "hash_version": 2})
+                                                      "completed_at": completed, "hash_version": 2,
+                                                      "agent_named": named})
     framed = sealed_record("SealedTraceEventBatch", raw[10:], 7, b"\x01" * 32, hashes,
-                           trace_summary(1_795_428_000_124, outcome, completed), hash_version=2)
+                           trace_summary(1_795_428_000_124, outcome, completed), hash_version=2, agent_named=named)
     assert framed == sealed
     assert sealed[10:] == (raw[10:] + sealed_links(7, b"\x01" * 32, hashes)
-                           + trace_summary(1_795_428_000_124, outcome, completed) + b"\x04")
+                           + trace_summary(1_795_428_000_124, outcome, completed) + b"\x04" + bytes([named]))
     assert decode(sealed).datum["final_outcome"] == outcome
+    assert decode(sealed).datum["agent_named"] is named
 
 
 #: The header of a SealedTraceEventBatch written before hash_version existed (schemas/previous/v1)
@@ -77,9 +80,10 @@ def test_a_sealed_record_of_the_earlier_schema_reads_as_hash_version_1():
              "hashes": [b"\x02" * 32], "started_at": 1, "final_outcome": None, "completed_at": None}
     value = EARLIER_SEALED + earlier.codec.encode(batch)
     decoded = decode(value)
-    assert decoded.schema == "SealedTraceEventBatch" and decoded.datum == batch | {"hash_version": 1}
+    later = {"hash_version": 1, "agent_named": False}
+    assert decoded.schema == "SealedTraceEventBatch" and decoded.datum == batch | later
     assert MAGIC + schema("SealedTraceEventBatch").fingerprint + current_body(value) == \
-        encode("SealedTraceEventBatch", batch | {"hash_version": 1})
+        encode("SealedTraceEventBatch", batch | later)
 
 
 #: The fingerprints records carried before TraceEvent had app_id (schemas/previous/v2)
@@ -91,9 +95,8 @@ def _before_app_id(name: str, datum: dict) -> bytes:
     """``datum`` as a record written before TraceEvent had app_id."""
     from schemas.registry import previous_schemas
 
-    earlier = previous_schemas(name)[-1]
-    assert earlier.fingerprint.hex() == BEFORE_APP_ID[name]
-    without = {k: v for k, v in datum.items() if k != "app_id"}
+    earlier = next(s for s in previous_schemas(name) if s.fingerprint.hex() == BEFORE_APP_ID[name])
+    without = {k: v for k, v in datum.items() if k not in ("app_id", "agent_named")}
     if "events" in without:
         without["events"] = [{k: v for k, v in e.items() if k != "app_id"} for e in without["events"]]
     return MAGIC + earlier.fingerprint + earlier.codec.encode(without)
@@ -102,7 +105,8 @@ def _before_app_id(name: str, datum: dict) -> bytes:
 def test_records_written_before_app_id_read_with_app_id_null():
     batch = {"org_id": "o", "trace_id": "t", "events": [event(1), event(2, metadata={"ü": "✓"})]}
     sealed = batch | {"first_seq": 3, "prev_hash": b"\x01" * 32, "hashes": [b"\x02" * 32, b"\x03" * 32],
-                      "started_at": 1, "final_outcome": "completed", "completed_at": 9, "hash_version": 2}
+                      "started_at": 1, "final_outcome": "completed", "completed_at": 9, "hash_version": 2,
+                      "agent_named": False}
     for name, datum in (("TraceEvent", event(1)), ("TraceEventBatch", batch), ("SealedTraceEventBatch", sealed)):
         assert schema(name).fingerprint.hex() != BEFORE_APP_ID[name]
         value = _before_app_id(name, datum)
@@ -131,3 +135,15 @@ def test_a_later_version_may_only_append_fields_with_defaults_also_in_nested_rec
         newer = old | {"fields": [*old["fields"][:2], old["fields"][2] | {"type": {"type": "array", "items": bad}}]}
         with pytest.raises(ValueError, match="events"):
             _appended_with_defaults(old, newer, "TraceEventBatch")
+
+
+def test_a_sealed_record_written_before_agent_named_reads_as_not_naming_one():
+    from schemas.registry import previous_schemas
+
+    earlier = previous_schemas("SealedTraceEventBatch")[-1]
+    assert earlier.fingerprint != schema("SealedTraceEventBatch").fingerprint
+    sealed = {"org_id": "o", "trace_id": "t", "events": [event(1)], "first_seq": 1, "prev_hash": b"\x01" * 32,
+              "hashes": [b"\x02" * 32], "started_at": 1, "final_outcome": None, "completed_at": None,
+              "hash_version": 2}
+    decoded = decode(MAGIC + earlier.fingerprint + earlier.codec.encode(sealed))
+    assert decoded.schema == "SealedTraceEventBatch" and decoded.datum == sealed | {"agent_named": False}

@@ -66,7 +66,8 @@ def sealed_trace_batch(org: str, trace: str, *types: str) -> bytes:
     datums = [validate_trace_event(e, org_id=org, now=0) for e in events]
     body = schema("TraceEventBatch").codec.encode({"org_id": org, "trace_id": trace, "events": datums})
     hashes = [bytes([i]) * 32 for i in range(1, len(types) + 1)]
-    return sealed_record("SealedTraceEventBatch", body, 5, b"\x00" * 32, hashes, trace_summary(0), hash_version=2)
+    return sealed_record("SealedTraceEventBatch", body, 5, b"\x00" * 32, hashes, trace_summary(0), hash_version=2,
+                         agent_named=False)
 
 
 def test_a_sealed_trace_record_is_one_trace_events_delivery_with_its_links_and_the_filter_applied():
