@@ -37,10 +37,12 @@ from aiohttp import web
 from api.app import create_app
 from bench.stats import pct
 from schemas.timefmt import format_ms, now_ms
+from schemas.topics import COMMAND_VERDICTS, WEBHOOK_SUBSCRIPTIONS
 from sinks.clickhouse import ClickHouse
 from sinks.migrate import migrate
 from sinks.repositories.rollups import RollupRepository
 from streams.embedded.broker import EmbeddedBroker, free_port
+from streams.topics import ensure_topics
 from tests.support.service import ADMIN_KEY, Api
 from tracehouse.settings import Settings
 
@@ -100,6 +102,10 @@ FROM numbers({first * e}, {count * e})
 WHERE {_within(window)}"""
 
 
+#: Trace ``t``'s final outcome (NULL: still open).
+_OUTCOME = "multiIf(t % 20 = 1, NULL, t % 20 = 0, 'denied', t % 20 = 2, 'blocked', 'executed')"
+
+
 def _traces_sql(db: str, first: int, count: int, end_ms: int, partial: bool,
                 window: tuple[int, int] | None = None) -> str:
     """The traces read model's rows for the same traces: one whole row each, or (``partial``)
@@ -116,7 +122,7 @@ def _traces_sql(db: str, first: int, count: int, end_ms: int, partial: bool,
     return f"""
 INSERT INTO {db}.traces
 WITH number AS t, {_start_ms(end_ms)} AS start_ms, start_ms + {(e - 1) * 250} AS last_ms,
-     multiIf(t % 20 = 1, NULL, t % 20 = 0, 'denied', t % 20 = 2, 'blocked', 'executed') AS outcome,
+     {_OUTCOME} AS outcome,
      if(t % 50 = 7, 'o1-preview', ['gpt-4o', 'claude-sonnet', 'gpt-4o-mini', 'llama-3.1'][t % 4 + 1]) AS model
 SELECT '{ORG}', fromUnixTimestamp64Milli(toInt64(start_ms), 'UTC'), concat('t', toString(t)),
     {e - x}, {x} OR t % 10 != 5, fromUnixTimestamp64Milli(toInt64(last_ms - {x * 250}), 'UTC'),
@@ -148,6 +154,17 @@ SELECT '{ORG}', concat('agent-', toString(t % 200)), fromUnixTimestamp64Milli(to
     concat('t', toString(t))
 FROM numbers({first}, {count})
 WHERE {_within(window)}"""
+
+
+def _trace_outcomes_sql(db: str, first: int, count: int, end_ms: int,
+                       window: tuple[int, int] | None = None) -> str:
+    """The outcome index's rows for the same traces (migration 0019): one per closed trace."""
+    return f"""
+INSERT INTO {db}.trace_outcomes
+WITH number AS t, {_start_ms(end_ms)} AS start_ms, {_OUTCOME} AS outcome
+SELECT '{ORG}', assumeNotNull(outcome), fromUnixTimestamp64Milli(toInt64(start_ms), 'UTC'), concat('t', toString(t))
+FROM numbers({first}, {count})
+WHERE outcome IS NOT NULL AND {_within(window)}"""
 
 
 def _rollups_sql(db: str, first: int, count: int) -> str:
@@ -188,8 +205,8 @@ ARRIVAL_SLICES = 10
 
 
 async def generate(ch: ClickHouse, first: int, count: int, end_ms: int, layout: str) -> float:
-    """Store traces [first, first + count), their events, agent index rows and rollups in ``layout``; returns
-    the seconds it took."""
+    """Store traces [first, first + count), their events, agent and outcome index rows and rollups in
+    ``layout``; returns the seconds it took."""
     t0 = time.monotonic()
     if layout == "arrival":
         bounds = [end_ms - SPAN_MS + i * SPAN_MS // ARRIVAL_SLICES for i in range(ARRIVAL_SLICES + 1)]
@@ -198,6 +215,7 @@ async def generate(ch: ClickHouse, first: int, count: int, end_ms: int, layout: 
             await ch.command(_traces_sql(ch.database, first, count, end_ms, partial=False, window=window))
             await ch.command(_traces_sql(ch.database, first, count, end_ms, partial=True, window=window))
             await ch.command(_trace_agents_sql(ch.database, first, count, end_ms, window))
+            await ch.command(_trace_outcomes_sql(ch.database, first, count, end_ms, window))
         await ch.command(_rollups_sql(ch.database, first, count))
         return time.monotonic() - t0
     if layout != "spread":
@@ -209,6 +227,7 @@ async def generate(ch: ClickHouse, first: int, count: int, end_ms: int, layout: 
         await ch.command(_traces_sql(ch.database, s, n, end_ms, partial=False))
         await ch.command(_traces_sql(ch.database, s, n, end_ms, partial=True))
         await ch.command(_trace_agents_sql(ch.database, s, n, end_ms))
+        await ch.command(_trace_outcomes_sql(ch.database, s, n, end_ms))
         await ch.command(_rollups_sql(ch.database, s, n))
     return time.monotonic() - t0
 
@@ -385,6 +404,10 @@ async def exact_totals(ch: ClickHouse, end_ms: int) -> dict[str, list[float]]:
 
 
 async def serve_api(settings: Settings, ch: ClickHouse) -> web.AppRunner:
+    """The API on ``ch``, as ``tracehouse run`` serves it, with the topics it reads (no worker creates them
+    here: the webhook subscriptions' reader would wait for its topic, retrying, through the whole bench)."""
+    await ensure_topics(settings.bootstrap_servers, settings.topic_partitions,
+                        topics=(WEBHOOK_SUBSCRIPTIONS, COMMAND_VERDICTS))
     runner = web.AppRunner(create_app(settings, ch), handle_signals=False)
     await runner.setup()
     await web.TCPSite(runner, settings.http_host, settings.http_port).start()

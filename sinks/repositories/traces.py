@@ -6,9 +6,9 @@ cost 150-250 ms a page at 1M traces here): a page without filters reads the part
 in key order, where a trace's rows are neighbours, and merges them in Python; a filtered
 page first picks candidate keys with a condition that holds for at least one partial row
 of every matching trace, then merges those traces in ClickHouse and applies the exact
-condition to the merged values. A filter with a key index (the trace's agent:
-``sinks/migrations/0018_trace_agents.sql``) takes its candidates from the index, which holds
-exactly the keys of the traces meeting it, and counts them there.
+condition to the merged values. A filter with a key index (the trace's agent or final outcome:
+``sinks/migrations/0018_trace_agents.sql``, ``0019_trace_outcomes.sql``) takes its candidates from
+the index, which holds exactly the keys of the traces meeting it, and counts them there.
 """
 
 from __future__ import annotations
@@ -148,12 +148,13 @@ def first_value_is(name: str, value: str) -> TraceFilter:
 
 def outcome_is(outcome: str) -> TraceFilter:
     """final_outcome equals ``outcome``; a trace closes once, so the partial row holding its
-    outcome is exact; an open trace has none in any row."""
+    outcome is exact, and so is the outcome index (``0019_trace_outcomes.sql``); an open trace
+    has none in any row."""
     if outcome == IN_PROGRESS:  # every trace but the closed ones: candidates are first rows without the close
         return TraceFilter(f"{EVERY_TRACE} = 1 AND final_outcome IS NULL", "max(final_outcome) IS NULL",
                            tally=f"toInt64({EVERY_TRACE}) - (final_outcome IS NOT NULL)")
     return TraceFilter("final_outcome = {outcome:String}", "max(final_outcome) = {outcome:String}",
-                       {"outcome": outcome}, tally="final_outcome = {outcome:String}")
+                       {"outcome": outcome}, index=KeyIndex("trace_outcomes", "final_outcome = {outcome:String}"))
 
 
 def contains_any(text: str, names: Iterable[str]) -> TraceFilter:

@@ -141,7 +141,7 @@ async def test_combined_filters_page_and_count_alike(many, filters, keep):
     assert await many.count("o", query) == len(want) > 0
 
 
-async def test_counts_by_tally_hold_in_a_time_window_and_after_merging(many, clickhouse):
+async def test_counts_hold_in_a_time_window_and_after_merging(many, clickhouse):
     for merged in (False, True):
         if merged:
             await clickhouse.command(f"SYSTEM START MERGES {clickhouse.database}.traces")
@@ -188,32 +188,42 @@ async def test_a_replay_after_a_crash_stores_each_summary_once(clickhouse):
     assert [r[0] for r in rows.rows] == ["t1-e1", "t1-e2", "t1-e3"]
 
 
-async def test_traces_by_agent_take_each_traces_first_agent_once_even_when_named_late(clickhouse):
-    """The agent index (migration 0018): a trace is listed and counted under the agent of its first
-    event naming one, even when that event comes in a later record and other agents follow, and
-    once, even when the sink sent its records again after a crash."""
+async def test_traces_by_agent_and_outcome_list_and_count_each_trace_once_even_when_named_late(clickhouse):
+    """The agent and outcome indexes (migrations 0018, 0019): a trace is listed and counted under the
+    agent of its first event naming one, even when that event comes in a later record and other
+    agents follow, and under the outcome it closed with; once, even when the sink sent its records
+    again after a crash."""
     db = clickhouse.database
-    await clickhouse.command(f"SYSTEM STOP MERGES {db}.trace_agents")
+    for table in ("trace_agents", "trace_outcomes"):
+        await clickhouse.command(f"SYSTEM STOP MERGES {db}.{table}")
     p = Pipeline(clickhouse)
     await p.store([event("late", 1)], [event("early", 1, agent_id="a")])
     await p.store([event("late", 2, agent_id="a"), event("late", 3, agent_id="b")], [event("early", 2, agent_id="b")])
-    await p.store([event("late", 4, agent_id="b")], [event("none", 1)])
+    await p.store([event("late", 4, agent_id="b", type="operation_denied")], [event("none", 1)])
     # as if the sink crashed before the traces view's part: every record is sent again
     await clickhouse.command(f"TRUNCATE TABLE {db}.traces")
     assert await SinkWriter(clickhouse, TRACE_EVENTS_SINK).write(p.records) == []
     rows = await clickhouse.query(f"SELECT agent_id, trace_id, count() FROM {db}.trace_agents "
                                   "GROUP BY agent_id, trace_id ORDER BY trace_id")
     assert rows.rows == [("a", "early", 2), ("a", "late", 2)]  # each trace's row twice, before a merge
+    rows = await clickhouse.query(f"SELECT final_outcome, trace_id, count() FROM {db}.trace_outcomes "
+                                  "GROUP BY final_outcome, trace_id")
+    assert rows.rows == [("denied", "late", 2)]
     repo = TraceRepository(clickhouse)
-    for agent, want in (("a", ["late", "early"]), ("b", []), ("nobody", [])):
-        query = TraceQuery(filters=(first_value_is("agent_id", agent),))
+    for flt, want in ((first_value_is("agent_id", "a"), ["late", "early"]), (first_value_is("agent_id", "b"), []),
+                      (first_value_is("agent_id", "nobody"), []), (outcome_is("denied"), ["late"]),
+                      (outcome_is("blocked"), [])):
+        query = TraceQuery(filters=(flt,))
         assert [t.trace_id for t in (await repo.page("o", query, 10)).traces] == want
         assert [t.trace_id for off in (0, 1) for t in (await repo.offset_page("o", query, 1, off)).traces] == want
         assert await repo.count("o", query) == len(want)
         assert await repo.count("other", query) == 0
     both = TraceQuery(filters=(outcome_is("in_progress"), first_value_is("agent_id", "a")))
-    assert [t.trace_id for t in (await repo.page("o", both, 10)).traces] == ["late", "early"]
-    assert await repo.count("o", both) == 2
+    assert [t.trace_id for t in (await repo.page("o", both, 10)).traces] == ["early"]
+    assert await repo.count("o", both) == 1
+    both = TraceQuery(filters=(outcome_is("denied"), first_value_is("agent_id", "a")))
+    assert [t.trace_id for t in (await repo.page("o", both, 10)).traces] == ["late"]
+    assert await repo.count("o", both) == 1
 
 
 async def test_traces_stored_before_the_agent_index_are_indexed_by_their_merged_agent(clickhouse):
@@ -235,3 +245,23 @@ async def test_traces_stored_before_the_agent_index_are_indexed_by_their_merged_
     await p.store([event("t3", 1, agent_id="a")])  # and the view fills it from then on
     query = TraceQuery(filters=(first_value_is("agent_id", "a"),))
     assert [t.trace_id for t in (await TraceRepository(clickhouse).page("o", query, 10)).traces] == ["t3", "t1"]
+
+
+async def test_traces_closed_before_the_outcome_index_are_indexed_by_their_outcome(clickhouse):
+    from sinks.migrate import migrate
+
+    db = clickhouse.database
+    p = Pipeline(clickhouse)
+    await p.store([event("t1", 1)], [event("t2", 1, type="operation_denied")], [event("t3", 1)])
+    await p.store([event("t1", 2, type="trace_closed", outcome="executed")])
+    await clickhouse.command(f"DROP VIEW {db}.trace_outcomes_in_mv")
+    await clickhouse.command(f"DROP TABLE {db}.trace_outcomes")
+    await clickhouse.command(f"ALTER TABLE {db}.schema_migrations DELETE WHERE version = 19 "
+                             "SETTINGS mutations_sync = 2")
+    assert "0019_trace_outcomes.sql" in await migrate(clickhouse)
+    rows = await clickhouse.query(f"SELECT final_outcome, trace_id FROM {db}.trace_outcomes ORDER BY trace_id")
+    assert rows.rows == [("executed", "t1"), ("denied", "t2")]
+    await p.store([event("t3", 2, type="operation_denied")])  # and the view fills it from then on
+    query = TraceQuery(filters=(outcome_is("denied"),))
+    assert [t.trace_id for t in (await TraceRepository(clickhouse).page("o", query, 10)).traces] == ["t3", "t2"]
+    assert await TraceRepository(clickhouse).count("o", query) == 2
