@@ -145,26 +145,17 @@ FROM numbers({first}, {count})
 WHERE (NOT {x} OR t % 10 = 5) AND {_within(window)}"""
 
 
-def _trace_agents_sql(db: str, first: int, count: int, end_ms: int, window: tuple[int, int] | None = None) -> str:
-    """The agent index's rows for the same traces (migration 0018): one per trace, its first agent."""
+def _trace_keys_sql(db: str, first: int, count: int, end_ms: int, window: tuple[int, int] | None = None) -> str:
+    """The key index's rows for the same traces (migration 0018): each trace's agent, and the outcome
+    of each closed one."""
     return f"""
-INSERT INTO {db}.trace_agents
-WITH number AS t, {_start_ms(end_ms)} AS start_ms
-SELECT '{ORG}', concat('agent-', toString(t % 200)), fromUnixTimestamp64Milli(toInt64(start_ms), 'UTC'),
-    concat('t', toString(t))
-FROM numbers({first}, {count})
-WHERE {_within(window)}"""
-
-
-def _trace_outcomes_sql(db: str, first: int, count: int, end_ms: int,
-                       window: tuple[int, int] | None = None) -> str:
-    """The outcome index's rows for the same traces (migration 0019): one per closed trace."""
-    return f"""
-INSERT INTO {db}.trace_outcomes
+INSERT INTO {db}.trace_keys
 WITH number AS t, {_start_ms(end_ms)} AS start_ms, {_OUTCOME} AS outcome
-SELECT '{ORG}', assumeNotNull(outcome), fromUnixTimestamp64Milli(toInt64(start_ms), 'UTC'), concat('t', toString(t))
+SELECT '{ORG}', key.1, assumeNotNull(key.2), fromUnixTimestamp64Milli(toInt64(start_ms), 'UTC'),
+    concat('t', toString(t)), t % 4, t * {EVENTS_PER_TRACE}
 FROM numbers({first}, {count})
-WHERE outcome IS NOT NULL AND {_within(window)}"""
+ARRAY JOIN [('agent_id', concat('agent-', toString(t % 200))), ('final_outcome', outcome)] AS key
+WHERE key.2 IS NOT NULL AND {_within(window)}"""
 
 
 def _rollups_sql(db: str, first: int, count: int) -> str:
@@ -205,7 +196,7 @@ ARRIVAL_SLICES = 10
 
 
 async def generate(ch: ClickHouse, first: int, count: int, end_ms: int, layout: str) -> float:
-    """Store traces [first, first + count), their events, agent and outcome index rows and rollups in
+    """Store traces [first, first + count), their events, key index rows and rollups in
     ``layout``; returns the seconds it took."""
     t0 = time.monotonic()
     if layout == "arrival":
@@ -214,8 +205,7 @@ async def generate(ch: ClickHouse, first: int, count: int, end_ms: int, layout: 
             await ch.command(_events_sql(ch.database, first, count, end_ms, window))
             await ch.command(_traces_sql(ch.database, first, count, end_ms, partial=False, window=window))
             await ch.command(_traces_sql(ch.database, first, count, end_ms, partial=True, window=window))
-            await ch.command(_trace_agents_sql(ch.database, first, count, end_ms, window))
-            await ch.command(_trace_outcomes_sql(ch.database, first, count, end_ms, window))
+            await ch.command(_trace_keys_sql(ch.database, first, count, end_ms, window))
         await ch.command(_rollups_sql(ch.database, first, count))
         return time.monotonic() - t0
     if layout != "spread":
@@ -226,8 +216,7 @@ async def generate(ch: ClickHouse, first: int, count: int, end_ms: int, layout: 
         await ch.command(_events_sql(ch.database, s, n, end_ms))
         await ch.command(_traces_sql(ch.database, s, n, end_ms, partial=False))
         await ch.command(_traces_sql(ch.database, s, n, end_ms, partial=True))
-        await ch.command(_trace_agents_sql(ch.database, s, n, end_ms))
-        await ch.command(_trace_outcomes_sql(ch.database, s, n, end_ms))
+        await ch.command(_trace_keys_sql(ch.database, s, n, end_ms))
         await ch.command(_rollups_sql(ch.database, s, n))
     return time.monotonic() - t0
 

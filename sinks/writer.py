@@ -14,11 +14,12 @@ that may already be stored. The first time a partition shows up after an
 assignment (or after a failed insert, which may have stored part of a batch), the
 writer loads the (offset, id) pairs stored from that offset on: the replay window.
 Records inside it are sent whole again with the indexes of their stored events, which the
-view leaves out; records past it go through untouched. A record's trace summary row and
-hourly rollup rows come from their own views (``0007_traces.sql``, ``0012_rollups_hourly.sql``),
-each written in one part per insert, so the highest offset each table holds for a partition
-tells which replayed records still need theirs (``_summarize``, ``_rollup``): a crash between
-two views' parts counts nothing twice and loses nothing. Reads never pay for deduplication.
+view leaves out; records past it go through untouched. A record's trace summary row, hourly
+rollup rows and trace key rows come from their own views (``0007_traces.sql``,
+``0012_rollups_hourly.sql``, ``0018_trace_keys.sql``), each written in one part per insert, so
+the highest offset each table holds for a partition tells which replayed records still need
+theirs (``_summarize``, ``_rollup``, ``_index``: ``SinkTable.guards``): a crash between two views'
+parts counts nothing twice and loses nothing. Reads never pay for deduplication.
 
 A ``one_row`` table (``webhook_subscriptions``) takes each record whole as one row, inserted into
 the table itself; ClickHouse skips the record's fields the table has no column for.
@@ -69,6 +70,17 @@ class Rejected:
 
 
 @dataclass(frozen=True)
+class Guard:
+    """A view fed from the staging rows whose table keeps each row's source: a record gets ``flag``
+    (the view reads only flagged records) when its offset is past the highest one ``table`` holds
+    for its source, found with ``where`` (parameters ``t``: topic, ``p``: partition)."""
+
+    flag: str
+    table: str
+    where: str = "_topic = {t:String} AND _partition = {p:UInt32}"
+
+
+@dataclass(frozen=True)
 class SinkTable:
     """What one sink stores: a table, the id of its rows and the Avro records it accepts."""
 
@@ -79,8 +91,7 @@ class SinkTable:
     sealed_schema: str
     batch_keys: tuple[str, ...]  # batch fields a single event supplies when it is wrapped
     unchained_tail: bytes  # what follows a raw batch to make it sealed-shaped: no links
-    summary_table: str | None = None  # the read model fed from the same rows (exactly once, see below)
-    rollup_table: str | None = None  # the hourly rollups fed from the same rows, likewise
+    guards: tuple[Guard, ...] = ()  # the views fed from the same rows, each exactly once
     #: Each record (of ``batch_schema``) is one row of ``table``, inserted into it directly: no
     #: staging table, batch or seal. A record stored at its offset is left out of a replay.
     one_row: bool = False
@@ -97,7 +108,7 @@ class SinkTable:
 
     def staging_schema(self) -> dict[str, Any]:
         """The container row: the sealed record's fields (those after the batch's with a ``_``
-        prefix), which of its events are already stored, whether to summarize it, its source.
+        prefix), which of its events are already stored, its guards' flags, its source.
         A ``one_row`` record's row is its own fields and its source."""
         source_fields = [{"name": "_topic", "type": "string"}, {"name": "_partition", "type": "long"},
                          {"name": "_offset", "type": "long"}]
@@ -110,8 +121,7 @@ class SinkTable:
         return {"type": "record", "name": f"{sealed['name']}WithSource", "fields": [
             *(f if f["name"] in batch else f | {"name": f"_{f['name']}"} for f in sealed["fields"]),
             {"name": "_stored", "type": {"type": "array", "items": "long"}},
-            {"name": "_summarize", "type": "boolean"},
-            {"name": "_rollup", "type": "boolean"},
+            *({"name": g.flag, "type": "boolean"} for g in self.guards),
             *source_fields,
         ]}
 
@@ -120,8 +130,9 @@ class SinkTable:
 TRACE_EVENTS_SINK = SinkTable("events", "event_id", "TraceEventBatch", "TraceEvent", "SealedTraceEventBatch",
                               ("org_id", "trace_id"),
                               sealed_links(0, b"", []) + trace_summary(0) + long_bytes(0) + boolean_bytes(False),
-                              "traces",
-                              "rollups_hourly")
+                              (Guard("_summarize", "traces", "_partition = {p:UInt32}"),
+                               Guard("_rollup", "rollups_hourly"),
+                               Guard("_index", "trace_keys", "_partition = {p:UInt32}")))
 AUDIT_EVENTS_SINK = SinkTable("audit_events", "id", "AuditEventBatch", "AuditEvent", "SealedAuditEventBatch",
                               ("org_id",), sealed_links(0, b"", []) + long_bytes(0))
 #: ``webhook-subscriptions`` records, one row per change (``0013_webhook_subscriptions.sql``): the
@@ -138,13 +149,12 @@ WEBHOOK_DEAD_LETTERS_SINK = SinkTable("webhook_dead_letters", "id", "WebhookDeli
 
 @dataclass
 class _ReplayWindow:
-    """Rows already stored for one partition at or above the first offset seen, and the
-    last offset whose summary row is stored."""
+    """Rows already stored for one partition at or above the first offset seen, and, per guard,
+    the highest offset its table holds for the partition."""
 
     stored: set[tuple[int, str]] = field(default_factory=set)
     last_offset: int = -1
-    summarized: int = -1
-    rolled_up: int = -1
+    guarded: tuple[int, ...] = ()
 
 
 class SinkWriter:
@@ -175,14 +185,10 @@ class SinkWriter:
                 f"SELECT _offset, {self.spec.id_column} FROM {db}.{self.spec.table} "
                 "WHERE _topic = {t:String} AND _partition = {p:UInt32} AND _offset >= {o:UInt64}", parameters=params)
             stored = {(int(o), i) for o, i in rows.rows}
-            window = _ReplayWindow(stored, max((o for o, _ in stored), default=-1))
             # a view's rows of one insert block land in one part, in offset order: every record
             # up to the highest offset a view's table holds for the partition went through it
-            if self.spec.summary_table:
-                window.summarized = await self._highest(self.spec.summary_table, "_partition = {p:UInt32}", params)
-            if self.spec.rollup_table:
-                window.rolled_up = await self._highest(
-                    self.spec.rollup_table, "_topic = {t:String} AND _partition = {p:UInt32}", params)
+            guarded = tuple([await self._highest(g.table, g.where, params) for g in self.spec.guards])
+            window = _ReplayWindow(stored, max((o for o, _ in stored), default=-1), guarded)
             self._windows[key] = window
         return window
 
@@ -211,8 +217,7 @@ class SinkWriter:
                 self.rows_skipped += 1
                 return None
             return current_body(record.value) + source
-        summarize = self.spec.summary_table is not None and src.offset > window.summarized
-        rollup = self.spec.rollup_table is not None and src.offset > window.rolled_up
+        flags = [src.offset > highest for highest in window.guarded]
         replay = src.offset <= window.last_offset
         events: list[dict[str, Any]] = []
         if name == self.spec.single_schema:
@@ -227,9 +232,9 @@ class SinkWriter:
         if replay:  # leave out what is already stored
             stored = [i for i, e in enumerate(events, 1) if (src.offset, e[self.spec.id_column]) in window.stored]
             self.rows_skipped += len(stored)
-            if len(stored) == len(events) and not summarize and not rollup:
+            if len(stored) == len(events) and not any(flags):
                 return None
-        return body + long_array(stored) + boolean_bytes(summarize) + boolean_bytes(rollup) + source
+        return body + long_array(stored) + b"".join(map(boolean_bytes, flags)) + source
 
     @staticmethod
     def _corrupt(records: list[SinkRecord]) -> list[Rejected]:

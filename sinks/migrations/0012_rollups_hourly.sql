@@ -18,8 +18,6 @@
 
 ALTER TABLE {db}.events_in ADD COLUMN IF NOT EXISTS _rollup UInt8 AFTER _summarize;
 
-ALTER TABLE {db}.audit_events_in ADD COLUMN IF NOT EXISTS _rollup UInt8 AFTER _summarize;
-
 CREATE TABLE IF NOT EXISTS {db}.rollups_hourly
 (
     org_id        LowCardinality(String),

@@ -7,8 +7,8 @@ in key order, where a trace's rows are neighbours, and merges them in Python; a 
 page first picks candidate keys with a condition that holds for at least one partial row
 of every matching trace, then merges those traces in ClickHouse and applies the exact
 condition to the merged values. A filter with a key index (the trace's agent or final outcome:
-``sinks/migrations/0018_trace_agents.sql``, ``0019_trace_outcomes.sql``) takes its candidates from
-the index, which holds exactly the keys of the traces meeting it, and counts them there.
+``sinks/migrations/0018_trace_keys.sql``) takes its candidates from the index, which holds the
+key of each trace meeting it once, and counts them there.
 """
 
 from __future__ import annotations
@@ -106,13 +106,21 @@ def merge_partials(rows: Sequence[Mapping[str, Any]]) -> Trace:
     return _trace(merged)
 
 
+#: The table of trace keys by (field, value), one row per trace and field (``0018_trace_keys.sql``).
+KEYS_TABLE = "trace_keys"
+
+
 @dataclass(frozen=True)
 class KeyIndex:
-    """A table of (org_id, started_at, trace_id) keys whose rows meeting ``where`` are the keys of
-    exactly the traces meeting a filter (a key may repeat until ClickHouse merges its rows)."""
+    """The rows of ``KEYS_TABLE`` whose ``field`` holds the value of query parameter ``param``: the
+    keys of exactly the traces meeting a filter, each once."""
 
-    table: str
-    where: str
+    field: str
+    param: str
+
+    @property
+    def where(self) -> str:
+        return f"field = '{self.field}' AND value = {{{self.param}:String}}"
 
 
 @dataclass(frozen=True)
@@ -134,27 +142,25 @@ class TraceFilter:
 EVERY_TRACE = "has_first"
 
 
-#: The first values with a key index: the table keyed by (org_id, <value>, started_at, trace_id).
-INDEXED_FIRST_VALUES = {"agent_id": "trace_agents"}
+#: The first values with rows in ``KEYS_TABLE``.
+INDEXED_FIRST_VALUES = frozenset({"agent_id"})
 
 
 def first_value_is(name: str, value: str) -> TraceFilter:
     """The trace's first ``name`` (one of FIRST_VALUES) equals ``value``."""
     p = f"f_{name}"
-    table = INDEXED_FIRST_VALUES.get(name)
     return TraceFilter(f"{name}.2 = {{{p}:String}}", f"max({name}).2 = {{{p}:String}}", {p: value},
-                       index=KeyIndex(table, f"{name} = {{{p}:String}}") if table else None)
+                       index=KeyIndex(name, p) if name in INDEXED_FIRST_VALUES else None)
 
 
 def outcome_is(outcome: str) -> TraceFilter:
     """final_outcome equals ``outcome``; a trace closes once, so the partial row holding its
-    outcome is exact, and so is the outcome index (``0019_trace_outcomes.sql``); an open trace
-    has none in any row."""
+    outcome is exact, and so is its row in the key index; an open trace has none in any row."""
     if outcome == IN_PROGRESS:  # every trace but the closed ones: candidates are first rows without the close
         return TraceFilter(f"{EVERY_TRACE} = 1 AND final_outcome IS NULL", "max(final_outcome) IS NULL",
                            tally=f"toInt64({EVERY_TRACE}) - (final_outcome IS NOT NULL)")
     return TraceFilter("final_outcome = {outcome:String}", "max(final_outcome) = {outcome:String}",
-                       {"outcome": outcome}, index=KeyIndex("trace_outcomes", "final_outcome = {outcome:String}"))
+                       {"outcome": outcome}, index=KeyIndex("final_outcome", "outcome"))
 
 
 def contains_any(text: str, names: Iterable[str]) -> TraceFilter:
@@ -194,6 +200,7 @@ class TraceRepository:
     def __init__(self, ch: ClickHouse) -> None:
         self.ch = ch
         self.table = f"{ch.database}.traces"
+        self.keys_table = f"{ch.database}.{KEYS_TABLE}"
 
     def _candidates(self, query: TraceQuery) -> tuple[str, str | None]:
         """Where a read picks its candidate keys: the table, and the condition there (None: every
@@ -202,7 +209,7 @@ class TraceRepository:
         first partial row, its outcome in a later one), so none may meet them all."""
         index = next((f.index for f in query.filters if f.index is not None), None)
         if index is not None:
-            return f"{self.ch.database}.{index.table}", index.where
+            return self.keys_table, index.where
         return self.table, query.filters[0].candidate if query.filters else None
 
     @staticmethod
@@ -283,8 +290,8 @@ class TraceRepository:
                         first: Sequence[str]) -> tuple[list[Trace], tuple[int, str] | None]:
         """Up to ``want`` matching traces, and where to resume when the scan stopped early."""
         found: list[Trace] = []
-        fetch = 4 * want
         table, condition = self._candidates(query)
+        fetch = want if table == self.keys_table else 4 * want  # an index's candidates all match
         for _ in range(self.MAX_ROUNDS):
             where, params = self._where(org_id, query, after, condition)
             keys = (await self.ch.query(f"SELECT started_at, trace_id FROM {table} WHERE {where} "
@@ -326,7 +333,7 @@ class TraceRepository:
             index = self._only_index(query)
             if index is not None:
                 where, params = self._where(org_id, query, None, index.where)
-                matching = f"SELECT DISTINCT started_at, trace_id FROM {self.ch.database}.{index.table} WHERE {where}"
+                matching = f"SELECT started_at, trace_id FROM {self.keys_table} WHERE {where}"
             else:
                 matching, params = self._matching_keys(org_id, query)
             rows = (await self.ch.query(f"{matching} {_NEWEST_FIRST} LIMIT 1 OFFSET {{skip:UInt32}}",
@@ -339,15 +346,13 @@ class TraceRepository:
         return (datetime_ms(keys[0][0]), keys[0][1]) if keys else None
 
     async def count(self, org_id: str, query: TraceQuery) -> int:
-        """How many traces match (exact): the distinct keys of a key index, or a sum of one column,
-        when the filters allow (no filter, or one with an index or a tally), else by merging the
-        candidates."""
+        """How many traces match (exact): the rows of a key index, or a sum of one column, when the
+        filters allow (no filter, or one with an index or a tally), else by merging the candidates."""
         tallies = [f.tally for f in query.filters]
         index = self._only_index(query)
         if index is not None:
             where, params = self._where(org_id, query, None, index.where)
-            rows = await self.ch.query(f"SELECT count() FROM (SELECT DISTINCT started_at, trace_id FROM "
-                                       f"{self.ch.database}.{index.table} WHERE {where})", params)
+            rows = await self.ch.query(f"SELECT count() FROM {self.keys_table} WHERE {where}", params)
         elif len(tallies) <= 1 and all(tallies):
             where, params = self._where(org_id, query, None)
             tally = tallies[0] if tallies else EVERY_TRACE

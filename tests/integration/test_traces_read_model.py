@@ -189,26 +189,23 @@ async def test_a_replay_after_a_crash_stores_each_summary_once(clickhouse):
 
 
 async def test_traces_by_agent_and_outcome_list_and_count_each_trace_once_even_when_named_late(clickhouse):
-    """The agent and outcome indexes (migrations 0018, 0019): a trace is listed and counted under the
-    agent of its first event naming one, even when that event comes in a later record and other
-    agents follow, and under the outcome it closed with; once, even when the sink sent its records
-    again after a crash."""
+    """The key index (migration 0018): a trace is listed and counted under the agent of its first
+    event naming one, even when that event comes in a later record and other agents follow, and
+    under the outcome it closed with; once, whichever view's part a crash cut."""
     db = clickhouse.database
-    for table in ("trace_agents", "trace_outcomes"):
-        await clickhouse.command(f"SYSTEM STOP MERGES {db}.{table}")
     p = Pipeline(clickhouse)
     await p.store([event("late", 1)], [event("early", 1, agent_id="a")])
     await p.store([event("late", 2, agent_id="a"), event("late", 3, agent_id="b")], [event("early", 2, agent_id="b")])
     await p.store([event("late", 4, agent_id="b", type="operation_denied")], [event("none", 1)])
-    # as if the sink crashed before the traces view's part: every record is sent again
-    await clickhouse.command(f"TRUNCATE TABLE {db}.traces")
-    assert await SinkWriter(clickhouse, TRACE_EVENTS_SINK).write(p.records) == []
-    rows = await clickhouse.query(f"SELECT agent_id, trace_id, count() FROM {db}.trace_agents "
-                                  "GROUP BY agent_id, trace_id ORDER BY trace_id")
-    assert rows.rows == [("a", "early", 2), ("a", "late", 2)]  # each trace's row twice, before a merge
-    rows = await clickhouse.query(f"SELECT final_outcome, trace_id, count() FROM {db}.trace_outcomes "
-                                  "GROUP BY final_outcome, trace_id")
-    assert rows.rows == [("denied", "late", 2)]
+    want = [("agent_id", "a", "early"), ("agent_id", "a", "late"), ("final_outcome", "denied", "late")]
+    keys = f"SELECT field, value, trace_id FROM {db}.trace_keys ORDER BY field, value, trace_id"
+    assert (await clickhouse.query(keys)).rows == want
+    # as if a crash had cut the inserts before the traces view's part, then before the keys' part:
+    # every record is sent again, and each view gets what it lacks, once
+    for lost in ("traces", "trace_keys"):
+        await clickhouse.command(f"TRUNCATE TABLE {db}.{lost}")
+        assert await SinkWriter(clickhouse, TRACE_EVENTS_SINK).write(p.records) == []
+        assert (await clickhouse.query(keys)).rows == want
     repo = TraceRepository(clickhouse)
     for flt, want in ((first_value_is("agent_id", "a"), ["late", "early"]), (first_value_is("agent_id", "b"), []),
                       (first_value_is("agent_id", "nobody"), []), (outcome_is("denied"), ["late"]),
@@ -226,42 +223,30 @@ async def test_traces_by_agent_and_outcome_list_and_count_each_trace_once_even_w
     assert await repo.count("o", both) == 1
 
 
-async def test_traces_stored_before_the_agent_index_are_indexed_by_their_merged_agent(clickhouse):
+async def test_traces_stored_before_the_key_index_are_indexed_by_their_merged_values(clickhouse):
     from sinks.migrate import migrate
 
     db = clickhouse.database
     p = Pipeline(clickhouse)
-    await p.store([event("t1", 1)], [event("t2", 1, agent_id="b")])
-    await p.store([event("t1", 2, agent_id="a"), event("t1", 3, agent_id="b")])
-    # as before the migration: no index, no view feeding it, no staged flag
-    await clickhouse.command(f"DROP VIEW {db}.trace_agents_in_mv")
-    await clickhouse.command(f"DROP TABLE {db}.trace_agents")
-    await clickhouse.command(f"ALTER TABLE {db}.events_in DROP COLUMN _agent_named")
+    await p.store([event("t1", 1)], [event("t2", 1, agent_id="b", type="operation_denied")], [event("t3", 1)])
+    await p.store([event("t1", 2, agent_id="a"), event("t1", 3, agent_id="b", type="trace_closed",
+                                                      outcome="executed")])
+    # as before the migration: no index, no view feeding it, no staged flags
+    await clickhouse.command(f"DROP VIEW {db}.trace_keys_in_mv")
+    await clickhouse.command(f"DROP TABLE {db}.trace_keys")
+    await clickhouse.command(f"ALTER TABLE {db}.events_in DROP COLUMN _agent_named, DROP COLUMN _index")
     await clickhouse.command(f"ALTER TABLE {db}.schema_migrations DELETE WHERE version = 18 "
                              "SETTINGS mutations_sync = 2")
-    assert "0018_trace_agents.sql" in await migrate(clickhouse)
-    rows = await clickhouse.query(f"SELECT agent_id, trace_id FROM {db}.trace_agents ORDER BY trace_id")
-    assert rows.rows == [("a", "t1"), ("b", "t2")]
-    await p.store([event("t3", 1, agent_id="a")])  # and the view fills it from then on
-    query = TraceQuery(filters=(first_value_is("agent_id", "a"),))
-    assert [t.trace_id for t in (await TraceRepository(clickhouse).page("o", query, 10)).traces] == ["t3", "t1"]
-
-
-async def test_traces_closed_before_the_outcome_index_are_indexed_by_their_outcome(clickhouse):
-    from sinks.migrate import migrate
-
-    db = clickhouse.database
-    p = Pipeline(clickhouse)
-    await p.store([event("t1", 1)], [event("t2", 1, type="operation_denied")], [event("t3", 1)])
-    await p.store([event("t1", 2, type="trace_closed", outcome="executed")])
-    await clickhouse.command(f"DROP VIEW {db}.trace_outcomes_in_mv")
-    await clickhouse.command(f"DROP TABLE {db}.trace_outcomes")
-    await clickhouse.command(f"ALTER TABLE {db}.schema_migrations DELETE WHERE version = 19 "
-                             "SETTINGS mutations_sync = 2")
-    assert "0019_trace_outcomes.sql" in await migrate(clickhouse)
-    rows = await clickhouse.query(f"SELECT final_outcome, trace_id FROM {db}.trace_outcomes ORDER BY trace_id")
-    assert rows.rows == [("executed", "t1"), ("denied", "t2")]
-    await p.store([event("t3", 2, type="operation_denied")])  # and the view fills it from then on
-    query = TraceQuery(filters=(outcome_is("denied"),))
-    assert [t.trace_id for t in (await TraceRepository(clickhouse).page("o", query, 10)).traces] == ["t3", "t2"]
-    assert await TraceRepository(clickhouse).count("o", query) == 2
+    assert "0018_trace_keys.sql" in await migrate(clickhouse)
+    keys = f"SELECT field, value, trace_id FROM {db}.trace_keys ORDER BY field, value, trace_id"
+    assert (await clickhouse.query(keys)).rows == [
+        ("agent_id", "a", "t1"), ("agent_id", "b", "t2"), ("final_outcome", "denied", "t2"),
+        ("final_outcome", "executed", "t1")]
+    # a record stored before the migration and sent again adds nothing; the view fills it from then on
+    assert await SinkWriter(clickhouse, TRACE_EVENTS_SINK).write(p.records) == []
+    await p.store([event("t3", 2, agent_id="a", type="operation_denied")])
+    repo = TraceRepository(clickhouse)
+    for flt, want in ((first_value_is("agent_id", "a"), ["t3", "t1"]), (outcome_is("denied"), ["t3", "t2"])):
+        query = TraceQuery(filters=(flt,))
+        assert [t.trace_id for t in (await repo.page("o", query, 10)).traces] == want
+        assert await repo.count("o", query) == 2
