@@ -85,7 +85,10 @@ async def direct_rate(api: Api, bootstrap: str, org_id: str, key: str, n: int, p
     return n / (await wait_stored(api, key, n) - t0)
 
 
-async def latency(api: Api, key: str, samples: int = 60) -> list[float]:
+async def latency(api: Api, key: str, samples: int = 60, quiet_s: float = 0.0) -> list[float]:
+    """Ms from posting an event until it is queryable, for ``samples`` events posted six at a time,
+    each round as soon as the one before is queryable (a steady stream: the sink inserts once per
+    interval), or ``quiet_s`` after it (with the sink's interval: events after a quiet spell)."""
     out: list[float] = []
 
     async def one(i: int) -> None:
@@ -97,5 +100,6 @@ async def latency(api: Api, key: str, samples: int = 60) -> list[float]:
         out.append((time.monotonic() - t0) * 1000)
 
     for s in range(0, samples, 6):
+        await asyncio.sleep(quiet_s)
         await asyncio.gather(*(one(i) for i in range(s, min(s + 6, samples))))
     return out

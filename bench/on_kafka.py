@@ -49,7 +49,7 @@ async def run(work: Path, report: Callable[[str], None], env: dict[str, str], no
                     if i == 0:
                         lat = await latency(api, await api.org_key("bench-kafka-latency"))
                         report(f"Apache Kafka: ingest-to-queryable latency  p50 {pct(lat, 50):6.0f} ms   "
-                               f"p99 {pct(lat, 99):6.0f} ms  (sink flushes every 1 s)")
+                               f"p99 {pct(lat, 99):6.0f} ms  (a steady stream: the sink inserts once per 1 s)")
             finally:
                 service.stop()
         finally:

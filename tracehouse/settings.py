@@ -82,8 +82,8 @@ class Settings:
     checkpoint_on_demand_seconds: float = 5.0
     #: How often the worker publishes the hours whose rollups changed to ``rollups-hourly``.
     rollup_interval_seconds: float = 5.0
-    #: The sink flushes to ClickHouse at this many Kafka records (each a batch of up to
-    #: 500 events) or after this many seconds, whichever comes first.
+    #: The sink inserts into ClickHouse at this many Kafka records (each a batch of up to 500
+    #: events), and at most once per this many seconds otherwise (a record after a quiet spell goes at once).
     sink_batch_records: int = 2_000
     sink_batch_seconds: float = 1.0
     #: Largest accepted HTTP request body and number of events per request.
