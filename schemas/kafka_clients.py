@@ -22,7 +22,6 @@ from schemas.identity import client_id
 log = logging.getLogger(__name__)
 
 
-
 def consumer(bootstrap: str, part: str, *topics: str, group: str | None = None, max_record_bytes: int = 1_048_576,
              **options: Any) -> AIOKafkaConsumer:
     """A consumer for ``part`` (subscribed to ``topics`` in ``group`` when both are given); ``options``

@@ -99,7 +99,7 @@ class Head:
     one of its events named an agent, and the id digests of the unarchived tail.
 
     A head saved before ``agent_named`` existed reads as not named: the next record of its trace
-    naming an agent is then marked ``agent_named`` too (its row in the traces-by-agent index
+    naming an agent is then marked ``agent_named`` too (its agent row in the trace key index
     repeats the trace's, unless the trace's events name different agents)."""
 
     seq: int = 0

@@ -2,14 +2,14 @@
 
 A plain aiokafka consumer in its own group (``tracehouse-sink``), not a Faust agent:
 fetch up to ``batch_records`` (inserting at most once per ``batch_seconds`` unless a batch
-fills: a record after a quiet spell goes at once, with what comes within 0.1 s), hand each record to the writer of
-its schema, insert, then commit the batch's offsets (quixstreams' "batch, flush, commit").
-Nothing sits in an in-memory queue between the fetch and the insert, so a restart or
-rebalance can only replay records, never skip them, and the writer's replay window
-(``sinks.writer``) drops what a replay finds already stored. Faust 0.15.3 does not give that guarantee: after a restart
-with tables, its recovery clears stream queues (``clear_on_resume``) after it has
-already moved its read offsets past the records in them (measured: a kill -9
-restart lost up to 2,880 of 12,000 sealed events; ``docs/integrity-plan.md``).
+fills: a record after a quiet spell goes at once, with what comes within 0.1 s), hand each
+record to the writer of its schema, insert, then commit the batch's offsets (quixstreams'
+"batch, flush, commit"). Nothing sits in an in-memory queue between the fetch and the insert,
+so a restart or rebalance can only replay records, never skip them, and the writer's replay
+window (``sinks.writer``) drops what a replay finds already stored. Faust 0.15.3 does not give
+that guarantee: after a restart with tables, its recovery clears stream queues
+(``clear_on_resume``) after it has already moved its read offsets past the records in them
+(measured: a kill -9 restart lost up to 2,880 of 12,000 sealed events; ``docs/integrity-plan.md``).
 """
 
 from __future__ import annotations

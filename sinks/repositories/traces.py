@@ -185,6 +185,11 @@ class TraceQuery:
         return {name: value for f in self.filters for name, value in f.params.items()}
 
 
+def _first_index(query: TraceQuery) -> KeyIndex | None:
+    """The key index of the first of ``query``'s filters that has one."""
+    return next((f.index for f in query.filters if f.index is not None), None)
+
+
 @dataclass(frozen=True)
 class TracePage:
     traces: list[Trace]
@@ -207,10 +212,17 @@ class TraceRepository:
         key). A filter's key index when one has one, else the traces table with one filter's
         candidate condition: the rows meeting each filter's may differ (a trace's agent in its
         first partial row, its outcome in a later one), so none may meet them all."""
-        index = next((f.index for f in query.filters if f.index is not None), None)
+        index = _first_index(query)
         if index is not None:
             return self.keys_table, index.where
         return self.table, query.filters[0].candidate if query.filters else None
+
+    def _candidate_keys(self, org_id: str, query: TraceQuery,
+                        after: tuple[int, str] | None) -> tuple[str, dict[str, Any]]:
+        """SQL (and parameters) of the candidate keys strictly after ``after``, from ``_candidates``."""
+        table, condition = self._candidates(query)
+        where, params = self._where(org_id, query, after, condition)
+        return f"SELECT started_at, trace_id FROM {table} WHERE {where}", params
 
     @staticmethod
     def _only_index(query: TraceQuery) -> KeyIndex | None:
@@ -240,11 +252,9 @@ class TraceRepository:
         """SQL of the keys of the traces meeting every filter: the candidates' traces, merged
         from all their partial rows, kept when the exact conditions hold."""
         within, params = self._where(org_id, query, None)
-        table, condition = self._candidates(query)
-        candidates, _ = self._where(org_id, query, None, condition)
+        candidates, _ = self._candidate_keys(org_id, query, None)
         return (f"SELECT started_at, trace_id FROM {self.table} WHERE {within} AND (started_at, trace_id) IN "
-                f"(SELECT started_at, trace_id FROM {table} WHERE {candidates}) "
-                f"GROUP BY started_at, trace_id {self._having(query)}"), params
+                f"({candidates}) GROUP BY started_at, trace_id {self._having(query)}"), params
 
     @staticmethod
     def _having(query: TraceQuery) -> str:
@@ -290,12 +300,11 @@ class TraceRepository:
                         first: Sequence[str]) -> tuple[list[Trace], tuple[int, str] | None]:
         """Up to ``want`` matching traces, and where to resume when the scan stopped early."""
         found: list[Trace] = []
-        table, condition = self._candidates(query)
-        fetch = want if table == self.keys_table else 4 * want  # an index's candidates all match
+        fetch = want if _first_index(query) else 4 * want  # an index's candidates all match
         for _ in range(self.MAX_ROUNDS):
-            where, params = self._where(org_id, query, after, condition)
-            keys = (await self.ch.query(f"SELECT started_at, trace_id FROM {table} WHERE {where} "
-                                        f"{_NEWEST_FIRST} LIMIT {{lim:UInt32}}", params | {"lim": fetch})).rows
+            candidates, params = self._candidate_keys(org_id, query, after)
+            keys = (await self.ch.query(f"{candidates} {_NEWEST_FIRST} LIMIT {{lim:UInt32}}",
+                                        params | {"lim": fetch})).rows
             distinct = list(dict.fromkeys((ts, tid) for ts, tid in keys))
             if distinct:
                 found += await self._merged(org_id, query, distinct, first)
@@ -330,10 +339,8 @@ class TraceRepository:
     async def _key_at(self, org_id: str, query: TraceQuery, position: int) -> tuple[int, str] | None:
         """The key of the ``position``-th trace (from 1), newest first; None past the last."""
         if query.filters:
-            index = self._only_index(query)
-            if index is not None:
-                where, params = self._where(org_id, query, None, index.where)
-                matching = f"SELECT started_at, trace_id FROM {self.keys_table} WHERE {where}"
+            if self._only_index(query) is not None:  # its candidates are exactly the matching keys
+                matching, params = self._candidate_keys(org_id, query, None)
             else:
                 matching, params = self._matching_keys(org_id, query)
             rows = (await self.ch.query(f"{matching} {_NEWEST_FIRST} LIMIT 1 OFFSET {{skip:UInt32}}",
@@ -394,10 +401,9 @@ class TraceExports:
         (``FINAL`` merges a trace's partial rows as the table's functions do), with ``columns``.
         On a merged row a filter's per-row ``candidate`` condition is exact."""
         within, params = self.traces._where(org_id, query, after)
-        table, condition = self.traces._candidates(query)
-        if table != self.traces.table:  # a key index: only the granules holding its traces are read
-            keys, _ = self.traces._where(org_id, query, after, condition)
-            within += f" AND (started_at, trace_id) IN (SELECT started_at, trace_id FROM {table} WHERE {keys})"
+        if _first_index(query):  # a key index's candidates: only the granules of their traces are read
+            keys, _ = self.traces._candidate_keys(org_id, query, after)
+            within += f" AND (started_at, trace_id) IN ({keys})"
         merged = f"SELECT {columns} FROM {self.traces.table} FINAL WHERE {within}"
         if query.filters:
             merged = f"SELECT * FROM ({merged}) WHERE {' AND '.join(f.candidate for f in query.filters)}"

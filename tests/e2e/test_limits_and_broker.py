@@ -197,8 +197,8 @@ async def test_a_kafka_broker_restarted_under_ingest_loses_nothing(tmp_path: Pat
     """Apache Kafka stopped (a controlled shutdown, as for an upgrade) and started again while
     producers post: tracehouse is not restarted (same process throughout); meanwhile ingest answers
     503, and after the broker is back its producers and consumers carry on by themselves: every
-    event acknowledged is stored once, every chain verifies, checkpoints go on. (The embedded
-    broker's restart is the test above: there tracehouse restarts.)"""
+    event acknowledged is stored once, every chain verifies, checkpoints go on, the rollups count
+    each event once. (The embedded broker's restart is the test above: there tracehouse restarts.)"""
     from tests.e2e.test_chain_workers import stored_once_and_verified
     from tests.e2e.test_crash_recovery import batches
 
