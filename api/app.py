@@ -43,6 +43,7 @@ from api.routes import (
     governance_exports,
     health,
     ingest,
+    otlp,
     tenants,
     webhook_deliveries,
     webhooks,
@@ -139,7 +140,7 @@ def create_app(settings: Settings, clickhouse: ClickHouse | None = None, *,
     if settings.chain_events:  # without chain agents nobody decides commands
         app.cleanup_ctx.append(verdicts_ctx)
     # the export routes before the trace routes they look like (/v1/traces/export is no trace id)
-    for module in (health, ingest, gateway_export, governance_exports, gateway, governance, tenants, audit,
+    for module in (health, ingest, otlp, gateway_export, governance_exports, gateway, governance, tenants, audit,
                    audit_export, checkpoints, admin, webhooks, webhook_deliveries):
         module.add_routes(app)
     app.router.add_get("/v1/openapi.json", openapi.serve)

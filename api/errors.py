@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from schemas.producer import BrokerUnavailable
 
@@ -62,6 +63,8 @@ def error_middleware(max_body_bytes: int) -> Callable[..., Awaitable[web.StreamR
             return error_response(413, "payload_too_large",
                                   f"request body exceeds {max_body_bytes} bytes; send smaller batches",
                                   {"max_bytes": max_body_bytes})
+        except RequestPayloadError as exc:  # a gzip or deflate body that does not decompress
+            return error_response(400, "invalid_body", f"the body does not decode as its Content-Encoding says: {exc}")
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise

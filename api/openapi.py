@@ -226,6 +226,16 @@ def _components() -> dict[str, Schema]:
         "TraceEventInput": _event_input("TraceEvent"),
         "AuditEventInput": _event_input("AuditEvent"),
         "Event": _event_document(),
+        "OtlpExportResponse": {
+            "type": "object", "description": "OTLP's ExportTraceServiceResponse in JSON: `{}` when every span was "
+                                             "accepted",
+            "properties": {"partialSuccess": _object({
+                "rejectedSpans": {"type": "string", "pattern": "^[0-9]+$", "description": "an int64, as OTLP JSON "
+                                                                                          "writes it"},
+                "errorMessage": {"type": "string", "description": "the first rejected spans: `span <index>: <event "
+                                                                  "field>: <reason>`"}}, [])}},
+        "OtlpStatus": _object({"code": {"type": "integer", "description": "the gRPC status code"},
+                               "message": {"type": "string"}, "details": {"type": "array"}}, ["code", "message"]),
         "IngestResult": _object({
             "accepted": {"type": "array", "items": {"type": "string"}, "description": "ids of the stored events"},
             "rejected": {"type": "array", "items": _object({"index": {"type": "integer", "minimum": 0},
@@ -416,6 +426,43 @@ def _operation(summary: str, scope: str | None, responses: dict[int, Schema], pa
     return op
 
 
+def _otlp_export() -> Schema:
+    """``POST /v1/traces``: OTLP/HTTP, bodies and answers in protobuf or OTLP JSON, errors ``google.rpc.Status``."""
+    binary = {"schema": {"type": "string", "format": "binary"}}
+
+    def otlp(description: str, schema: Schema, headers: dict[str, Any] | None = None) -> Schema:
+        out: Schema = {"description": description,
+                       "content": {"application/x-protobuf": binary, "application/json": {"schema": schema}}}
+        if headers:
+            out["headers"] = headers
+        return out
+
+    def error(description: str, headers: dict[str, Any] | None = None) -> Schema:
+        return otlp(description, _ref("OtlpStatus"), headers)
+
+    op = _operation(
+        "Ingest OpenTelemetry spans (OTLP/HTTP): point OTEL_EXPORTER_OTLP_ENDPOINT here", "traces:write", {
+            200: otlp("Accepted: `partial_success` counts the spans rejected, and says why",
+                      _ref("OtlpExportResponse")),
+            400: error("Not an ExportTraceServiceRequest in its Content-Type, a body that does not decompress "
+                       "as its Content-Encoding says, or no valid span"),
+            401: error("Missing or invalid key"),
+            403: error("The key lacks the `traces:write` scope"),
+            413: error(f"Body above TRACEHOUSE_MAX_BODY_BYTES decompressed (default {_DEFAULTS.max_body_bytes}) "
+                       f"or more than TRACEHOUSE_MAX_BATCH_EVENTS spans (default {_DEFAULTS.max_batch_events})"),
+            415: error("Content-Type neither application/x-protobuf nor application/json"),
+            503: error("The broker is unavailable: nothing was accepted, retry after `Retry-After` seconds",
+                       {"Retry-After": {"description": "seconds to wait before retrying",
+                                        "schema": {"type": "integer", "minimum": 0}}}),
+        }, tag="ingest",
+        description="An OTLP ExportTraceServiceRequest, protobuf or OTLP JSON (hex ids), gzip- or deflate-encoded "
+                    "or not; each span becomes a trace event (README \"OpenTelemetry in\") and is validated, "
+                    "stored and chained like POST /v1/events'. Answers are in the request's encoding.")
+    op["requestBody"] = {"required": True, "content": {"application/x-protobuf": binary,
+                                                       "application/json": {"schema": {"type": "object"}}}}
+    return op
+
+
 def _replay_body_optional(op: Schema) -> Schema:
     """An operation whose body may be left out."""
     op["requestBody"]["required"] = False
@@ -560,7 +607,7 @@ def _paths() -> dict[str, dict[str, Schema]]:
         "/v1/audit/events": {"post": _operation(
             "Ingest audit events", "audit:write", ingest_responses, body=ingest_body("AuditEventInput"),
             tag="ingest")},
-        "/v1/traces": {"get": _operation(
+        "/v1/traces": {"post": _otlp_export(), "get": _operation(
             "Events, oldest first (seed 000, with seed 001's filters)", "traces:read",
             {200: _ok(_ref("EventPage")), 400: _error(400)}, gateway_params, tag="gateway")},
         "/v1/traces/export": {"get": _operation(

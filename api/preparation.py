@@ -21,6 +21,9 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from google.protobuf import json_format
+
+from schemas import otlp
 from schemas.edge import Declined, edge_encoder
 from schemas.model import ValidationError, validate_audit_event, validate_trace_event
 from schemas.producer import audit_batch_records, trace_batch_records
@@ -70,33 +73,77 @@ def prepare(kind: str, raw: bytes, org_id: str, source: str, max_events: int, ma
     if not body:
         return Prepared(error=(400, "validation_error", "no events in the request", {"field": "(body)"}))
 
+    return _prepare_items(kind, body, org_id, source, now, max_event_bytes)
+
+
+def prepare_otlp(raw: bytes, media: str, org_id: str, source: str, max_events: int,
+                 max_event_bytes: int) -> Prepared:
+    """Turn the body of an OTLP/HTTP ``POST /v1/traces`` (``media``: protobuf or JSON) into trace
+    batch records, each span an event (``schemas.otlp``); rejections are reported by span index."""
+    now = now_ms()
+    try:
+        request = otlp.decode(raw, media)
+    except otlp.UndecodableRequest as exc:
+        return Prepared(
+            reports=[{"source": source, "org_id": org_id, "received_at": format_ms(now), "field": "(body)",
+                      "reason": str(exc), "payload": raw[:MAX_REPORTED_PAYLOAD].decode("utf-8", "replace")}],
+            error=(400, "invalid_otlp", str(exc), None))
+    count = otlp.span_count(request)
+    if count > max_events:
+        return Prepared(error=(413, "batch_too_large", f"{count} spans in one request; the limit is {max_events}",
+                               {"max_events": max_events}))
+    items: list[Any] = []
+    for resource, scope, span in otlp.spans(request):
+        try:
+            items.append(otlp.span_event(resource, scope, span))
+        except ValidationError as exc:
+            items.append(_Invalid(exc, json_format.MessageToDict(span)))
+    if not items:
+        return Prepared()
+    return _prepare_items("trace", items, org_id, source, now, max_event_bytes)
+
+
+@dataclass(frozen=True)
+class _Invalid:
+    """An item already known invalid (an OTLP span whose ids are malformed), with what to report."""
+
+    error: ValidationError
+    payload: Any
+
+
+def _prepare_items(kind: str, items: list[Any], org_id: str, source: str, now: int,
+                   max_event_bytes: int) -> Prepared:
+    """Validate and encode each item (a JSON event); the records of the valid ones, grouped by trace."""
     event_schema, validate = ("TraceEvent", validate_trace_event) if kind == "trace" else \
         ("AuditEvent", validate_audit_event)
     edge = edge_encoder(event_schema)
     groups: dict[str | None, list[bytes]] = {}  # trace_id (None for audit) -> encoded events
     accepted, rejected, reports = [], [], []
     oversized = 0
-    for index, item in enumerate(body):
+
+    def reject(index: int, field: str, reason: str, payload: Any) -> None:
+        rejected.append({"index": index, "field": field, "reason": reason})
+        reports.append({"source": source, "org_id": org_id, "received_at": format_ms(now),
+                        "index": index, "field": field, "reason": reason,
+                        "payload": json.dumps(payload, default=str)[:MAX_REPORTED_PAYLOAD]})
+
+    for index, item in enumerate(items):
+        if isinstance(item, _Invalid):
+            reject(index, item.error.field, item.error.reason, item.payload)
+            continue
         try:
             encoded, event_id, trace_id = edge.encode(item, org_id, now)
         except Declined:  # the general path: the error that names the field, or the same bytes
             try:
                 datum = validate(item, org_id=org_id, now=now)
             except ValidationError as exc:
-                rejected.append({"index": index, "field": exc.field, "reason": exc.reason})
-                reports.append({"source": source, "org_id": org_id, "received_at": format_ms(now),
-                                "index": index, "field": exc.field, "reason": exc.reason,
-                                "payload": json.dumps(item, default=str)[:MAX_REPORTED_PAYLOAD]})
+                reject(index, exc.field, exc.reason, item)
                 continue
             encoded, event_id, trace_id = edge.encode_datum(datum)
         if len(encoded) > max_event_bytes:
-            reason = (f"the event is {len(encoded)} bytes encoded; the limit is {max_event_bytes} "
-                      "(TRACEHOUSE_MAX_EVENT_BYTES)")
-            rejected.append({"index": index, "field": "(event)", "reason": reason})
             oversized += 1
-            reports.append({"source": source, "org_id": org_id, "received_at": format_ms(now),
-                            "index": index, "field": "(event)", "reason": reason,
-                            "payload": json.dumps(item, default=str)[:MAX_REPORTED_PAYLOAD]})
+            reject(index, "(event)", f"the event is {len(encoded)} bytes encoded; the limit is {max_event_bytes} "
+                                     "(TRACEHOUSE_MAX_EVENT_BYTES)", item)
             continue
         groups.setdefault(trace_id, []).append(encoded)
         accepted.append(event_id)
@@ -122,6 +169,7 @@ def _records(org_id: str, groups: dict[str | None, list[bytes]]) -> Iterator[tup
 def _warm() -> None:
     """Import and compile everything a worker needs before the first request."""
     prepare("trace", b'[{"trace_id": "t"}]', "warm-up", "warm-up", 1, 1024)
+    prepare_otlp(b"{}", otlp.JSON, "warm-up", "warm-up", 1, 1024)
 
 
 def _init_worker(parent_pid: int) -> None:
@@ -159,10 +207,16 @@ class PreparationPool:
 
     async def prepare(self, kind: str, raw: bytes, org_id: str, source: str, max_events: int,
                       max_event_bytes: int) -> Prepared:
-        args = (kind, raw, org_id, source, max_events, max_event_bytes)
+        return await self._inline_or_submit(prepare, kind, raw, org_id, source, max_events, max_event_bytes)
+
+    async def prepare_otlp(self, raw: bytes, media: str, org_id: str, source: str, max_events: int,
+                           max_event_bytes: int) -> Prepared:
+        return await self._inline_or_submit(prepare_otlp, raw, media, org_id, source, max_events, max_event_bytes)
+
+    async def _inline_or_submit(self, fn: Callable[..., T], *args: Any) -> T:
         if self._executor is None:
-            return prepare(*args)
-        return await self._submit(prepare, *args)
+            return fn(*args)
+        return await self._submit(fn, *args)
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` in a worker process (in a thread when there is none): CPU-heavy work of a

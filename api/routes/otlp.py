@@ -1,0 +1,85 @@
+"""OTLP/HTTP trace ingest: ``POST /v1/traces``, where OpenTelemetry exporters send spans.
+
+``OTEL_EXPORTER_OTLP_ENDPOINT=http://host:8080`` and ``OTEL_EXPORTER_OTLP_HEADERS=Authorization=Bearer <key>``
+point any OTLP/HTTP exporter here: it posts ``ExportTraceServiceRequest`` to ``{endpoint}/v1/traces``,
+the path whose GET lists events (seed 000). Each span becomes a trace event (``schemas.otlp``) and
+goes the way ``POST /v1/events`` sends events: validated, published, chained.
+
+Answers follow the OTLP/HTTP specification, in the request's encoding (protobuf or JSON):
+200 with ``ExportTraceServiceResponse`` (``partial_success`` counting the spans rejected, and
+why), and every error a ``google.rpc.Status``: 400, 401, 403, 413 and 415 are not retried by
+exporters; 503 (the broker did not acknowledge) carries ``Retry-After`` and is.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
+
+from api.context import PREPARATION, PRODUCER, SETTINGS, caller_org
+from api.errors import ApiError
+from schemas import otlp
+from schemas.producer import BrokerUnavailable
+from schemas.topics import TRACE_EVENTS
+
+#: HTTP status → the gRPC status code its ``google.rpc.Status`` carries (OTLP/HTTP maps them so).
+_GRPC_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 413: 8, 415: 3, 429: 8, 503: 14}
+_GRPC_INTERNAL = 13
+#: How many rejected spans ``partial_success.error_message`` names (it counts them all).
+MAX_NAMED_REJECTIONS = 10
+
+
+async def post_traces(request: web.Request) -> web.Response:
+    """``POST /v1/traces``: an OTLP export request of spans."""
+    media = otlp.media_type(request.headers.get("Content-Type"))
+    answer_in = media or otlp.JSON  # an unsupported type: the error in JSON, which a person can read
+    try:
+        return await _export(request, media)
+    except ApiError as exc:
+        return _status(answer_in, exc.status, exc.message)
+    except BrokerUnavailable as exc:
+        response = _status(answer_in, 503, "the event broker did not acknowledge the spans in time; retry later")
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[SETTINGS].max_body_bytes
+        return _status(answer_in, 413, f"request body exceeds {limit} bytes (decompressed); send smaller batches")
+    except RequestPayloadError as exc:  # a gzip or deflate body that does not decompress
+        return _status(answer_in, 400, f"the body does not decode as its Content-Encoding says: {exc}")
+
+
+async def _export(request: web.Request, media: str | None) -> web.Response:
+    org_id = await caller_org(request, "traces:write")
+    if media is None:
+        raise ApiError(415, "unsupported_media_type",
+                       f"Content-Type must be {otlp.PROTOBUF} or {otlp.JSON}, not "
+                       f"{request.headers.get('Content-Type') or 'missing'}")
+    raw = await request.read()
+    app = request.app
+    settings = app[SETTINGS]
+    prepared = await app[PREPARATION].prepare_otlp(raw, media, org_id, f"http:{request.method} {request.path}",
+                                                   settings.max_batch_events, settings.max_event_bytes)
+    if prepared.reports:
+        await app[PRODUCER].send_invalid(prepared.reports)
+    if prepared.error is not None:
+        status, _code, message, _details = prepared.error
+        raise ApiError(status, _code, _rejections(message, prepared.rejected))
+    await app[PRODUCER].send_records(TRACE_EVENTS, prepared.records)
+    message = _rejections("", prepared.rejected) if prepared.rejected else ""
+    return web.Response(body=otlp.encode_response(media, len(prepared.rejected), message), content_type=media)
+
+
+def _rejections(lead: str, rejected: list[dict]) -> str:
+    """``lead``, then the first rejected spans: ``span 3: trace_id: <reason>``."""
+    named = "; ".join(f"span {r['index']}: {r['field']}: {r['reason']}" for r in rejected[:MAX_NAMED_REJECTIONS])
+    more = f"; and {len(rejected) - MAX_NAMED_REJECTIONS} more" if len(rejected) > MAX_NAMED_REJECTIONS else ""
+    return "; ".join(part for part in (lead, named + more) if part)
+
+
+def _status(media: str, status: int, message: str) -> web.Response:
+    body = otlp.encode_status(media, _GRPC_CODES.get(status, _GRPC_INTERNAL), message)
+    return web.Response(status=status, body=body, content_type=media)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/traces", post_traces)
