@@ -93,9 +93,9 @@ def prepare_otlp(raw: bytes, media: str, org_id: str, source: str, max_events: i
         return Prepared(error=(413, "batch_too_large", f"{count} spans in one request; the limit is {max_events}",
                                {"max_events": max_events}))
     items: list[Any] = []
-    for resource, scope, span in otlp.spans(request):
+    for context, span in otlp.spans(request):
         try:
-            items.append(otlp.span_event(resource, scope, span))
+            items.append(otlp.span_event(context, span))
         except ValidationError as exc:
             items.append(_Invalid(exc, json_format.MessageToDict(span)))
     if not items:

@@ -3,8 +3,9 @@
 Runs a real noida-db broker and ``tracehouse run`` as a subprocess (as ``make run`` does),
 then measures: raw aiokafka produce rate (the baseline), end-to-end events/s until
 queryable for HTTP ingest with 1, 20 and 100 events per trace per request and for the
-direct-Kafka producer, ingest-to-queryable latency, page latency at ~1M stored events,
-idle CPU and data-dir size, then the same ingest on Apache Kafka (``bench.on_kafka``), then the
+direct-Kafka producer, OTLP/HTTP protobuf spans against JSON events in paired rounds,
+ingest-to-queryable latency, page latency at ~1M stored events, idle CPU and data-dir size,
+then the same ingest on Apache Kafka (``bench.on_kafka``), then the
 direct-produce shape unchained and chained with one and two chain-agent processes, with the CPU
 per event of each process (``bench.chain_workers``).
 ``BENCH_EVENTS`` scales the run (default 1,000,000 stored).
@@ -26,7 +27,7 @@ import psutil
 
 from bench import on_kafka, webhooks
 from bench.chain_workers import chain_processes
-from bench.ingest_rates import BENCH_ENV, direct_rate, event, http_rate, latency, raw_produce_rate
+from bench.ingest_rates import BENCH_ENV, direct_rate, event, http_rate, latency, otlp_rate, raw_produce_rate
 from bench.stats import idle_cpu, pct, wait_stored
 from schemas.timefmt import now_ms
 from streams.embedded.broker import EmbeddedBroker, free_port
@@ -35,6 +36,7 @@ from tests.support.service import Api, Service, eventually
 TOTAL = int(os.environ.get("BENCH_EVENTS", "1000000"))
 ROUNDS = 3
 N20 = 200_000  # events per 20-per-trace round: long enough that the sink's last 1 s flush is a small part
+N_OTLP = 100_000  # events per round of the OTLP-against-JSON pairs
 
 
 async def page_latency(api: Api, key: str, pages: int = 200) -> tuple[list[float], list[float]]:
@@ -96,6 +98,17 @@ async def main() -> None:
                 ratio, how = shown[per_trace]
                 report(f"HTTP ingest, {per_trace:3d} events/trace/request {http_rates[per_trace]:10,.0f} events/s  "
                        f"{ratio:.2f}x  ({how})")
+            # OTLP protobuf spans against the same events as JSON, in paired rounds (the rate drifts within a run)
+            json_rates, otlp_rates = [], []
+            for r in range(ROUNDS):
+                json_rates.append(await http_rate(api, await api.org_key(f"bench-json-{r}"), N_OTLP, 20, f"j{r}-"))
+                otlp_rates.append(await otlp_rate(api, await api.org_key(f"bench-otlp-{r}"), N_OTLP, 20, f"o{r}-"))
+                done += 2 * N_OTLP
+            otlp_ratios = [o / j for o, j in zip(otlp_rates, json_rates, strict=True)]
+            report(f"OTLP/HTTP protobuf spans, 20/trace     {statistics.median(otlp_rates):10,.0f} spans/s   "
+                   f"{statistics.median(otlp_ratios):.2f}x of POST /v1/events JSON "
+                   f"({statistics.median(json_rates):,.0f} events/s; median of {ROUNDS} paired rounds of {N_OTLP:,}: "
+                   + " ".join(f"{x:.2f}x" for x in otlp_ratios) + "; goal >= 0.80x)")
             key = await api.org_key("bench-direct")
             rate = await direct_rate(api, broker.bootstrap, "bench-direct", key, 100_000, "d-")
             done += 100_000

@@ -4,6 +4,7 @@ baseline, and ingest rates and latency measured through the API until the events
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import time
@@ -11,11 +12,12 @@ import uuid
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from bench.stats import post_all, wait_stored
 from schemas.model import validate_trace_event
 from schemas.producer import EventProducer
-from schemas.timefmt import format_ms, now_ms
+from schemas.timefmt import format_ms, now_ms, parse_ms
 from tests.support.service import Api
 
 #: The service runs with the production defaults (the test harness's shorter intervals would send a key
@@ -72,6 +74,41 @@ async def http_rate(api: Api, key: str, n: int, per_trace: int, prefix: str, con
               for s in range(0, n, per_request)]
     t0 = time.monotonic()
     await post_all(api, key, bodies, concurrency)
+    return n / (await wait_stored(api, key, n) - t0)
+
+
+def otlp_request(events: list[dict]) -> bytes:
+    """``events`` (``event()``'s) as the OTLP protobuf request a GenAI-instrumented app would send: one
+    span each, with the model, tokens, tags, metadata and input as attributes."""
+    request = ExportTraceServiceRequest()
+    rs = request.resource_spans.add()
+    rs.resource.attributes.add(key="service.name").value.string_value = "bench"
+    spans = rs.scope_spans.add().spans
+    for e in events:
+        start_ns = parse_ms(e["occurred_at"]) * 1_000_000
+        span = spans.add(trace_id=hashlib.md5(e["trace_id"].encode()).digest(),
+                         span_id=hashlib.md5(e["event_id"].encode()).digest()[:8], name=e["name"],
+                         start_time_unix_nano=start_ns, end_time_unix_nano=start_ns + 1_000_000)
+        attrs = span.attributes
+        attrs.add(key="gen_ai.request.model").value.string_value = e["model"]
+        attrs.add(key="gen_ai.usage.input_tokens").value.int_value = e["input_tokens"]
+        attrs.add(key="gen_ai.usage.output_tokens").value.int_value = e["output_tokens"]
+        attrs.add(key="llm.cost.total").value.double_value = e["cost"]
+        attrs.add(key="tag.tags").value.array_value.values.add().string_value = e["tags"][0]
+        attrs.add(key="input.value").value.string_value = e["input"]
+        for k, v in e["metadata"].items():
+            attrs.add(key=k).value.string_value = v
+    return request.SerializeToString()
+
+
+async def otlp_rate(api: Api, key: str, n: int, per_trace: int, prefix: str, concurrency: int = 8) -> float:
+    """``http_rate``'s events as OTLP spans posted to /v1/traces (protobuf): spans/s until queryable."""
+    base = now_ms() - 3_600_000
+    per_request = max(200, per_trace)
+    bodies = [otlp_request([event(i, per_trace, prefix, base) for i in range(s, min(s + per_request, n))])
+              for s in range(0, n, per_request)]
+    t0 = time.monotonic()
+    await post_all(api, key, bodies, concurrency, path="/v1/traces", content_type="application/x-protobuf", expect=200)
     return n / (await wait_stored(api, key, n) - t0)
 
 

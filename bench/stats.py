@@ -88,15 +88,19 @@ async def wait_stored(api: Api, key: str, n: int, timeout: float = 900) -> float
     raise RuntimeError(f"only {await stored(api, key)} of {n} events stored after {timeout}s")
 
 
-async def post_all(api: Api, key: str, bodies: list[bytes], concurrency: int = 8) -> None:
-    """POST every body to /v1/events from ``concurrency`` clients at once; each must answer 202."""
+async def post_all(api: Api, key: str, bodies: list[bytes], concurrency: int = 8, *, path: str = "/v1/events",
+                   content_type: str = "application/json", expect: int = 202) -> None:
+    """POST every body to ``path`` from ``concurrency`` clients at once; each must answer ``expect``."""
+    assert api.session is not None
     queue: asyncio.Queue[bytes] = asyncio.Queue()
     for b in bodies:
         queue.put_nowait(b)
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": content_type}
 
     async def poster() -> None:
         while not queue.empty():
-            status, reply = await api.request("POST", "/v1/events", key, data=queue.get_nowait())
-            assert status == 202, reply
+            async with api.session.post(api.base_url + path, data=queue.get_nowait(), headers=headers) as r:
+                reply = await r.read()
+                assert r.status == expect, reply[:500]
 
     await asyncio.gather(*(poster() for _ in range(concurrency)))

@@ -122,13 +122,18 @@ def _encode(message: Any, media: str) -> bytes:
     return message.SerializeToString()
 
 
-def spans(request: ExportTraceServiceRequest) -> Iterator[tuple[dict[str, str], Any, Span]]:
-    """Every span of the request in order, with its resource's metadata and its scope."""
+def spans(request: ExportTraceServiceRequest) -> Iterator[tuple[dict[str, str], Span]]:
+    """Every span of the request in order, with the metadata of its resource and scope."""
     for resource_spans in request.resource_spans:
         resource = _resource_metadata(resource_spans.resource.attributes)
         for scope_spans in resource_spans.scope_spans:
+            scope, context = scope_spans.scope, dict(resource)
+            if scope.name:
+                context["otel.scope.name"] = scope.name
+            if scope.version:
+                context["otel.scope.version"] = scope.version
             for span in scope_spans.spans:
-                yield resource, scope_spans.scope, span
+                yield context, span
 
 
 def span_count(request: ExportTraceServiceRequest) -> int:
@@ -161,7 +166,8 @@ _GEN_AI_OPERATIONS = {
 _OPENINFERENCE_KINDS = {"LLM": ("GENERATION", "llm"), "EMBEDDING": ("GENERATION", "llm"),
                         "TOOL": ("tool.executed", "tool"), "AGENT": ("SPAN", "agent")}
 
-#: Event fields taken from the first attribute present, in order (current names before older ones).
+#: Event fields taken from the first attribute present, in order (current names before older ones);
+#: ``provider`` goes into model_config.
 _FIRST_OF: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("model", ("gen_ai.response.model", "gen_ai.request.model", "llm.model_name")),
     ("input_tokens", ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt")),
@@ -173,23 +179,30 @@ _FIRST_OF: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("agent_name", ("gen_ai.agent.name", "agent.name")),
     ("session_id", ("gen_ai.conversation.id", "session.id")),
     ("user_id", ("user.id", "enduser.id")),
+    ("provider", ("gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system")),
 )
-_PROVIDER = ("gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system")
+#: attribute → (field, rank): one set intersection finds a span's, however many attributes it has
+_FIELD_OF = {key: (field, rank) for field, keys in _FIRST_OF for rank, key in enumerate(keys)}
 _INTEGER_FIELDS = frozenset({"input_tokens", "output_tokens", "total_tokens"})
 _REQUEST_PREFIX = "gen_ai.request."
 #: Flattened message lists: OpenLLMetry's ``gen_ai.prompt.0.role``, OpenInference's
 #: ``llm.input_messages.0.message.content``: (prefix, suffix before the message's own keys).
 _FLAT_INPUT = (("gen_ai.prompt.", ""), ("llm.input_messages.", "message."))
 _FLAT_OUTPUT = (("gen_ai.completion.", ""), ("llm.output_messages.", "message."))
+#: The attribute prefixes of the request parameters and the flattened messages: a span's keys are
+#: scanned for them once
+_SCANNED_PREFIXES = (_REQUEST_PREFIX, *(prefix for prefix, _ in _FLAT_INPUT + _FLAT_OUTPUT))
 #: The older GenAI content as span events: a message per event, or the whole prompt/completion.
 _MESSAGE_EVENTS = {"gen_ai.system.message": "system", "gen_ai.user.message": "user",
                    "gen_ai.assistant.message": "assistant", "gen_ai.tool.message": "tool"}
 
 
-def span_event(resource: dict[str, str], scope: Any, span: Span) -> dict[str, Any]:
-    """The trace event (``POST /v1/events``'s JSON object) of one span; ValidationError naming the
-    event field when an id is malformed. Timestamps are cut to milliseconds."""
+def span_event(context: dict[str, str], span: Span) -> dict[str, Any]:
+    """The trace event (``POST /v1/events``'s JSON object) of one span (``context``: the metadata
+    of its resource and scope, from ``spans``); ValidationError naming the event field when an id
+    is malformed. Timestamps are cut to milliseconds."""
     attrs = {kv.key: _value(kv.value) for kv in span.attributes}
+    status, events = span.status, span.events  # each protobuf field read once: reads cost ~0.2 µs
     event: dict[str, Any] = {
         "event_id": _hex_id("event_id", span.span_id, 8, "span_id"),
         "trace_id": _hex_id("trace_id", span.trace_id, 16, "trace_id"),
@@ -197,26 +210,23 @@ def span_event(resource: dict[str, str], scope: Any, span: Span) -> dict[str, An
         "name": span.name or None,
         "occurred_at": span.start_time_unix_nano // 1_000_000,
         "end_time": span.end_time_unix_nano // 1_000_000 if span.end_time_unix_nano else None,
-        "status": _STATUS.get(span.status.code, "STATUS_CODE_UNSET"),
+        "status": _STATUS.get(status.code, "STATUS_CODE_UNSET"),
     }
     event["type"], event["class"] = _type_and_class(attrs)
-    for field, keys in _FIRST_OF:
-        value = _first(attrs, keys)
-        if value is not None:
-            if field in _INTEGER_FIELDS and isinstance(value, float) and value.is_integer():
-                value = int(value)
-            event[field] = value
+    fields = _first_values(attrs)
+    provider = fields.pop("provider", None)
+    event.update(fields)
     if "total_tokens" not in event and isinstance(event.get("input_tokens"), int) \
             and isinstance(event.get("output_tokens"), int):
         event["total_tokens"] = event["input_tokens"] + event["output_tokens"]
-    provider = _first(attrs, _PROVIDER)
-    config = _model_config(attrs)
+    scanned = [key for key in attrs if key.startswith(_SCANNED_PREFIXES)]
+    config = _model_config(attrs, provider, scanned)
     if config:
         event["model_config"] = config
-    messages = _messages(attrs, span, "input")
+    messages = _messages(attrs, events, "input", scanned)
     if messages is not None:
         event["messages"] = messages
-    output = _messages(attrs, span, "output")
+    output = _messages(attrs, events, "output", scanned)
     if output is None:
         output = _json_or_text(attrs.pop("gen_ai.tool.call.result", None))
     value_out = _io_value(attrs, "output")
@@ -229,7 +239,7 @@ def span_event(resource: dict[str, str], scope: Any, span: Span) -> dict[str, An
         event["tags"] = tags
     elif tags is not None:
         attrs["tag.tags"] = tags
-    event["metadata"] = _metadata(resource, scope, span, attrs, provider)
+    event["metadata"] = _metadata(context, span, status, events, attrs)
     return {k: v for k, v in event.items() if v is not None}
 
 
@@ -245,35 +255,44 @@ def _type_and_class(attrs: dict[str, Any]) -> tuple[str, str | None]:
     return "SPAN", None
 
 
-def _first(attrs: dict[str, Any], keys: tuple[str, ...]) -> Any:
-    """The first of ``keys`` present (every one of them removed from ``attrs``)."""
-    found = None
-    for key in keys:
-        value = attrs.pop(key, None)
-        if found is None and value is not None:
-            found = value
-    return found
+def _first_values(attrs: dict[str, Any]) -> dict[str, Any]:
+    """``_FIRST_OF``'s fields: each from the first of its attributes present (all of them removed)."""
+    found: dict[str, tuple[int, Any]] = {}
+    for key in attrs.keys() & _FIELD_OF.keys():
+        field, rank = _FIELD_OF[key]
+        value = attrs.pop(key)
+        if value is not None and (field not in found or rank < found[field][0]):
+            found[field] = (rank, value)
+    values = {field: value for field, (_, value) in found.items()}
+    for field in _INTEGER_FIELDS & values.keys():  # a count sent as a whole double
+        if isinstance(values[field], float) and values[field].is_integer():
+            values[field] = int(values[field])
+    return values
 
 
-def _model_config(attrs: dict[str, Any]) -> dict[str, Any] | None:
-    """The request parameters: ``gen_ai.request.*`` (but the model) by their short names, over
-    OpenInference's ``llm.invocation_parameters`` (a JSON object as text)."""
-    config: dict[str, Any] = {}
+def _model_config(attrs: dict[str, Any], provider: Any, scanned: list[str]) -> dict[str, Any] | None:
+    """The provider (seed 002's ``modelConfig.provider``), then the request parameters:
+    ``gen_ai.request.*`` (but the model) by their short names, over OpenInference's
+    ``llm.invocation_parameters`` (a JSON object as text)."""
+    config: dict[str, Any] = {} if provider is None else {"provider": provider}
     invocation = _json_or_text(attrs.pop("llm.invocation_parameters", None))
     if isinstance(invocation, dict):
         config.update(invocation)
     elif invocation is not None:
         attrs["llm.invocation_parameters"] = invocation
-    for key in [k for k in attrs if k.startswith(_REQUEST_PREFIX)]:
-        config[key[len(_REQUEST_PREFIX):]] = attrs.pop(key)
+    for key in scanned:
+        if key.startswith(_REQUEST_PREFIX):
+            config[key[len(_REQUEST_PREFIX):]] = attrs.pop(key)
     return config or None
 
 
-def _messages(attrs: dict[str, Any], span: Span, direction: str) -> Any:
+def _messages(attrs: dict[str, Any], events: Any, direction: str, scanned: list[str]) -> Any:
     """The input (prompt) or output (completion) messages, from the first convention present:
     ``gen_ai.{input,output}.messages``, the flattened lists, or the older span events."""
     structured = attrs.pop(f"gen_ai.{direction}.messages", None)
-    flat = [_flat_messages(attrs, prefix, inner)
+    if structured is None and not scanned and not events:
+        return None
+    flat = [_flat_messages(attrs, scanned, prefix, inner)
             for prefix, inner in (_FLAT_INPUT if direction == "input" else _FLAT_OUTPUT)]
     if structured is not None:
         value = _json_or_text(structured)
@@ -281,7 +300,7 @@ def _messages(attrs: dict[str, Any], span: Span, direction: str) -> Any:
     for found in flat:
         if found:
             return found
-    return _event_messages(span, direction)
+    return _event_messages(events, direction)
 
 
 _CHAT_PARTS = frozenset({"text", "tool_call", "tool_call_response"})
@@ -315,10 +334,12 @@ def _chat_message(message: Any) -> Any:
     return chat
 
 
-def _flat_messages(attrs: dict[str, Any], prefix: str, inner: str) -> list[dict[str, Any]]:
-    """``{prefix}{i}.{inner}{key}`` attributes as a list of messages ordered by ``i``."""
+def _flat_messages(attrs: dict[str, Any], scanned: list[str], prefix: str, inner: str) -> list[dict[str, Any]]:
+    """``{prefix}{i}.{inner}{key}`` attributes (among ``scanned``) as a list of messages ordered by ``i``."""
     by_index: dict[int, dict[str, Any]] = {}
-    for key in [k for k in attrs if k.startswith(prefix)]:
+    for key in scanned:
+        if not key.startswith(prefix):
+            continue
         index, _, rest = key[len(prefix):].partition(".")
         if not index.isdigit() or not rest.startswith(inner) or len(rest) == len(inner):
             continue
@@ -326,13 +347,13 @@ def _flat_messages(attrs: dict[str, Any], prefix: str, inner: str) -> list[dict[
     return [by_index[i] for i in sorted(by_index)]
 
 
-def _event_messages(span: Span, direction: str) -> Any:
+def _event_messages(events: Any, direction: str) -> Any:
     """The older GenAI content recorded as span events: ``gen_ai.content.prompt``/``completion``
     (the whole list as JSON text), or one ``gen_ai.<role>.message``/``gen_ai.choice`` per message."""
     whole, attribute = ("gen_ai.content.prompt", "gen_ai.prompt") if direction == "input" else \
         ("gen_ai.content.completion", "gen_ai.completion")
     found: list[Any] = []
-    for ev in span.events:
+    for ev in events:
         attrs = {kv.key: _value(kv.value) for kv in ev.attributes}
         if ev.name == whole and attribute in attrs:
             return _json_or_text(attrs[attribute])
@@ -362,39 +383,36 @@ def _io_value(attrs: dict[str, Any], direction: str) -> Any:
 _SPECIAL_EVENTS = frozenset({"gen_ai.content.prompt", "gen_ai.content.completion", "gen_ai.choice", *_MESSAGE_EVENTS})
 
 
-def _metadata(resource: dict[str, str], scope: Any, span: Span, attrs: dict[str, Any],
-              provider: Any) -> dict[str, str]:
-    """The resource's attributes, the scope, what OTLP says beyond the event fields, the provider,
-    then every span attribute no field took, as text."""
-    metadata = dict(resource)
-    if scope.name:
-        metadata["otel.scope.name"] = scope.name
-    if scope.version:
-        metadata["otel.scope.version"] = scope.version
-    if span.kind in _KIND:
-        metadata["otel.span.kind"] = _KIND[span.kind]
-    if span.status.message:
-        metadata["otel.status.message"] = span.status.message
+def _metadata(context: dict[str, str], span: Span, status: Status, events: Any,
+              attrs: dict[str, Any]) -> dict[str, str]:
+    """The resource's and scope's (``context``), what OTLP says beyond the event fields, then every
+    span attribute no field took, as text."""
+    metadata = dict(context)
+    kind = _KIND.get(span.kind)
+    if kind is not None:
+        metadata["otel.span.kind"] = kind
+    if status.message:
+        metadata["otel.status.message"] = status.message
     if span.trace_state:
         metadata["otel.trace_state"] = span.trace_state
-    if provider is not None:
-        metadata["gen_ai.provider.name"] = _text(provider)
-    events = [{"name": ev.name, "time_unix_nano": ev.time_unix_nano,
-               "attributes": {kv.key: _value(kv.value) for kv in ev.attributes}}
-              for ev in span.events if ev.name not in _SPECIAL_EVENTS]
     if events:
-        metadata["otel.events"] = _text(events)
-    links = [{"trace_id": link.trace_id.hex(), "span_id": link.span_id.hex(),
-              "attributes": {kv.key: _value(kv.value) for kv in link.attributes}} for link in span.links]
+        others = [{"name": ev.name, "time_unix_nano": ev.time_unix_nano,
+                   "attributes": {kv.key: _value(kv.value) for kv in ev.attributes}}
+                  for ev in events if ev.name not in _SPECIAL_EVENTS]
+        if others:
+            metadata["otel.events"] = _text(others)
+    links = span.links
     if links:
-        metadata["otel.links"] = _text(links)
+        metadata["otel.links"] = _text([{"trace_id": link.trace_id.hex(), "span_id": link.span_id.hex(),
+                                         "attributes": {kv.key: _value(kv.value) for kv in link.attributes}}
+                                        for link in links])
     for key, value in attrs.items():
         metadata[key] = _text(value)
     return metadata
 
 
 def _hex_id(field: str, raw: bytes, size: int, otlp_name: str) -> str:
-    if len(raw) != size or not any(raw):
+    if len(raw) != size or not raw.strip(b"\x00"):
         raise ValidationError(field, f"the span's {otlp_name} must be {size} bytes ({size * 2} hex digits), "
                                      "not all zero")
     return raw.hex()

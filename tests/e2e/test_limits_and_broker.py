@@ -12,8 +12,10 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from google.rpc import status_pb2
 
 from streams.embedded.broker import EmbeddedBroker, free_port
+from tests.api.test_otlp_ingest import request_of
 from tests.conftest import start_stack
 from tests.support.service import Api, Service, eventually, uid, wait_event_count
 
@@ -22,12 +24,13 @@ pytestmark = pytest.mark.slow
 MB = 1_000_000
 
 
-async def post_raw(service: Service, key: str, body: bytes) -> tuple[int, dict, dict]:
-    """POST /v1/events; (status, json body, headers), with the time it took checked by callers."""
+async def post_raw(service: Service, key: str, body: bytes, path: str = "/v1/events",
+                   content_type: str = "application/json") -> tuple[int, bytes, dict]:
+    """POST ``body`` to ``path``; (status, body, headers), with the time it took checked by callers."""
     async with aiohttp.ClientSession() as session:
-        async with session.post(service.url + "/v1/events", data=body,
-                                headers={"Authorization": f"Bearer {key}"}) as r:
-            return r.status, await r.json(content_type=None), dict(r.headers)
+        async with session.post(service.url + path, data=body,
+                                headers={"Authorization": f"Bearer {key}", "Content-Type": content_type}) as r:
+            return r.status, await r.read(), dict(r.headers)
 
 
 async def test_1mb_and_4mb_events_are_stored_chained_and_read_back(stack):
@@ -64,7 +67,7 @@ async def test_oversized_events_are_refused_at_the_edge_and_nothing_breaks(stack
         assert status == 413 and body["error"]["code"] == "event_too_large", body
         too_big = json.dumps([{"trace_id": trace, "input": "x" * (11 * MB)}]).encode()
         status, body, _ = await post_raw(stack, key, too_big)
-        assert status == 413 and body["error"]["code"] == "payload_too_large", body
+        assert status == 413 and json.loads(body)["error"]["code"] == "payload_too_large", body
         assert time.monotonic() - started < 20
         # other orgs' small requests go on being accepted, whatever partition they hash to
         for i in range(20):
@@ -109,8 +112,13 @@ async def test_a_dead_broker_is_a_503_within_5_s_and_readyz_says_so(tmp_path: Pa
                 started = time.monotonic()
                 status, body, headers = await post_raw(service, key, json.dumps([{"trace_id": "t"}]).encode())
                 took = time.monotonic() - started
-                assert status == 503 and body["error"]["code"] == "broker_unavailable", (status, body)
+                assert status == 503 and json.loads(body)["error"]["code"] == "broker_unavailable", (status, body)
                 assert took < 5 and int(headers["Retry-After"]) >= 1, took
+                # OTLP: the same 503, as the google.rpc.Status an exporter retries (14: UNAVAILABLE)
+                status, body, headers = await post_raw(service, key, request_of(["ab" * 16]),
+                                                       "/v1/traces", "application/x-protobuf")
+                assert status == 503 and status_pb2.Status.FromString(body).code == 14, (status, body)
+                assert int(headers["Retry-After"]) >= 1
                 status, ready = await api.get("/readyz")
                 assert status == 503 and ready["components"] == {"broker": "down", "clickhouse": "up"}, ready
             holder.close()

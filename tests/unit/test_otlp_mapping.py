@@ -31,7 +31,7 @@ def recorded(build) -> ExportTraceServiceRequest:
 
 
 def events_of(request: ExportTraceServiceRequest) -> list[dict]:
-    return [otlp.span_event(resource, scope, span) for resource, scope, span in otlp.spans(request)]
+    return [otlp.span_event(context, span) for context, span in otlp.spans(request)]
 
 
 def by_name(events: list[dict]) -> dict[str, dict]:
@@ -69,7 +69,7 @@ def test_an_sdk_trace_of_agent_chat_and_tool_maps_to_events_that_validate():
     assert (chat["type"], chat["class"], chat["model"], chat["status"]) == \
         ("GENERATION", "llm", "gpt-4o-2024-08-06", "STATUS_CODE_OK")
     assert (chat["input_tokens"], chat["output_tokens"], chat["total_tokens"]) == (12, 7, 19)
-    assert chat["model_config"] == {"temperature": 0.2, "max_tokens": 200}
+    assert chat["model_config"] == {"provider": "openai", "temperature": 0.2, "max_tokens": 200}
     assert chat["messages"] == [{"role": "user", "content": "hi"}]
     assert chat["output"] == [{"role": "assistant", "finish_reason": "tool_call", "content": None, "tool_calls": [
         {"id": "call-1", "type": "function", "function": {"name": "weather", "arguments": '{"city": "Paris"}'}}]}]
@@ -78,7 +78,7 @@ def test_an_sdk_trace_of_agent_chat_and_tool_maps_to_events_that_validate():
     # what no field took is metadata, the resource's first with service.name foremost
     assert list(chat["metadata"])[0] == "service.name" and chat["metadata"]["service.name"] == "bot"
     assert chat["metadata"]["deployment.environment"] == "prod"
-    assert chat["metadata"]["gen_ai.provider.name"] == "openai" and chat["metadata"]["http.route"] == "/chat"
+    assert chat["metadata"]["http.route"] == "/chat"
     assert chat["metadata"]["retry.count"] == "2" and chat["metadata"]["otel.scope.name"] == "agent-lib"
     assert tool["metadata"]["otel.status.message"] == "upstream timeout"
     assert tool["metadata"]["gen_ai.tool.name"] == "weather"
@@ -172,11 +172,10 @@ def test_openinference_attributes_map_as_a_second_convention():
     llm, retriever = events["llm"], events["retrieve"]
     assert (llm["type"], llm["class"], llm["model"]) == ("GENERATION", "llm", "claude-sonnet")
     assert (llm["input_tokens"], llm["output_tokens"], llm["total_tokens"]) == (5, 9, 14)
-    assert llm["model_config"] == {"temperature": 0}
+    assert llm["model_config"] == {"provider": "anthropic", "temperature": 0}
     assert llm["messages"] == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
     assert llm["output"] == [{"role": "assistant", "content": "hello"}] and llm["input"] == {"q": "hi"}
     assert (llm["session_id"], llm["user_id"], llm["tags"]) == ("s-9", "u-9", ["beta", "eu"])
-    assert llm["metadata"]["gen_ai.provider.name"] == "anthropic"
     assert (retriever["type"], retriever["class"]) == ("SPAN", "retriever")
 
 
@@ -203,7 +202,7 @@ def test_openllmetry_flattened_prompts_and_the_older_span_events():
         ("gpt-4o-mini", 3, 4, 7)
     assert flat["messages"] == [{"role": "user", "content": "2+2?"}]
     assert flat["output"] == [{"role": "assistant", "content": "4", "finish_reason": "stop"}]
-    assert flat["metadata"]["gen_ai.provider.name"] == "openai"
+    assert flat["model_config"] == {"provider": "openai"}
     older = events["older"]
     assert older["messages"] == [{"role": "user", "content": "a"}]
     assert older["output"] == [{"role": "assistant", "content": "b"}] and "otel.events" not in older["metadata"]
