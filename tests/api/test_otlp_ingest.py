@@ -165,3 +165,45 @@ async def test_a_body_that_does_not_decompress_is_400_on_the_json_routes_too(api
     async with client.post("/v1/events", data=b"not gzip", headers={
             "Authorization": f"Bearer {key}", "Content-Encoding": "gzip", "Content-Type": JSON}) as r:
         assert r.status == 400 and (await r.json())["error"]["code"] == "invalid_body"
+
+
+def nested_value(depth: int) -> ExportTraceServiceRequest:
+    """A request whose one span holds an attribute nested ``depth`` kvlists deep."""
+    request = ExportTraceServiceRequest()
+    span = request.resource_spans.add().scope_spans.add().spans.add(
+        trace_id=bytes.fromhex(trace_id()), span_id=b"\x01" * 8, start_time_unix_nano=1_764_000_000_000_000_000)
+    value = span.attributes.add(key="deep").value
+    for _ in range(depth):
+        value = value.kvlist_value.values.add(key="k").value
+    value.string_value = "bottom"
+    return request
+
+
+async def test_hostile_protobuf_is_refused_or_kept_as_text_never_a_500(api, client, pipeline):
+    key = await api.org_key(uid("org"))
+    # deeper than protobuf's own decoder goes: the request does not decode
+    status, _, reply, _ = await post(client, key, nested_value(200).SerializeToString())
+    assert status == 400 and status_pb2.Status.FromString(reply).code == 3
+    # as deep as it goes: the span is stored, the attribute as JSON text in metadata
+    request = nested_value(20)
+    tid = request.resource_spans[0].scope_spans[0].spans[0].trace_id.hex()
+    status, _, reply, _ = await post(client, key, request.SerializeToString())
+    assert status == 200, status_pb2.Status.FromString(reply)
+    # a string that is not UTF-8 (protobuf strings must be): the request does not decode
+    valid = nested_value(0)
+    valid.resource_spans[0].scope_spans[0].spans[0].name = "NAME"
+    raw = valid.SerializeToString().replace(b"NAME", b"\xff\xfe\xfd\xfc")
+    status, _, reply, _ = await post(client, key, raw)
+    assert status == 400 and status_pb2.Status.FromString(reply).code == 3
+    # ten thousand attributes on one span
+    many = nested_value(0)
+    span = many.resource_spans[0].scope_spans[0].spans[0]
+    span.span_id = b"\x02" * 8
+    for i in range(10_000):
+        span.attributes.add(key=f"a{i}").value.int_value = i
+    status, _, _, _ = await post(client, key, many.SerializeToString())
+    assert status == 200
+    await pipeline.flush()
+    status, trace = await api.get(f"/v1/traces/{tid}", key)
+    assert status == 200 and {e["event_id"] for e in trace["events"]} == {"01" * 8}
+    assert json.loads(trace["events"][0]["metadata"]["deep"]).keys() == {"k"}
