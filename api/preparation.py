@@ -9,6 +9,7 @@ event loop only moves bytes: the body goes in, encoded records come back.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import multiprocessing
@@ -45,6 +46,11 @@ class Prepared:
     reports: list[dict[str, Any]] = field(default_factory=list)  # for invalid-events
     #: (status, code, message, details) when the request as a whole is refused
     error: tuple[int, str, str, dict[str, Any] | None] | None = None
+
+    def rejections(self, most: int = 10) -> str:
+        """The first ``most`` rejections in one line: ``span 3: trace_id: <reason>; ...; and 4 more``."""
+        named = "; ".join(f"span {r['index']}: {r['field']}: {r['reason']}" for r in self.rejected[:most])
+        return named + (f"; and {len(self.rejected) - most} more" if len(self.rejected) > most else "")
 
 
 def prepare(kind: str, raw: bytes, org_id: str, source: str, max_events: int, max_event_bytes: int) -> Prepared:
@@ -100,7 +106,11 @@ def prepare_otlp(raw: bytes, media: str, org_id: str, source: str, max_events: i
             items.append(_Invalid(exc, json_format.MessageToDict(span)))
     if not items:
         return Prepared()
-    return _prepare_items("trace", items, org_id, source, now, max_event_bytes)
+    prepared = _prepare_items("trace", items, org_id, source, now, max_event_bytes)
+    if prepared.error is not None:  # OTLP errors carry a message only: it names the spans
+        status, code, message, _ = prepared.error
+        return dataclasses.replace(prepared, error=(status, code, f"{message}: {prepared.rejections()}", None))
+    return prepared
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from api.context import PREPARATION, PRODUCER, SETTINGS, caller_org
 from api.errors import ApiError
+from api.preparation import Prepared
 from schemas.topics import AUDIT_EVENTS, TRACE_EVENTS
 
 TOPICS = {"trace": TRACE_EVENTS, "audit": AUDIT_EVENTS}
@@ -17,16 +18,26 @@ async def ingest(request: web.Request, scope: str, kind: str) -> web.Response:
     ``send_timeout_seconds`` is a 503 with Retry-After (``api.errors``)."""
     org_id = await caller_org(request, scope)
     raw = await request.read()
-    app = request.app
-    settings = app[SETTINGS]
-    prepared = await app[PREPARATION].prepare(kind, raw, org_id, f"http:{request.method} {request.path}",
-                                              settings.max_batch_events, settings.max_event_bytes)
+    settings = request.app[SETTINGS]
+    prepared = await request.app[PREPARATION].prepare(kind, raw, org_id, source(request), settings.max_batch_events,
+                                                      settings.max_event_bytes)
+    await publish(request.app, prepared, TOPICS[kind])
+    return web.json_response({"accepted": prepared.accepted, "rejected": prepared.rejected}, status=202)
+
+
+def source(request: web.Request) -> str:
+    """Where a rejection report says the events came from."""
+    return f"http:{request.method} {request.path}"
+
+
+async def publish(app: web.Application, prepared: Prepared, topic: str) -> None:
+    """Report ``prepared``'s rejections on invalid-events, refuse the request when it is refused as a whole
+    (ApiError), and publish its records to ``topic``, acknowledged."""
     if prepared.reports:
         await app[PRODUCER].send_invalid(prepared.reports)
     if prepared.error is not None:
         raise ApiError(*prepared.error)
-    await app[PRODUCER].send_records(TOPICS[kind], prepared.records)
-    return web.json_response({"accepted": prepared.accepted, "rejected": prepared.rejected}, status=202)
+    await app[PRODUCER].send_records(topic, prepared.records)
 
 
 async def post_events(request: web.Request) -> web.Response:

@@ -16,8 +16,9 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
-from api.context import PREPARATION, PRODUCER, SETTINGS, caller_org
+from api.context import PREPARATION, SETTINGS, caller_org
 from api.errors import ApiError
+from api.routes.ingest import publish, source
 from schemas import otlp
 from schemas.producer import BrokerUnavailable
 from schemas.topics import TRACE_EVENTS
@@ -25,8 +26,6 @@ from schemas.topics import TRACE_EVENTS
 #: HTTP status → the gRPC status code its ``google.rpc.Status`` carries (OTLP/HTTP maps them so).
 _GRPC_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 413: 8, 415: 3, 429: 8, 503: 14}
 _GRPC_INTERNAL = 13
-#: How many rejected spans ``partial_success.error_message`` names (it counts them all).
-MAX_NAMED_REJECTIONS = 10
 
 
 async def post_traces(request: web.Request) -> web.Response:
@@ -55,25 +54,12 @@ async def _export(request: web.Request, media: str | None) -> web.Response:
                        f"Content-Type must be {otlp.PROTOBUF} or {otlp.JSON}, not "
                        f"{request.headers.get('Content-Type') or 'missing'}")
     raw = await request.read()
-    app = request.app
-    settings = app[SETTINGS]
-    prepared = await app[PREPARATION].prepare_otlp(raw, media, org_id, f"http:{request.method} {request.path}",
-                                                   settings.max_batch_events, settings.max_event_bytes)
-    if prepared.reports:
-        await app[PRODUCER].send_invalid(prepared.reports)
-    if prepared.error is not None:
-        status, _code, message, _details = prepared.error
-        raise ApiError(status, _code, _rejections(message, prepared.rejected))
-    await app[PRODUCER].send_records(TRACE_EVENTS, prepared.records)
-    message = _rejections("", prepared.rejected) if prepared.rejected else ""
-    return web.Response(body=otlp.encode_response(media, len(prepared.rejected), message), content_type=media)
-
-
-def _rejections(lead: str, rejected: list[dict]) -> str:
-    """``lead``, then the first rejected spans: ``span 3: trace_id: <reason>``."""
-    named = "; ".join(f"span {r['index']}: {r['field']}: {r['reason']}" for r in rejected[:MAX_NAMED_REJECTIONS])
-    more = f"; and {len(rejected) - MAX_NAMED_REJECTIONS} more" if len(rejected) > MAX_NAMED_REJECTIONS else ""
-    return "; ".join(part for part in (lead, named + more) if part)
+    settings = request.app[SETTINGS]
+    prepared = await request.app[PREPARATION].prepare_otlp(raw, media, org_id, source(request),
+                                                           settings.max_batch_events, settings.max_event_bytes)
+    await publish(request.app, prepared, TRACE_EVENTS)
+    body = otlp.encode_response(media, len(prepared.rejected), prepared.rejections())
+    return web.Response(body=body, content_type=media)
 
 
 def _status(media: str, status: int, message: str) -> web.Response:
