@@ -158,6 +158,21 @@ ARRAY JOIN [('agent_id', concat('agent-', toString(t % 200))), ('final_outcome',
 WHERE key.2 IS NOT NULL AND {_within(window)}"""
 
 
+def _trace_names_sql(db: str, first: int, count: int, end_ms: int, window: tuple[int, int] | None = None) -> list[str]:
+    """The names index's rows for the same traces (migration 0020): each trace's prompt name, name and
+    model once, and the count of each name."""
+    names = f"""
+WITH number AS t, {_start_ms(end_ms)} AS start_ms,
+     if(t % 50 = 7, 'o1-preview', ['gpt-4o', 'claude-sonnet', 'gpt-4o-mini', 'llama-3.1'][t % 4 + 1]) AS model
+SELECT '{ORG}' AS org_id, value, fromUnixTimestamp64Milli(toInt64(start_ms), 'UTC') AS started_at,
+    concat('t', toString(t)) AS trace_id
+FROM numbers({first}, {count})
+ARRAY JOIN [concat('prompt-', leftPad(toString(t % 1000), 4, '0')), 'step-1', model] AS value
+WHERE {_within(window)}"""
+    return [f"INSERT INTO {db}.trace_names {names}",
+            f"INSERT INTO {db}.trace_name_values SELECT org_id, value, count() FROM ({names}) GROUP BY org_id, value"]
+
+
 def _rollups_sql(db: str, first: int, count: int) -> str:
     """The hourly rollups of the events of traces [first, first + count), as the sink's view
     adds them (migration 0012): one partial row per hour, type, outcome and partition."""
@@ -196,7 +211,7 @@ ARRIVAL_SLICES = 10
 
 
 async def generate(ch: ClickHouse, first: int, count: int, end_ms: int, layout: str) -> float:
-    """Store traces [first, first + count), their events, key index rows and rollups in
+    """Store traces [first, first + count), their events, key and name index rows and rollups in
     ``layout``; returns the seconds it took."""
     t0 = time.monotonic()
     if layout == "arrival":
@@ -206,6 +221,8 @@ async def generate(ch: ClickHouse, first: int, count: int, end_ms: int, layout: 
             await ch.command(_traces_sql(ch.database, first, count, end_ms, partial=False, window=window))
             await ch.command(_traces_sql(ch.database, first, count, end_ms, partial=True, window=window))
             await ch.command(_trace_keys_sql(ch.database, first, count, end_ms, window))
+            for sql in _trace_names_sql(ch.database, first, count, end_ms, window):
+                await ch.command(sql)
         await ch.command(_rollups_sql(ch.database, first, count))
         return time.monotonic() - t0
     if layout != "spread":
@@ -217,6 +234,8 @@ async def generate(ch: ClickHouse, first: int, count: int, end_ms: int, layout: 
         await ch.command(_traces_sql(ch.database, s, n, end_ms, partial=False))
         await ch.command(_traces_sql(ch.database, s, n, end_ms, partial=True))
         await ch.command(_trace_keys_sql(ch.database, s, n, end_ms))
+        for sql in _trace_names_sql(ch.database, s, n, end_ms):
+            await ch.command(sql)
         await ch.command(_rollups_sql(ch.database, s, n))
     return time.monotonic() - t0
 

@@ -8,13 +8,15 @@ page first picks candidate keys with a condition that holds for at least one par
 of every matching trace, then merges those traces in ClickHouse and applies the exact
 condition to the merged values. A filter with a key index (the trace's agent or final outcome:
 ``sinks/migrations/0018_trace_keys.sql``) takes its candidates from the index, which holds the
-key of each trace meeting it once, and counts them there.
+key of each trace meeting it once, and counts them there. A search of the first names
+(``sinks/migrations/0020_trace_names.sql``) finds the names holding its text first, and takes its
+candidates from the keys of those names when they are few.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import groupby
 from typing import Any
 
@@ -108,19 +110,29 @@ def merge_partials(rows: Sequence[Mapping[str, Any]]) -> Trace:
 
 #: The table of trace keys by (field, value), one row per trace and field (``0018_trace_keys.sql``).
 KEYS_TABLE = "trace_keys"
+#: Trace keys by the records' first prompt_name, name and model, and those names with their row
+#: counts (``0020_trace_names.sql``).
+NAMES_TABLE = "trace_names"
+NAME_VALUES_TABLE = "trace_name_values"
+NAMED_FIRST_VALUES = frozenset({"prompt_name", "name", "model"})
+#: A search whose names hold more rows of ``NAMES_TABLE`` than this scans the traces instead: its
+#: matches are dense there, so a page is found after a few thousand traces.
+MAX_NAME_ROWS = 20_000
 
 
 @dataclass(frozen=True)
 class KeyIndex:
-    """The rows of ``KEYS_TABLE`` whose ``field`` holds the value of query parameter ``param``: the
-    keys of exactly the traces meeting a filter, each once."""
+    """The rows of ``table`` meeting ``where``: the keys of the traces meeting a filter, each once
+    (``exact``), or of candidates for it, maybe more than once."""
 
-    field: str
-    param: str
+    table: str
+    where: str
+    exact: bool = True
 
-    @property
-    def where(self) -> str:
-        return f"field = '{self.field}' AND value = {{{self.param}:String}}"
+    @classmethod
+    def of_field(cls, field_name: str, param: str) -> KeyIndex:
+        """The ``KEYS_TABLE`` rows whose ``field_name`` holds the value of query parameter ``param``."""
+        return cls(KEYS_TABLE, f"field = '{field_name}' AND value = {{{param}:String}}")
 
 
 @dataclass(frozen=True)
@@ -136,6 +148,9 @@ class TraceFilter:
     params: dict[str, Any] = field(default_factory=dict)
     tally: str | None = None
     index: KeyIndex | None = None
+    #: The parameter holding a searched text, when the filter is a search of names ``NAMES_TABLE``
+    #: covers: the repository finds the names holding it and sets ``index``
+    name_search: str | None = None
 
 
 #: Counts every trace once: the partial row with the trace's first event has has_first = 1.
@@ -150,7 +165,7 @@ def first_value_is(name: str, value: str) -> TraceFilter:
     """The trace's first ``name`` (one of FIRST_VALUES) equals ``value``."""
     p = f"f_{name}"
     return TraceFilter(f"{name}.2 = {{{p}:String}}", f"max({name}).2 = {{{p}:String}}", {p: value},
-                       index=KeyIndex(name, p) if name in INDEXED_FIRST_VALUES else None)
+                       index=KeyIndex.of_field(name, p) if name in INDEXED_FIRST_VALUES else None)
 
 
 def outcome_is(outcome: str) -> TraceFilter:
@@ -160,7 +175,7 @@ def outcome_is(outcome: str) -> TraceFilter:
         return TraceFilter(f"{EVERY_TRACE} = 1 AND final_outcome IS NULL", "max(final_outcome) IS NULL",
                            tally=f"toInt64({EVERY_TRACE}) - (final_outcome IS NOT NULL)")
     return TraceFilter("final_outcome = {outcome:String}", "max(final_outcome) = {outcome:String}",
-                       {"outcome": outcome}, index=KeyIndex("final_outcome", "outcome"))
+                       {"outcome": outcome}, index=KeyIndex.of_field("final_outcome", "outcome"))
 
 
 def contains_any(text: str, names: Iterable[str]) -> TraceFilter:
@@ -168,7 +183,8 @@ def contains_any(text: str, names: Iterable[str]) -> TraceFilter:
     names = tuple(names)
     cand = " OR ".join(f"positionCaseInsensitiveUTF8({n}.2, {{search:String}}) > 0" for n in names)
     exact = " OR ".join(f"positionCaseInsensitiveUTF8(max({n}).2, {{search:String}}) > 0" for n in names)
-    return TraceFilter(f"({cand})", f"({exact})", {"search": text})
+    return TraceFilter(f"({cand})", f"({exact})", {"search": text},
+                       name_search="search" if set(names) <= NAMED_FIRST_VALUES else None)
 
 
 @dataclass(frozen=True)
@@ -205,7 +221,23 @@ class TraceRepository:
     def __init__(self, ch: ClickHouse) -> None:
         self.ch = ch
         self.table = f"{ch.database}.traces"
-        self.keys_table = f"{ch.database}.{KEYS_TABLE}"
+
+    async def narrowed(self, org_id: str, query: TraceQuery) -> TraceQuery:
+        """``query`` with each search of names given its index: the keys of the org's names that hold
+        the text (none: the filter matches nothing), unless those names hold more than
+        ``MAX_NAME_ROWS`` keys, when the search scans the traces as any filter does."""
+        filters = []
+        for f in query.filters:
+            if f.name_search is not None and f.index is None:
+                rows = (await self.ch.query(
+                    f"SELECT value, sum(rows) FROM {self.ch.database}.{NAME_VALUES_TABLE} "
+                    "WHERE org_id = {org:String} AND positionCaseInsensitiveUTF8(value, {text:String}) > 0 "
+                    "GROUP BY value", {"org": org_id, "text": f.params[f.name_search]})).rows
+                if sum(n for _, n in rows) <= MAX_NAME_ROWS:
+                    f = replace(f, params=f.params | {"names": [v for v, _ in rows]},
+                                index=KeyIndex(NAMES_TABLE, "value IN {names:Array(String)}", exact=False))
+            filters.append(f)
+        return replace(query, filters=tuple(filters))
 
     def _candidates(self, query: TraceQuery) -> tuple[str, str | None]:
         """Where a read picks its candidate keys: the table, and the condition there (None: every
@@ -214,7 +246,7 @@ class TraceRepository:
         first partial row, its outcome in a later one), so none may meet them all."""
         index = _first_index(query)
         if index is not None:
-            return self.keys_table, index.where
+            return f"{self.ch.database}.{index.table}", index.where
         return self.table, query.filters[0].candidate if query.filters else None
 
     def _candidate_keys(self, org_id: str, query: TraceQuery,
@@ -226,8 +258,9 @@ class TraceRepository:
 
     @staticmethod
     def _only_index(query: TraceQuery) -> KeyIndex | None:
-        """The key index that answers ``query`` alone: its one filter's, if that has one."""
-        return query.filters[0].index if len(query.filters) == 1 else None
+        """The key index that answers ``query`` alone: its one filter's, if that has an exact one."""
+        index = query.filters[0].index if len(query.filters) == 1 else None
+        return index if index is not None and index.exact else None
 
     def _where(self, org_id: str, query: TraceQuery, after: tuple[int, str] | None,
                condition: str | None = None) -> tuple[str, dict[str, Any]]:
@@ -265,6 +298,10 @@ class TraceRepository:
         """Up to ``limit`` traces, newest first, strictly after the key ``after``, with the
         ``first`` values asked for. A filtered page that gives up scanning (MAX_ROUNDS) may
         hold fewer, with a key to go on from."""
+        return await self._page(org_id, await self.narrowed(org_id, query), limit, after, first)
+
+    async def _page(self, org_id: str, query: TraceQuery, limit: int, after: tuple[int, str] | None,
+                    first: Sequence[str]) -> TracePage:
         if query.filters:
             traces, resume = await self._filtered(org_id, query, limit + 1, after, first)
         else:
@@ -329,12 +366,13 @@ class TraceRepository:
                           first: Sequence[str] = FIRST_VALUES) -> TracePage:
         """Traces ``offset`` to ``offset + limit`` (newest first): the key page after the
         ``offset``-th trace, whose key costs more the deeper it is (every trace before it is read)."""
+        query = await self.narrowed(org_id, query)
         after = None
         if offset > 0:
             after = await self._key_at(org_id, query, offset)
             if after is None:
                 return TracePage([], None)
-        return await self.page(org_id, query, limit, after, first)
+        return await self._page(org_id, query, limit, after, first)
 
     async def _key_at(self, org_id: str, query: TraceQuery, position: int) -> tuple[int, str] | None:
         """The key of the ``position``-th trace (from 1), newest first; None past the last."""
@@ -355,11 +393,12 @@ class TraceRepository:
     async def count(self, org_id: str, query: TraceQuery) -> int:
         """How many traces match (exact): the rows of a key index, or a sum of one column, when the
         filters allow (no filter, or one with an index or a tally), else by merging the candidates."""
+        query = await self.narrowed(org_id, query)
         tallies = [f.tally for f in query.filters]
         index = self._only_index(query)
         if index is not None:
             where, params = self._where(org_id, query, None, index.where)
-            rows = await self.ch.query(f"SELECT count() FROM {self.keys_table} WHERE {where}", params)
+            rows = await self.ch.query(f"SELECT count() FROM {self.ch.database}.{index.table} WHERE {where}", params)
         elif len(tallies) <= 1 and all(tallies):
             where, params = self._where(org_id, query, None)
             tally = tallies[0] if tallies else EVERY_TRACE

@@ -250,3 +250,76 @@ async def test_traces_stored_before_the_key_index_are_indexed_by_their_merged_va
         query = TraceQuery(filters=(flt,))
         assert [t.trace_id for t in (await repo.page("o", query, 10)).traces] == want
         assert await repo.count("o", query) == 2
+
+
+SEARCHED = ("prompt_name", "name", "model")
+
+
+async def brute_force_search(repo: TraceRepository, org: str, traces: list[str], text: str) -> list[str]:
+    """The traces whose merged first prompt_name, name or model holds ``text`` (case-insensitive),
+    newest first: each trace read alone."""
+    fetched = [await repo.get(org, tid) for tid in traces]
+    found = [t for t in fetched if t is not None and any(text.lower() in (t.first[f] or "").lower() for f in SEARCHED)]
+    return [t.trace_id for t in sorted(found, key=lambda t: (t.started_at, t.trace_id), reverse=True)]
+
+
+async def test_a_search_of_names_reads_the_names_holding_it_and_checks_each_trace(clickhouse, monkeypatch):
+    """The names index (migration 0020) holds each record's first names: a trace whose later record
+    has a matching first name is a candidate only, and the merged trace decides. The index and the
+    scan of the traces (names holding more than MAX_NAME_ROWS keys) give the same pages."""
+    from sinks.repositories import traces as traces_module
+
+    p = Pipeline(clickhouse)
+    await p.store([event("t1", 1, name="deploy api")], [event("t2", 2, prompt_name="Support-Bot", name="run")],
+                  [event("t3", 3, model="gpt-4o"), event("t3", 4, name="Chat with tools")],
+                  [event("t4", 5, name="alpha")], [event("t5", 6, name="Chat completion", model="GPT-4o-mini")],
+                  [event("t1", 1, org="other", name="chat elsewhere")])
+    await p.store([event("t1", 7, name="chat")], [event("t4", 8, name="chat", model="claude")],
+                  [event("t2", 9, prompt_name="ignored")])
+    db = clickhouse.database
+    names = (await clickhouse.query(f"SELECT value, trace_id FROM {db}.trace_names WHERE org_id = 'o' "
+                                    "ORDER BY value, trace_id")).rows
+    assert ("chat", "t1") in names and ("chat", "t4") in names and ("ignored", "t2") in names
+    repo = TraceRepository(clickhouse)
+    traces = ["t1", "t2", "t3", "t4", "t5"]
+    cases = {"chat": ["t5", "t3"], "GPT-4O": ["t5", "t3"], "support": ["t2"], "claude": ["t4"], "ignored": [],
+             "deploy": ["t1"], "nothing like it": [], "T": ["t5", "t3", "t2"]}
+    for limit in (traces_module.MAX_NAME_ROWS, 0):  # the names index, then the scan of the traces
+        monkeypatch.setattr(traces_module, "MAX_NAME_ROWS", limit)
+        for text, want in cases.items():
+            assert await brute_force_search(repo, "o", traces, text) == want, text
+            query = TraceQuery(filters=(contains_any(text, SEARCHED),))
+            assert [t.trace_id for t in (await repo.page("o", query, 10)).traces] == want, (text, limit)
+            assert [t.trace_id for off in range(len(want) + 1)
+                    for t in (await repo.offset_page("o", query, 1, off)).traces] == want, (text, limit)
+            assert await repo.count("o", query) == len(want)
+        narrowed = await repo.narrowed("o", TraceQuery(filters=(contains_any("chat", SEARCHED),)))
+        assert (narrowed.filters[0].index is not None) == (limit > 0)  # the plan each round means to test
+        query = TraceQuery(filters=(contains_any("elsewhere", SEARCHED),))
+        assert (await repo.page("o", query, 10)).traces == [] and await repo.count("o", query) == 0
+        assert [t.trace_id for t in (await repo.page("other", query, 10)).traces] == ["t1"]
+
+
+async def test_traces_stored_before_the_names_index_are_searched_by_their_first_names(clickhouse):
+    from sinks.migrate import migrate
+
+    db = clickhouse.database
+    p = Pipeline(clickhouse)
+    await p.store([event("t1", 1, prompt_name="triage", model="m-1")], [event("t2", 1, name="Triage again")])
+    await p.store([event("t1", 2, name="later")])
+    for view in ("trace_names_in_mv", "trace_name_values_in_mv"):
+        await clickhouse.command(f"DROP VIEW {db}.{view}")
+    for table in ("trace_names", "trace_name_values"):
+        await clickhouse.command(f"DROP TABLE {db}.{table}")
+    await clickhouse.command(f"ALTER TABLE {db}.schema_migrations DELETE WHERE version = 20 "
+                             "SETTINGS mutations_sync = 2")
+    assert "0020_trace_names.sql" in await migrate(clickhouse)
+    rows = await clickhouse.query(f"SELECT value, trace_id FROM {db}.trace_names FINAL ORDER BY value, trace_id")
+    assert rows.rows == [("Triage again", "t2"), ("later", "t1"), ("m-1", "t1"), ("triage", "t1")]
+    counted = await clickhouse.query(f"SELECT value, sum(rows) FROM {db}.trace_name_values GROUP BY value "
+                                     "ORDER BY value")
+    assert counted.rows == [("Triage again", 1), ("later", 1), ("m-1", 1), ("triage", 1)]
+    repo = TraceRepository(clickhouse)
+    await p.store([event("t3", 3, name="triage late")])  # the views feed the tables from then on
+    query = TraceQuery(filters=(contains_any("TRIAGE", SEARCHED),))
+    assert [t.trace_id for t in (await repo.page("o", query, 10)).traces] == ["t3", "t2", "t1"]
