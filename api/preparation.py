@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from google.protobuf import json_format
 
-from schemas import otlp
+from schemas import otlp, otlp_spans
 from schemas.edge import Declined, edge_encoder
 from schemas.model import ValidationError, validate_audit_event, validate_trace_event
 from schemas.producer import audit_batch_records, trace_batch_records
@@ -101,7 +101,7 @@ def prepare_otlp(raw: bytes, media: str, org_id: str, source: str, max_events: i
     items: list[Any] = []
     for context, span in otlp.spans(request):
         try:
-            items.append(otlp.span_event(context, span))
+            items.append(otlp_spans.span_event(context, span))
         except ValidationError as exc:
             items.append(_Invalid(exc, json_format.MessageToDict(span)))
     if not items:

@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import Status, StatusCode
 
 from api.preparation import prepare_otlp
-from schemas import otlp
+from schemas import otlp, otlp_spans
 from schemas.model import ValidationError, validate_trace_event
 
 
@@ -31,7 +31,7 @@ def recorded(build) -> ExportTraceServiceRequest:
 
 
 def events_of(request: ExportTraceServiceRequest) -> list[dict]:
-    return [otlp.span_event(context, span) for context, span in otlp.spans(request)]
+    return [otlp_spans.span_event(context, span) for context, span in otlp.spans(request)]
 
 
 def by_name(events: list[dict]) -> dict[str, dict]:
