@@ -234,8 +234,9 @@ class TraceRepository:
                     "WHERE org_id = {org:String} AND positionCaseInsensitiveUTF8(value, {text:String}) > 0 "
                     "GROUP BY value", {"org": org_id, "text": f.params[f.name_search]})).rows
                 if sum(n for _, n in rows) <= MAX_NAME_ROWS:
-                    f = replace(f, params=f.params | {"names": [v for v, _ in rows]},
-                                index=KeyIndex(NAMES_TABLE, "value IN {names:Array(String)}", exact=False))
+                    names = f"{f.name_search}_names"
+                    f = replace(f, params=f.params | {names: [v for v, _ in rows]},
+                                index=KeyIndex(NAMES_TABLE, f"value IN {{{names}:Array(String)}}", exact=False))
             filters.append(f)
         return replace(query, filters=tuple(filters))
 
@@ -337,7 +338,7 @@ class TraceRepository:
                         first: Sequence[str]) -> tuple[list[Trace], tuple[int, str] | None]:
         """Up to ``want`` matching traces, and where to resume when the scan stopped early."""
         found: list[Trace] = []
-        fetch = want if _first_index(query) else 4 * want  # an index's candidates all match
+        fetch = want if _first_index(query) else 4 * want  # an index's candidates all (or nearly all) match
         for _ in range(self.MAX_ROUNDS):
             candidates, params = self._candidate_keys(org_id, query, after)
             keys = (await self.ch.query(f"{candidates} {_NEWEST_FIRST} LIMIT {{lim:UInt32}}",
