@@ -14,13 +14,11 @@ exporters; 503 (the broker did not acknowledge) carries ``Retry-After`` and is.
 from __future__ import annotations
 
 from aiohttp import web
-from aiohttp.web_protocol import RequestPayloadError
 
 from api.context import PREPARATION, SETTINGS, caller_org
-from api.errors import ApiError
+from api.errors import CLIENT_FAILURES, ApiError, client_error
 from api.routes.ingest import publish, source
 from schemas import otlp
-from schemas.producer import BrokerUnavailable
 from schemas.topics import TRACE_EVENTS
 
 #: HTTP status → the gRPC status code its ``google.rpc.Status`` carries (OTLP/HTTP maps them so).
@@ -34,17 +32,11 @@ async def post_traces(request: web.Request) -> web.Response:
     answer_in = media or otlp.JSON  # an unsupported type: the error in JSON, which a person can read
     try:
         return await _export(request, media)
-    except ApiError as exc:
-        return _status(answer_in, exc.status, exc.message)
-    except BrokerUnavailable as exc:
-        response = _status(answer_in, 503, "the event broker did not acknowledge the spans in time; retry later")
-        response.headers["Retry-After"] = str(exc.retry_after)
+    except CLIENT_FAILURES as exc:  # what every route answers, as a Status instead of the JSON error
+        error = client_error(request, exc, request.app[SETTINGS].max_body_bytes)
+        response = _status(answer_in, error.status, error.message)
+        response.headers.update(error.headers)
         return response
-    except web.HTTPRequestEntityTooLarge:
-        limit = request.app[SETTINGS].max_body_bytes
-        return _status(answer_in, 413, f"request body exceeds {limit} bytes (decompressed); send smaller batches")
-    except RequestPayloadError as exc:  # a gzip or deflate body that does not decompress
-        return _status(answer_in, 400, f"the body does not decode as its Content-Encoding says: {exc}")
 
 
 async def _export(request: web.Request, media: str | None) -> web.Response:
