@@ -27,7 +27,7 @@ import psutil
 
 from bench import on_kafka, webhooks
 from bench.chain_workers import chain_processes
-from bench.ingest_rates import BENCH_ENV, direct_rate, event, http_rate, latency, otlp_rate, raw_produce_rate
+from bench.ingest_rates import BENCH_ENV, direct_rate, event, http_rate, latency, raw_produce_rate
 from bench.stats import idle_cpu, pct, wait_stored
 from schemas.timefmt import now_ms
 from streams.embedded.broker import EmbeddedBroker, free_port
@@ -102,7 +102,8 @@ async def main() -> None:
             json_rates, otlp_rates = [], []
             for r in range(ROUNDS):
                 json_rates.append(await http_rate(api, await api.org_key(f"bench-json-{r}"), N_OTLP, 20, f"j{r}-"))
-                otlp_rates.append(await otlp_rate(api, await api.org_key(f"bench-otlp-{r}"), N_OTLP, 20, f"o{r}-"))
+                otlp_rates.append(await http_rate(api, await api.org_key(f"bench-otlp-{r}"), N_OTLP, 20, f"o{r}-",
+                                                  otlp=True))
                 done += 2 * N_OTLP
             otlp_ratios = [o / j for o, j in zip(otlp_rates, json_rates, strict=True)]
             report(f"OTLP/HTTP protobuf spans, 20/trace     {statistics.median(otlp_rates):10,.0f} spans/s   "

@@ -66,14 +66,19 @@ async def drop_records(bootstrap: str, topic: str) -> None:
         await admin.close()
 
 
-async def http_rate(api: Api, key: str, n: int, per_trace: int, prefix: str, concurrency: int = 8) -> float:
+async def http_rate(api: Api, key: str, n: int, per_trace: int, prefix: str, concurrency: int = 8, *,
+                    otlp: bool = False) -> float:
+    """Events/s until queryable for ``n`` events posted ``max(200, per_trace)`` a request to /v1/events as
+    JSON, or (``otlp``) as OTLP protobuf spans to /v1/traces."""
     base = now_ms() - 3_600_000
     per_request = max(200, per_trace)
-    # bodies are serialized before the clock starts: the client's JSON work is not tracehouse's
-    bodies = [json.dumps([event(i, per_trace, prefix, base) for i in range(s, min(s + per_request, n))]).encode()
+    encode = otlp_request if otlp else (lambda events: json.dumps(events).encode())
+    # bodies are serialized before the clock starts: the client's encoding work is not tracehouse's
+    bodies = [encode([event(i, per_trace, prefix, base) for i in range(s, min(s + per_request, n))])
               for s in range(0, n, per_request)]
+    post = {"path": "/v1/traces", "content_type": "application/x-protobuf", "expect": 200} if otlp else {}
     t0 = time.monotonic()
-    await post_all(api, key, bodies, concurrency)
+    await post_all(api, key, bodies, concurrency, **post)
     return n / (await wait_stored(api, key, n) - t0)
 
 
@@ -99,17 +104,6 @@ def otlp_request(events: list[dict]) -> bytes:
         for k, v in e["metadata"].items():
             attrs.add(key=k).value.string_value = v
     return request.SerializeToString()
-
-
-async def otlp_rate(api: Api, key: str, n: int, per_trace: int, prefix: str, concurrency: int = 8) -> float:
-    """``http_rate``'s events as OTLP spans posted to /v1/traces (protobuf): spans/s until queryable."""
-    base = now_ms() - 3_600_000
-    per_request = max(200, per_trace)
-    bodies = [otlp_request([event(i, per_trace, prefix, base) for i in range(s, min(s + per_request, n))])
-              for s in range(0, n, per_request)]
-    t0 = time.monotonic()
-    await post_all(api, key, bodies, concurrency, path="/v1/traces", content_type="application/x-protobuf", expect=200)
-    return n / (await wait_stored(api, key, n) - t0)
 
 
 async def direct_rate(api: Api, bootstrap: str, org_id: str, key: str, n: int, prefix: str) -> float:

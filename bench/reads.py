@@ -60,6 +60,11 @@ USERS = int(os.environ.get("BENCH_READ_USERS", "4"))
 MODEL_CONFIG = '{"temperature":0.2}'
 
 
+#: SQL of trace ``t``'s model and prompt name, the same in its events, its summary and the names index.
+_MODEL = "if(t % 50 = 7, 'o1-preview', ['gpt-4o', 'claude-sonnet', 'gpt-4o-mini', 'llama-3.1'][t % 4 + 1])"
+_PROMPT = "concat('prompt-', leftPad(toString(t % 1000), 4, '0'))"
+
+
 def _start_ms(end_ms: int) -> str:
     """SQL of trace ``t``'s start: a hashed time in the span ending at ``end_ms``."""
     return f"{end_ms - SPAN_MS} + cityHash64(t) % {SPAN_MS}"
@@ -85,11 +90,11 @@ SELECT '{ORG}', fromUnixTimestamp64Milli(toInt64(start_ms + (s - 1) * 250), 'UTC
     concat('e', toString(t), '-', toString(s)), concat('t', toString(t)),
     ['llm', 'tool', 'policy'][s % 3 + 1], ['EVENT', 'GENERATION', 'SPAN'][s % 3 + 1], concat('step-', toString(s)),
     if(s = {e} AND t % 100 = 3, 'STATUS_CODE_ERROR', 'STATUS_CODE_OK'),
-    if(gen, if(t % 50 = 7, 'o1-preview', ['gpt-4o', 'claude-sonnet', 'gpt-4o-mini', 'llama-3.1'][t % 4 + 1]), NULL),
+    if(gen, {_MODEL}, NULL),
     if(gen, '{MODEL_CONFIG}', NULL),
     concat('user-', toString(t % 20000)), concat('session-', toString(intDiv(t, 3))),
     concat('agent-', toString(t % 200)), concat('Agent ', toString(t % 200)), 'agent', 'runner',
-    concat('prompt-', leftPad(toString(t % 1000), 4, '0')), 'a step of the bench workload',
+    {_PROMPT}, 'a step of the bench workload',
     concat('"', repeat('x', 120), '"'), if(gen, '"the answer"', NULL),
     if(gen, '[{{"role":"user","content":"hello"}},{{"role":"assistant","content":"hi"}}]', NULL),
     if(gen, 100, NULL), if(gen, 40, NULL), if(gen, 140, NULL), if(gen, 0.0021, NULL), if(gen, 'USD', NULL),
@@ -123,7 +128,7 @@ def _traces_sql(db: str, first: int, count: int, end_ms: int, partial: bool,
 INSERT INTO {db}.traces
 WITH number AS t, {_start_ms(end_ms)} AS start_ms, start_ms + {(e - 1) * 250} AS last_ms,
      {_OUTCOME} AS outcome,
-     if(t % 50 = 7, 'o1-preview', ['gpt-4o', 'claude-sonnet', 'gpt-4o-mini', 'llama-3.1'][t % 4 + 1]) AS model
+     {_MODEL} AS model
 SELECT '{ORG}', fromUnixTimestamp64Milli(toInt64(start_ms), 'UTC'), concat('t', toString(t)),
     {e - x}, {x} OR t % 10 != 5, fromUnixTimestamp64Milli(toInt64(last_ms - {x * 250}), 'UTC'),
     if({x}, NULL, outcome), if({x} OR outcome IS NULL, NULL, fromUnixTimestamp64Milli(toInt64(last_ms), 'UTC')),
@@ -133,7 +138,7 @@ SELECT '{ORG}', fromUnixTimestamp64Milli(toInt64(start_ms), 'UTC'), concat('t', 
     {first_value("concat('agent-', toString(t % 200))")}, {first_value("concat('Agent ', toString(t % 200))")},
     {first_value("'delegated'")}, {first_value("'crm.update'")}, {first_value("'salesforce'")},
     {first_value("'accounts:write'")}, (0, ''), (0, ''), (0, ''),
-    {first_value("concat('prompt-', leftPad(toString(t % 1000), 4, '0'))")}, {first_value("'step-1'")},
+    {first_value(_PROMPT)}, {first_value("'step-1'")},
     {first_value("model")}, {first_value(f"'{MODEL_CONFIG}'")}, {first_value("'USD'")},
     {first_value("concat('user-', toString(t % 20000))")},
     {first_value("concat('session-', toString(intDiv(t, 3)))")}, t % 4, t * {e},
@@ -163,11 +168,11 @@ def _trace_names_sql(db: str, first: int, count: int, end_ms: int, window: tuple
     model once, and the count of each name."""
     names = f"""
 WITH number AS t, {_start_ms(end_ms)} AS start_ms,
-     if(t % 50 = 7, 'o1-preview', ['gpt-4o', 'claude-sonnet', 'gpt-4o-mini', 'llama-3.1'][t % 4 + 1]) AS model
+     {_MODEL} AS model
 SELECT '{ORG}' AS org_id, value, fromUnixTimestamp64Milli(toInt64(start_ms), 'UTC') AS started_at,
     concat('t', toString(t)) AS trace_id
 FROM numbers({first}, {count})
-ARRAY JOIN [concat('prompt-', leftPad(toString(t % 1000), 4, '0')), 'step-1', model] AS value
+ARRAY JOIN [{_PROMPT}, 'step-1', model] AS value
 WHERE {_within(window)}"""
     return [f"INSERT INTO {db}.trace_names {names}",
             f"INSERT INTO {db}.trace_name_values SELECT org_id, value, count() FROM ({names}) GROUP BY org_id, value"]
